@@ -1,1 +1,5 @@
 //! lockstock
+
+pub mod lock;
+
+pub mod order;

@@ -1,0 +1,84 @@
+//! A fenced Redis mutex with heartbeat, lost signal and FIFO hand-off.
+//!
+//! This module knows Redis and nothing else: no orders, products or Postgres. It could become its
+//! own crate unchanged.
+//!
+//! # Guarantees
+//! - When [`LockClient::acquire`] or [`LockClient::try_acquire`] succeeds, then the caller's
+//!   random token was set on the resource's key with a millisecond TTL in one atomic script, and
+//!   the returned [`FencingToken`] is higher than every token handed out before for that resource
+//!   (across expiries, releases and hand-offs).
+//! - When the lock is held by someone else, then waiters queue in Redis in arrival order and the
+//!   holder's release hands the lock straight to the oldest live waiter, announcing it on a
+//!   per-resource channel that each process listens to over one shared subscription: no polling,
+//!   one process-local wake-up per hand-off.
+//! - Release and extend act only while the caller's token is still on the key (compared in a
+//!   script); otherwise they report [`ReleaseOutcome::NotHeld`] / the lost signal.
+//! - While held, the [`LockGuard`]'s heartbeat extends the TTL every `ttl / 3`; its lost signal
+//!   fires when an extension finds the lock gone, and also at a local safety deadline (measured
+//!   on the monotonic clock from when the request was *sent*) when extensions stop succeeding.
+//! - Retrying a call whose reply was lost is safe: re-acquiring with the same token is a success,
+//!   a second release is a no-op. Redis stores no client wall-clock time.
+//!
+//! # Not guaranteed
+//! - Mutual exclusion in the face of pauses. A holder can be paused (GC, SIGSTOP, swap) past its
+//!   TTL and wake up believing it still holds the lock. Only the fencing token, checked by the
+//!   protected resource, makes its writes harmless. **A token checked only at write time does not
+//!   protect a read-then-write**: a stale holder may commit a decision based on what it read
+//!   before the next holder's writes. Hand the token to the resource *before reading* (raise the
+//!   row's fence to your token and read in one statement), and make the write conditional on the
+//!   row still carrying your token.
+//! - Survival of Redis data loss. If Redis restarts empty, fence counters restart low; a fenced
+//!   resource then refuses the new tokens (safe, not wrong) until
+//!   [`LockClient::raise_fence_floor`] lifts the counter above the resource's high-water mark.
+//!
+//! # Example
+//! ```rust,no_run
+//! use std::time::Duration;
+//! use lockstock::lock::{LockClient, LockConfig, LockOptions, LockOwner, ReleaseOutcome};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = LockConfig::default().with_owner(LockOwner::this_process("worker-1"));
+//! let locks = LockClient::connect("redis://127.0.0.1:6379", config).await?;
+//!
+//! let guard = locks.acquire("product:1", &LockOptions::default(), Duration::from_secs(5)).await?;
+//! // 1. Hand the fencing token to the resource *before* reading from it, e.g.
+//! //    UPDATE products SET last_fence = $fence WHERE id = 1 AND last_fence <= $fence RETURNING stock
+//! let fence = guard.fence();
+//! // 2. Do the work, stopping if the lock is lost.
+//! let lost = guard.lost();
+//! tokio::select! {
+//!     () = lost.cancelled() => { /* do not commit; retry later */ }
+//!     () = tokio::time::sleep(Duration::from_millis(100)) => {
+//!         // 3. Commit only if the row still carries our token:
+//!         //    UPDATE products SET stock = stock - 1 WHERE id = 1 AND last_fence = $fence
+//!         let _ = fence;
+//!     }
+//! }
+//! // 4. Release (the heartbeat stops first). NotHeld means it had expired: nothing changed.
+//! if guard.release().await? == ReleaseOutcome::NotHeld {
+//!     eprintln!("the lock expired while held");
+//! }
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod error;
+mod guard;
+mod inspect;
+mod keys;
+mod notify;
+mod options;
+mod owner;
+mod scripts;
+mod token;
+mod with_lock;
+
+pub use client::{LockClient, ReleaseOutcome};
+pub use error::{LockError, Result};
+pub use guard::{LockGuard, LockLease};
+pub use inspect::LockInfo;
+pub use keys::{KeySpace, MAX_RESOURCE_LEN, ResourceKeys};
+pub use options::{Heartbeat, LockConfig, LockOptions};
+pub use owner::LockOwner;
+pub use token::{FencingToken, LockToken};

@@ -1,0 +1,18 @@
+-- A waiter gives up: leaves the wait queue, unless the lock was handed to it meanwhile.
+--
+-- KEYS[1]: lock key
+-- KEYS[2]: wait queue
+-- ARGV[1]: token of the waiter
+-- ARGV[2]: the waiter's queue entry ("" when it has none)
+-- Returns: {1, fence, pttl_ms}  the lock is the waiter's after all (handed off just before)
+--          {0}                  not held by the waiter; its queue entry is gone
+local token = ARGV[1]
+local value = redis.call('GET', KEYS[1])
+if value and string.sub(value, 1, #token + 1) == token .. '\n' then
+  local fence = tonumber(string.match(value, '^[^\n]*\n([^\n]*)'))
+  return {1, fence, redis.call('PTTL', KEYS[1])}
+end
+if ARGV[2] ~= '' then
+  redis.call('LREM', KEYS[2], 1, ARGV[2])
+end
+return {0}
