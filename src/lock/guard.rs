@@ -45,6 +45,10 @@ struct Shared {
     deadline: Mutex<Instant>,
     /// Fired when the lock is (or may be) lost.
     lost: CancellationToken,
+    /// The TTL each extension sets.
+    ttl: Duration,
+    /// The drift allowance subtracted from the TTL for the safety deadline.
+    drift: Duration,
 }
 
 impl Shared {
@@ -113,6 +117,8 @@ impl LockGuard {
             acquired_at: parts.base,
             deadline: Mutex::new(deadline),
             lost: CancellationToken::new(),
+            ttl: parts.options.ttl,
+            drift: parts.options.drift(),
         });
         let stop = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(
@@ -173,6 +179,25 @@ impl LockGuard {
         LockLease {
             shared: self.shared.clone(),
         }
+    }
+
+    /// Extends the TTL now (the heartbeat does this by itself). `Ok(false)` when the lock is no
+    /// longer ours; the lost signal then fires too.
+    pub async fn extend(&self) -> Result<bool> {
+        let sent = Instant::now();
+        let ttl_ms = u64::try_from(self.shared.ttl.as_millis()).unwrap_or(u64::MAX);
+        let still_ours = self
+            .client
+            .extend_token(&self.shared.keys, &self.shared.token, ttl_ms)
+            .await?;
+        if still_ours {
+            self.shared
+                .set_deadline(sent + self.shared.ttl.saturating_sub(self.shared.drift));
+        } else {
+            self.shared
+                .lose("an extension found the lock gone or taken");
+        }
+        Ok(still_ours)
     }
 
     /// Stops the heartbeat, then releases the lock (handing it to the next waiter if any).

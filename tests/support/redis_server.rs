@@ -29,9 +29,14 @@ impl RedisServer {
     /// Starts a new server on a free port and waits until it answers.
     pub fn start() -> Self {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("lockstock-redis-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("lockstock-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create redis test dir");
-        let mut server = RedisServer { port, dir, child: None };
+        let mut server = RedisServer {
+            port,
+            dir,
+            child: None,
+        };
         server.spawn();
         server
     }
@@ -103,7 +108,10 @@ fn wait_until_answers(port: u16) {
                 }
             }
         }
-        assert!(Instant::now() < deadline, "redis-server on port {port} did not answer within 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "redis-server on port {port} did not answer within 10 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

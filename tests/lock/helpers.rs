@@ -1,0 +1,94 @@
+//! Shared set-up: one `redis-server` for the whole binary, a fresh key prefix per test.
+
+use std::{
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use lockstock::lock::{LockClient, LockConfig, LockOwner};
+use redis::aio::ConnectionManager;
+
+use crate::redis_server::RedisServer;
+
+static SERVER: OnceLock<RedisServer> = OnceLock::new();
+
+/// The binary's shared Redis server (started on first use).
+pub fn server_url() -> String {
+    SERVER.get_or_init(RedisServer::start).url()
+}
+
+/// A test's own view of Redis: a unique prefix and clients on it.
+pub struct TestRedis {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl TestRedis {
+    pub fn new() -> Self {
+        Self::on(server_url())
+    }
+
+    pub fn on(url: String) -> Self {
+        Self {
+            url,
+            prefix: format!("test-{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    pub fn config(&self, owner: &str) -> LockConfig {
+        LockConfig::default()
+            .with_prefix(self.prefix.clone())
+            .expect("valid prefix")
+            .with_owner(LockOwner::this_process(owner))
+    }
+
+    /// A new client with its own connection (as a separate process would have).
+    pub async fn client(&self, owner: &str) -> LockClient {
+        LockClient::connect(&self.url, self.config(owner))
+            .await
+            .expect("connect to test redis")
+    }
+
+    /// A plain connection for poking at keys directly.
+    pub async fn raw(&self) -> ConnectionManager {
+        let client = redis::Client::open(self.url.as_str()).expect("url");
+        ConnectionManager::new(client).await.expect("connect")
+    }
+
+    pub fn lock_key(&self, resource: &str) -> String {
+        format!("{}:{{{resource}}}:lock", self.prefix)
+    }
+
+    pub fn queue_key(&self, resource: &str) -> String {
+        format!("{}:{{{resource}}}:queue", self.prefix)
+    }
+}
+
+/// Polls `condition` until it holds or `within` passes; panics with `what` on timeout.
+pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Length of a Redis list.
+pub async fn llen(conn: &ConnectionManager, key: &str) -> usize {
+    let mut conn = conn.clone();
+    redis::cmd("LLEN")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .expect("LLEN")
+}
