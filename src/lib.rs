@@ -3,3 +3,4 @@
 pub mod lock;
 
 pub mod order;
+pub mod store;

@@ -16,7 +16,10 @@
 //!   may be handed the lock once, which then sits idle for one TTL, as after a holder's crash.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -51,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) owner_json: String,
     /// Hand-off messages for local waiters.
     notifier: Arc<Notifier>,
+    /// Commands this client has sent (one per script call), for benchmarks and metrics.
+    round_trips: AtomicU64,
 }
 
 /// What [`LockClient::release`]-style calls found.
@@ -124,6 +129,7 @@ impl LockClient {
                 owner_json,
                 notifier: Notifier::new(client),
                 config,
+                round_trips: AtomicU64::new(0),
             }),
         }
     }
@@ -298,7 +304,7 @@ impl LockClient {
         queue_for: Duration,
         entry: &str,
     ) -> Result<Attempt> {
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.conn_for_call();
         let reply: Vec<Value> = self
             .inner
             .scripts
@@ -360,7 +366,7 @@ impl LockClient {
         keys: &ResourceKeys,
         token: &LockToken,
     ) -> Result<ReleaseOutcome> {
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.conn_for_call();
         let reply: i64 = self
             .inner
             .scripts
@@ -390,7 +396,7 @@ impl LockClient {
         token: &LockToken,
         ttl_ms: u64,
     ) -> Result<bool> {
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.conn_for_call();
         let reply: i64 = self
             .inner
             .scripts
@@ -410,7 +416,7 @@ impl LockClient {
     /// high-water mark.
     pub async fn raise_fence_floor(&self, resource: &str, floor: u64) -> Result<FencingToken> {
         let keys = self.keys().resource(resource)?;
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.conn_for_call();
         let value: u64 = self
             .inner
             .scripts
@@ -438,6 +444,18 @@ impl LockClient {
         super::inspect::list(&self.inner.conn, self.keys()).await
     }
 
+    /// How many commands this client has sent to Redis so far (script calls and inspections;
+    /// the pub/sub subscription is not counted).
+    pub fn round_trips(&self) -> u64 {
+        self.inner.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// The shared connection, counting the call about to be made.
+    fn conn_for_call(&self) -> ConnectionManager {
+        self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.inner.conn.clone()
+    }
+
     /// The owner description this client records beside its locks.
     pub(crate) fn owner_json(&self) -> &str {
         &self.inner.owner_json
@@ -458,7 +476,7 @@ impl QueuedEntry {
     async fn give_up(&mut self) -> Result<Option<(u64, u64, Instant)>> {
         let entry = std::mem::take(&mut self.entry);
         let sent = Instant::now();
-        let mut conn = self.client.inner.conn.clone();
+        let mut conn = self.client.conn_for_call();
         let reply: Vec<Value> = self
             .client
             .inner

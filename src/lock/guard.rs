@@ -219,7 +219,7 @@ impl LockGuard {
     async fn stop_heartbeat(&mut self) {
         self.stop.cancel();
         if let Some(task) = self.heartbeat.take() {
-            let _ = task.await;
+            task.abort();
         }
     }
 }

@@ -1,0 +1,12 @@
+//! Integration tests for the order pipeline against a real Redis and a real Postgres.
+//!
+//! Redis: a throwaway `redis-server` per test (`helpers::TestRedis`) plus a unique key prefix.
+//! Postgres: `#[sqlx::test(migrator = "lockstock::store::MIGRATOR")]` gives each test a fresh,
+//! migrated database from `DATABASE_URL`.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+#[path = "../support/redis_server.rs"]
+mod redis_server;
+
+mod helpers;
+mod store;
