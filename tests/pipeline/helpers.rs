@@ -5,7 +5,56 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lockstock::order::{ProductId, PurchaseOrder, Quantity};
+use lockstock::{
+    order::{ProductId, PurchaseOrder, Quantity},
+    queue::{JobQueue, QueueConfig},
+};
+use redis::aio::ConnectionManager;
+
+use crate::redis_server::RedisServer;
+
+/// A test's own Redis: a fresh server and a unique key prefix.
+pub struct TestRedis {
+    /// The server; killed when the test ends.
+    pub server: RedisServer,
+    /// `test-<uuid>`, the namespace of every key this test touches.
+    pub prefix: String,
+}
+
+impl TestRedis {
+    /// Starts a server for this test.
+    pub fn start() -> Self {
+        Self {
+            server: RedisServer::start(),
+            prefix: format!("test-{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Queue config under this test's prefix for worker `worker`.
+    pub fn queue_config(&self, worker: &str) -> QueueConfig {
+        QueueConfig::namespaced(&self.prefix).with_worker_id(worker)
+    }
+
+    /// A queue handle for `worker` with its own connections (as a separate process would have).
+    pub async fn queue(&self, worker: &str) -> JobQueue {
+        JobQueue::connect(&self.url(), self.queue_config(worker))
+            .await
+            .expect("connect the queue to the test redis")
+    }
+
+    /// A plain connection for looking at keys directly.
+    pub async fn raw(&self) -> ConnectionManager {
+        let client = redis::Client::open(self.url()).expect("redis url");
+        ConnectionManager::new(client)
+            .await
+            .expect("connect to the test redis")
+    }
+}
 
 /// Polls `condition` until it holds; panics naming `what` if `within` passes first.
 pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut condition: F)

@@ -1,0 +1,322 @@
+//! A reliable Redis list queue of opaque messages. Knows Redis lists; never names an order.
+//!
+//! Producers `LPUSH` onto the pending list; a consumer [`JobQueue::reserve`]s with `BLMOVE pending
+//! processing RIGHT LEFT`, which atomically moves the oldest message into the consumer's own
+//! processing list, and removes it from there only once it is done with it ([`JobQueue::ack`],
+//! [`JobQueue::dead_letter`] or [`JobQueue::requeue`]). Each consumer keeps a short-lived liveness
+//! key ([`JobQueue::heartbeat_liveness`]); any live consumer hands the processing list of a dead
+//! one back to the pending list ([`JobQueue::recover_dead_workers`]).
+//!
+//! Guarantees:
+//! - When messages are pushed in order (one [`JobQueue::push_batch`] or several pushes in a row),
+//!   then they are reserved in that order (FIFO), across consumers.
+//! - When a consumer crashes or is killed between reserve and ack, then its messages stay in its
+//!   processing list, and once its liveness key has expired a live consumer's
+//!   [`JobQueue::recover_dead_workers`] moves them back to the front of the pending list in one
+//!   script: no message is lost, none is duplicated by the move itself.
+//! - When a message is dead-lettered, requeued or recovered, then removing it from the processing
+//!   list and pushing it elsewhere happen in one Lua script: never both places, never neither.
+//! - When [`JobQueue::reserve`] blocks, then it does so on a dedicated connection with no response
+//!   timeout (redis-rs's default 500 ms would cut a long `BLMOVE` off, and a blocking command on
+//!   the shared connection would stall every other caller); a client-side deadline of the block's
+//!   own timeout plus [`QueueConfig::reply_grace`] catches a server that vanished silently.
+//! - When the dedicated connection fails, then it is dropped and the next reserve reconnects.
+//!
+//! Non-guarantees:
+//! - When a blocking move's reply is lost (timeout, reconnect, the reserve future dropped), then
+//!   the server may have moved a message into this consumer's processing list without the
+//!   consumer knowing. It is not lost — [`JobQueue::processing_items`] shows it and the consumer
+//!   must reconcile (at start and periodically) — but it is delivered again: consumers must be
+//!   idempotent.
+//! - When a consumer is merely paused past its liveness TTL, then its messages are recovered and
+//!   delivered to someone else while it may still finish them: again, at-least-once delivery.
+//! - When the same payload bytes are pushed twice, then they are two messages; the queue does not
+//!   de-duplicate.
+//! - When used with Redis Cluster, then the scripts need all their keys in one slot: give the
+//!   pending and dead keys the same hash tag (e.g. `{orders}:pending`, `{orders}:dead`).
+//!
+//! ```rust,no_run
+//! use std::time::Duration;
+//! use lockstock::queue::{JobQueue, QueueConfig};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let queue = JobQueue::connect("redis://127.0.0.1:6379", QueueConfig::default()).await?;
+//! queue.push_batch(&[b"hello".to_vec()]).await?;
+//! queue.heartbeat_liveness(Duration::from_secs(15)).await?;
+//! if let Some(message) = queue.reserve(Duration::from_secs(5)).await? {
+//!     // ... handle it, record the result durably ...
+//!     queue.ack(&message).await?;
+//! }
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod dead;
+mod error;
+mod keys;
+mod liveness;
+mod scripts;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use redis::{
+    AsyncConnectionConfig, Client,
+    aio::{ConnectionManager, MultiplexedConnection},
+};
+use tokio::sync::{Mutex, MutexGuard};
+
+use self::scripts::SCRIPTS;
+pub use self::{
+    config::{QueueConfig, default_worker_id},
+    dead::DeadLetter,
+    error::{QueueError, Result},
+    keys::QueueKeys,
+    liveness::QueueStats,
+};
+
+/// A consumer's (or producer's) handle on one queue.
+///
+/// Clones share the shared connection and the dedicated blocking connection, so concurrent
+/// [`JobQueue::reserve`] calls on clones take turns; build separate `JobQueue`s for parallel
+/// blocking reads.
+#[derive(Clone)]
+pub struct JobQueue {
+    /// Builds the dedicated blocking connection (again after a failure).
+    client: Client,
+    /// The process's shared multiplexed connection, for every non-blocking command.
+    conn: ConnectionManager,
+    /// The dedicated connection for `BLMOVE`; `None` until first used and after a failure.
+    blocking: Arc<Mutex<Option<MultiplexedConnection>>>,
+    /// Every key name, derived once from the config.
+    keys: QueueKeys,
+    /// This consumer's id (names its processing list and liveness key).
+    worker_id: String,
+    /// This consumer's processing list, cached.
+    processing: String,
+    /// Extra time to wait for a blocking move's reply before declaring the connection dead.
+    reply_grace: Duration,
+    /// Messages per `LPUSH` in a batch.
+    push_chunk: usize,
+}
+
+impl fmt::Debug for JobQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobQueue")
+            .field("keys", &self.keys)
+            .field("worker_id", &self.worker_id)
+            .field("reply_grace", &self.reply_grace)
+            .field("push_chunk", &self.push_chunk)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobQueue {
+    /// A queue over `conn` (the process's shared connection); `client` is used only to open the
+    /// dedicated blocking connection, lazily, on the first [`JobQueue::reserve`].
+    ///
+    /// - When a key, the worker id or `push_chunk` is empty/zero, then [`QueueError::Config`].
+    pub fn new(client: Client, conn: ConnectionManager, config: QueueConfig) -> Result<Self> {
+        if config.pending_key.is_empty() || config.dead_key.is_empty() {
+            return Err(QueueError::Config("queue keys must not be empty"));
+        }
+        if config.worker_id.is_empty() {
+            return Err(QueueError::Config("worker id must not be empty"));
+        }
+        if config.push_chunk == 0 {
+            return Err(QueueError::Config("push_chunk must be at least 1"));
+        }
+        let keys = QueueKeys::new(config.pending_key, config.dead_key);
+        Ok(Self {
+            client,
+            conn,
+            blocking: Arc::new(Mutex::new(None)),
+            processing: keys.processing(&config.worker_id),
+            keys,
+            worker_id: config.worker_id,
+            reply_grace: config.reply_grace,
+            push_chunk: config.push_chunk,
+        })
+    }
+
+    /// Opens a client and a shared connection to `redis_url` and builds the queue on them.
+    ///
+    /// - When Redis does not answer, then the connection manager's retries run out and the error
+    ///   is returned.
+    pub async fn connect(redis_url: &str, config: QueueConfig) -> Result<Self> {
+        let client = Client::open(redis_url)?;
+        let conn = ConnectionManager::new(client.clone()).await?;
+        Self::new(client, conn, config)
+    }
+
+    /// This consumer's worker id.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// The queue's key names.
+    pub fn keys(&self) -> &QueueKeys {
+        &self.keys
+    }
+
+    /// Pushes one message to the back of the queue.
+    pub async fn push(&self, payload: &[u8]) -> Result<()> {
+        self.push_batch(&[payload]).await.map(|_| ())
+    }
+
+    /// Pushes messages to the back of the queue in one pipelined round trip (`LPUSH`es of
+    /// [`QueueConfig::push_chunk`] messages each); returns how many were pushed.
+    ///
+    /// - When it succeeds, then the messages are reserved in slice order, after everything already
+    ///   pending.
+    /// - When it fails, then a prefix of the chunks may have been pushed (the pipeline is not a
+    ///   transaction).
+    pub async fn push_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<usize> {
+        if payloads.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for chunk in payloads.chunks(self.push_chunk) {
+            let mut cmd = redis::cmd("LPUSH");
+            cmd.arg(self.keys.pending());
+            for payload in chunk {
+                cmd.arg(payload.as_ref());
+            }
+            pipe.add_command(cmd).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(payloads.len())
+    }
+
+    /// Takes the oldest pending message into this consumer's processing list, waiting up to
+    /// `timeout` for one; `Ok(None)` when none came.
+    ///
+    /// - When `timeout` is zero, then it does not block: a single `LMOVE` on the shared connection.
+    /// - Otherwise `BLMOVE` runs on the dedicated connection (no response timeout); concurrent
+    ///   calls on this queue (and its clones) take turns.
+    /// - When the call fails or its future is dropped while waiting, then the dedicated connection
+    ///   is dropped (the server stops blocking for it) and the next call reconnects; a message moved
+    ///   just before that is in the processing list (see the module's non-guarantees).
+    pub async fn reserve(&self, timeout: Duration) -> Result<Option<Vec<u8>>> {
+        if timeout.is_zero() {
+            let mut conn = self.conn.clone();
+            let item: Option<Vec<u8>> = redis::cmd("LMOVE")
+                .arg(self.keys.pending())
+                .arg(&self.processing)
+                .arg("RIGHT")
+                .arg("LEFT")
+                .query_async(&mut conn)
+                .await?;
+            return Ok(item);
+        }
+
+        let mut slot = DropConnectionUnlessDisarmed {
+            slot: self.blocking.lock().await,
+            armed: true,
+        };
+        if slot.slot.is_none() {
+            let config = AsyncConnectionConfig::new().set_response_timeout(None);
+            let conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            *slot.slot = Some(conn);
+        }
+        let Some(conn) = slot.slot.as_mut() else {
+            return Err(QueueError::Config(
+                "blocking connection missing right after connecting",
+            ));
+        };
+        // BLMOVE takes seconds as a decimal since Redis 6; 0 would mean "forever".
+        let seconds = timeout.as_secs_f64().max(0.001);
+        let deadline = timeout + self.reply_grace;
+        let reply = tokio::time::timeout(
+            deadline,
+            redis::cmd("BLMOVE")
+                .arg(self.keys.pending())
+                .arg(&self.processing)
+                .arg("RIGHT")
+                .arg("LEFT")
+                .arg(seconds)
+                .query_async::<Option<Vec<u8>>>(conn),
+        )
+        .await;
+        match reply {
+            Ok(Ok(item)) => {
+                slot.armed = false;
+                Ok(item)
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(QueueError::ReplyTimeout(deadline)),
+        }
+    }
+
+    /// Removes a handled message from this consumer's processing list; `true` when it was there.
+    ///
+    /// - When it was not there (already recovered by another consumer after this one looked
+    ///   dead), then `false` and nothing changes; that consumer's copy will be delivered again.
+    pub async fn ack(&self, payload: &[u8]) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = redis::cmd("LREM")
+            .arg(&self.processing)
+            .arg(1)
+            .arg(payload)
+            .query_async(&mut conn)
+            .await?;
+        Ok(removed > 0)
+    }
+
+    /// Moves a message from this consumer's processing list to the back of the pending list, in
+    /// one script; `true` when it was there.
+    pub async fn requeue(&self, payload: &[u8]) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let moved: i64 = SCRIPTS
+            .requeue
+            .key(&self.processing)
+            .key(self.keys.pending())
+            .arg(payload)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(moved == 1)
+    }
+
+    /// This consumer's processing list, oldest first: messages reserved and not yet acknowledged,
+    /// including any whose reserve reply was lost.
+    pub async fn processing_items(&self) -> Result<Vec<Vec<u8>>> {
+        let mut conn = self.conn.clone();
+        let mut items: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(&self.processing)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        items.reverse();
+        Ok(items)
+    }
+
+    /// How many messages are pending.
+    pub async fn depth(&self) -> Result<usize> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("LLEN")
+            .arg(self.keys.pending())
+            .query_async(&mut conn)
+            .await?)
+    }
+}
+
+/// Holds the blocking connection's slot while a `BLMOVE` is in flight and empties it unless the
+/// reply arrived: a failed or abandoned (dropped) reserve never leaves a connection with a command
+/// still blocking on the server. Dropping the connection is not network I/O: its driver task
+/// closes the socket.
+struct DropConnectionUnlessDisarmed<'a> {
+    slot: MutexGuard<'a, Option<MultiplexedConnection>>,
+    armed: bool,
+}
+
+impl Drop for DropConnectionUnlessDisarmed<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            *self.slot = None;
+        }
+    }
+}
