@@ -1,1 +1,135 @@
-fn main(){}
+//! `worker`: pulls purchase orders from Redis and processes each under its product's lock,
+//! writing outcomes to Postgres. Run several (see the Procfile); stop with SIGTERM/SIGINT.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use lockstock::{
+    config::{DatabaseArgs, RedisArgs, mask_url},
+    lock::{LockClient, LockConfig, LockOwner},
+    queue::{JobQueue, QueueConfig, default_worker_id},
+    redis_conn,
+    shutdown::spawn_signal_handler,
+    store::OrderStore,
+    telemetry::init_tracing,
+    worker::{Worker, WorkerConfig},
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "Process purchase orders under per-product locks"
+)]
+struct Cli {
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Orders processed at once by this process.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    concurrency: u32,
+    /// Product lock TTL in milliseconds (extended by a heartbeat while held).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(3..))]
+    lock_ttl_ms: u64,
+    /// Simulated slow step between the stock check and the sale, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    work_ms: u64,
+    /// UNSAFE: process without locks (the seed's race, for the demo only).
+    #[arg(long)]
+    no_lock: bool,
+    /// The pending list.
+    #[arg(long, env = "QUEUE_KEY", default_value = "orders:pending")]
+    queue_key: String,
+    /// The dead letter list.
+    #[arg(long, env = "DEAD_KEY", default_value = "orders:dead")]
+    dead_key: String,
+    /// Prefix of the lock keys.
+    #[arg(long, env = "LOCK_PREFIX", default_value = "lockstock")]
+    lock_prefix: String,
+    /// This worker's id (default: host-pid-random). Reusing an id after a crash lets the new
+    /// process take over the old one's processing list at once.
+    #[arg(long, env = "WORKER_ID")]
+    worker_id: Option<String>,
+    /// How long a graceful shutdown waits for in-flight orders, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    drain_timeout_ms: u64,
+    /// Liveness key TTL in milliseconds (a dead worker's orders are recovered after it).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(300..))]
+    liveness_ttl_ms: u64,
+    /// How often to look for dead workers, in milliseconds.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..))]
+    recovery_interval_ms: u64,
+    /// Most orders processed under one lock hold.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_limit: u32,
+    /// Postgres connections in this process's pool (default: concurrency + 2).
+    #[arg(long)]
+    max_connections: Option<u32>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing("info");
+    if cli.no_lock {
+        eprintln!("\n  !!! WARNING: --no-lock: orders are processed WITHOUT locks or fencing.");
+        eprintln!(
+            "  !!! Concurrent orders for one product WILL oversell. Use only to demonstrate the race.\n"
+        );
+        tracing::warn!("running without locks: overselling is expected");
+    }
+    let worker_id = cli.worker_id.clone().unwrap_or_else(default_worker_id);
+
+    let store = OrderStore::connect_lazy(
+        &cli.database.database_url,
+        cli.max_connections.unwrap_or(cli.concurrency + 2),
+    )
+    .with_context(|| {
+        format!(
+            "configuring Postgres at {}",
+            mask_url(&cli.database.database_url)
+        )
+    })?;
+    store.migrate().await.with_context(|| {
+        format!(
+            "migrating Postgres at {}",
+            mask_url(&cli.database.database_url)
+        )
+    })?;
+    let (client, conn) = redis_conn::connect(&cli.redis.redis_url)
+        .await
+        .with_context(|| format!("connecting to Redis at {}", mask_url(&cli.redis.redis_url)))?;
+
+    let queue_config = QueueConfig::default()
+        .with_pending_key(cli.queue_key)
+        .with_dead_key(cli.dead_key)
+        .with_worker_id(worker_id.clone());
+    let queue = JobQueue::new(client.clone(), conn.clone(), queue_config)
+        .context("configuring the queue")?;
+    let lock_config = LockConfig::default()
+        .with_prefix(cli.lock_prefix)
+        .context("configuring the locks")?
+        .with_owner(LockOwner::this_process(worker_id.clone()));
+    let locks = LockClient::with_connection(client, conn, lock_config);
+    let config = WorkerConfig {
+        worker_id,
+        concurrency: cli.concurrency as usize,
+        lock_ttl: Duration::from_millis(cli.lock_ttl_ms),
+        work: Duration::from_millis(cli.work_ms),
+        use_lock: !cli.no_lock,
+        batch_limit: cli.batch_limit as usize,
+        drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
+        liveness_ttl: Duration::from_millis(cli.liveness_ttl_ms),
+        recovery_interval: Duration::from_millis(cli.recovery_interval_ms),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(queue, locks, store, config).context("configuring the worker")?;
+
+    let root = CancellationToken::new();
+    spawn_signal_handler(root.clone());
+    worker.run(root).await;
+    Ok(())
+}

@@ -1,0 +1,473 @@
+//! The worker: the only module that composes the queue, the lock and the store.
+//!
+//! A [`Worker`] pulls purchase orders from the Redis list with a blocking atomic move into its own
+//! processing list, processes each under its product's lock (see [`process`]) and acknowledges it
+//! only after its outcome is committed in Postgres.
+//!
+//! # Guarantees
+//! - When an order is pulled, then it stays in this worker's processing list until its outcome
+//!   (or dead letter) is stored; a worker killed at any point loses nothing: once its liveness key
+//!   expires, a live worker moves its processing list back to the pending list.
+//! - Every order gets exactly one outcome row: commits are idempotent by order id, so a
+//!   redelivered order is acknowledged without a second effect.
+//! - Stock never goes below zero on the locked path, whatever the pauses: every decision is
+//!   fenced (see [`process`]).
+//! - When many queued orders want one product, then they wait in that product's lane without
+//!   taking concurrency slots; orders for other products keep flowing.
+//! - When a blocking move's reply was lost, then the message sits in this worker's processing
+//!   list unknown to it; the periodic reconciliation adopts it after it was seen orphaned twice.
+//! - When shutdown is requested, then the worker stops pulling, finishes in-flight orders within
+//!   the drain timeout, moves anything left back to the pending list, releases its locks, deletes
+//!   its liveness key and returns.
+//!
+//! # Not guaranteed
+//! - Orders in flight when Redis loses its data (a restart without persistence) are still
+//!   decided, but messages that were only in Redis are gone with it.
+//! - Order of outcomes across products, or across workers for one product beyond the lock's FIFO.
+
+mod error;
+mod lanes;
+pub mod process;
+mod stats;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use self::{
+    error::ProcessError,
+    stats::{StatsSnapshot, WorkerStats},
+};
+use self::{
+    lanes::{Job, Lanes},
+    process::Backoff,
+};
+use crate::{lock::LockClient, order::decode, queue::JobQueue, store::OrderStore};
+
+/// How a worker behaves. `WorkerConfig::default()` matches the `worker` binary's defaults.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This worker's id (recorded on outcome rows; must match the queue's worker id).
+    pub worker_id: String,
+    /// Orders processed at once (product lanes active at once). Default 16.
+    pub concurrency: usize,
+    /// Product lock TTL. Default 10 s, as in the seed.
+    pub lock_ttl: Duration,
+    /// The simulated slow step between reading the stock and selling. Default 0.
+    pub work: Duration,
+    /// Take product locks (`false` = the seed's unsafe path, for the demo only).
+    pub use_lock: bool,
+    /// How long one lock acquisition waits before it is retried (and logged). Default 30 s.
+    pub lock_wait: Duration,
+    /// Most orders processed under one lock hold before giving other processes a turn. Default 16.
+    pub batch_limit: usize,
+    /// Most orders parked in product lanes at once. Default 1024.
+    pub backlog_limit: usize,
+    /// How long a graceful shutdown waits for in-flight orders. Default 30 s.
+    pub drain_timeout: Duration,
+    /// Liveness key TTL; renewed every third of it. Default 10 s.
+    pub liveness_ttl: Duration,
+    /// How often dead workers' processing lists are looked for. Default 5 s.
+    pub recovery_interval: Duration,
+    /// How often this worker's own processing list is reconciled. Default 10 s.
+    pub reconcile_interval: Duration,
+    /// How long one blocking pull waits. Default 1 s.
+    pub poll_timeout: Duration,
+    /// How often a summary line is logged. Default 10 s.
+    pub summary_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: crate::queue::default_worker_id(),
+            concurrency: 16,
+            lock_ttl: Duration::from_secs(10),
+            work: Duration::ZERO,
+            use_lock: true,
+            lock_wait: Duration::from_secs(30),
+            batch_limit: 16,
+            backlog_limit: 1024,
+            drain_timeout: Duration::from_secs(30),
+            liveness_ttl: Duration::from_secs(10),
+            recovery_interval: Duration::from_secs(5),
+            reconcile_interval: Duration::from_secs(10),
+            poll_timeout: Duration::from_secs(1),
+            summary_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors that stop a worker from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A setting cannot work.
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+}
+
+/// What every task of a worker shares.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) queue: JobQueue,
+    pub(crate) locks: LockClient,
+    pub(crate) store: OrderStore,
+    pub(crate) config: WorkerConfig,
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) lanes: Lanes,
+    /// Payloads pulled and not yet acknowledged (a multiset: the same bytes may come twice).
+    inflight: Mutex<HashMap<Vec<u8>, usize>>,
+    /// Cancelled when in-flight work must be abandoned (drain timeout, or hard stop).
+    pub(crate) hard_stop: CancellationToken,
+}
+
+impl Ctx {
+    fn track(&self, payload: &[u8]) {
+        *self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(payload.to_vec())
+            .or_default() += 1;
+    }
+
+    /// Forgets one in-flight copy of `payload` (after it was acknowledged or dead-lettered).
+    pub(crate) fn forget(&self, payload: &[u8]) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = inflight.get_mut(payload) {
+            *count -= 1;
+            if *count == 0 {
+                inflight.remove(payload);
+            }
+        }
+    }
+
+    fn is_inflight(&self, payload: &[u8]) -> bool {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(payload)
+    }
+
+    /// Acknowledges a decided message, retrying while Redis is away (until a hard stop: the
+    /// message is then redelivered and recognised as already decided).
+    pub(crate) async fn ack(&self, payload: &[u8]) {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.queue.ack(payload).await {
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "acknowledging failed; retrying");
+                    if !self.pause(backoff.next()).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.forget(payload);
+    }
+
+    /// Sleeps for `duration`; `false` when a hard stop interrupted it.
+    pub(crate) async fn pause(&self, duration: Duration) -> bool {
+        tokio::select! {
+            () = self.hard_stop.cancelled() => false,
+            () = tokio::time::sleep(duration) => true,
+        }
+    }
+}
+
+/// A worker process's engine.
+#[derive(Debug)]
+pub struct Worker {
+    ctx: Arc<Ctx>,
+}
+
+impl Worker {
+    /// A worker over a queue (whose worker id names this worker), a lock client and a store.
+    pub fn new(
+        queue: JobQueue,
+        locks: LockClient,
+        store: OrderStore,
+        mut config: WorkerConfig,
+    ) -> Result<Self, WorkerError> {
+        if config.concurrency == 0 {
+            return Err(WorkerError::Config("concurrency must be at least 1".into()));
+        }
+        if config.batch_limit == 0 || config.backlog_limit == 0 {
+            return Err(WorkerError::Config(
+                "batch and backlog limits must be at least 1".into(),
+            ));
+        }
+        if config.lock_ttl.as_millis() < 3 {
+            return Err(WorkerError::Config(
+                "the lock TTL must be at least 3 ms".into(),
+            ));
+        }
+        if config.liveness_ttl < Duration::from_millis(300) {
+            return Err(WorkerError::Config(
+                "the liveness TTL must be at least 300 ms".into(),
+            ));
+        }
+        config.worker_id = queue.worker_id().to_owned();
+        let lanes = Lanes::new(config.backlog_limit);
+        Ok(Self {
+            ctx: Arc::new(Ctx {
+                queue,
+                locks,
+                store,
+                lanes,
+                config,
+                stats: Arc::new(WorkerStats::default()),
+                inflight: Mutex::new(HashMap::new()),
+                hard_stop: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The worker's live counters.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.ctx.stats.clone()
+    }
+
+    /// Cancelled to abandon in-flight work at once (e.g. on a second signal); the orders stay in
+    /// the processing list for recovery.
+    pub fn hard_stop(&self) -> CancellationToken {
+        self.ctx.hard_stop.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains and returns the final counters.
+    pub async fn run(self, shutdown: CancellationToken) -> StatsSnapshot {
+        let ctx = self.ctx;
+        let config = &ctx.config;
+        tracing::info!(
+            worker = %config.worker_id,
+            concurrency = config.concurrency,
+            lock_ttl_ms = config.lock_ttl.as_millis() as u64,
+            work_ms = config.work.as_millis() as u64,
+            locked = config.use_lock,
+            "worker started"
+        );
+        // Liveness first, so no other worker mistakes this one for dead.
+        let mut backoff = Backoff::default();
+        while let Err(error) = ctx.queue.heartbeat_liveness(config.liveness_ttl).await {
+            tracing::warn!(%error, "registering liveness failed; retrying");
+            tokio::select! {
+                () = shutdown.cancelled() => return ctx.stats.snapshot(),
+                () = tokio::time::sleep(backoff.next()) => {}
+            }
+        }
+        let upkeep_stop = CancellationToken::new();
+        let upkeep = tokio::spawn(upkeep(ctx.clone(), upkeep_stop.clone()));
+        let tracker = TaskTracker::new();
+
+        pull(&ctx, &tracker, &shutdown).await;
+
+        // Drain.
+        tracker.close();
+        let in_flight = tracker.len();
+        tracing::info!(
+            in_flight,
+            parked = ctx.lanes.parked(),
+            "stopping: draining in-flight orders"
+        );
+        if tokio::time::timeout(config.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                abandoned = tracker.len(),
+                drain_timeout_ms = config.drain_timeout.as_millis() as u64,
+                "drain timed out; abandoning the rest to the pending list"
+            );
+            ctx.hard_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+        }
+        ctx.hard_stop.cancel();
+        upkeep_stop.cancel();
+        let _ = upkeep.await;
+        match ctx.queue.deregister().await {
+            Ok(0) => {}
+            Ok(moved) => {
+                tracing::info!(moved, "moved unfinished messages back to the pending list")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "deregistering failed; the liveness key will expire")
+            }
+        }
+        let summary = ctx.stats.snapshot();
+        tracing::info!(worker = %config.worker_id, ?summary, "worker stopped");
+        summary
+    }
+}
+
+/// The pull loop: reserve, decode, dispatch; reconcile the processing list between pulls.
+async fn pull(ctx: &Arc<Ctx>, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    let permits = Arc::new(Semaphore::new(ctx.config.concurrency));
+    let mut next_reconcile = Instant::now(); // at start: adopt anything already in our list
+    let mut orphans_seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut backoff = Backoff::default();
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => return,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = ctx.lanes.wait_for_space() => {}
+        }
+        if Instant::now() >= next_reconcile {
+            next_reconcile = Instant::now() + ctx.config.reconcile_interval;
+            for payload in reconcile(ctx, &mut orphans_seen).await {
+                dispatch(ctx, tracker, payload, None);
+            }
+        }
+        let reserved = tokio::select! {
+            () = shutdown.cancelled() => return,
+            reserved = ctx.queue.reserve(ctx.config.poll_timeout) => reserved,
+        };
+        match reserved {
+            Ok(Some(payload)) => {
+                backoff = Backoff::default();
+                ctx.track(&payload);
+                dispatch(ctx, tracker, payload, Some(permit));
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "pulling from the queue failed; backing off");
+                WorkerStats::bump(&ctx.stats.retries);
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff.next()) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Starts the right task for a pulled message. Lane jobs that join an active lane need no task.
+fn dispatch(
+    ctx: &Arc<Ctx>,
+    tracker: &TaskTracker,
+    payload: Vec<u8>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    match decode(&payload) {
+        Ok(order) => {
+            let job = Job {
+                payload,
+                order,
+                attempts: 0,
+            };
+            if !ctx.config.use_lock {
+                tracker.spawn(process::run_unlocked(ctx.clone(), job).with_permit(permit));
+            } else if let Some(job) = ctx.lanes.offer(job) {
+                tracker.spawn(process::run_lane(ctx.clone(), job).with_permit(permit));
+            }
+        }
+        Err(poison) => {
+            tracker.spawn(process::run_poison(ctx.clone(), payload, poison).with_permit(permit));
+        }
+    }
+}
+
+/// Keeps a concurrency permit for as long as a task runs.
+trait WithPermit: std::future::Future + Sized {
+    fn with_permit(
+        self,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> impl std::future::Future<Output = Self::Output> {
+        async move {
+            let output = self.await;
+            drop(permit);
+            output
+        }
+    }
+}
+
+impl<F: std::future::Future> WithPermit for F {}
+
+/// Messages in our processing list that no task knows about, seen so twice in a row (a reply
+/// lost on the blocking move). Adopted messages are tracked as in flight.
+async fn reconcile(ctx: &Ctx, orphans_seen: &mut HashSet<Vec<u8>>) -> Vec<Vec<u8>> {
+    let items = match ctx.queue.processing_items().await {
+        Ok(items) => items,
+        Err(error) => {
+            tracing::debug!(%error, "reconciling the processing list failed");
+            return Vec::new();
+        }
+    };
+    let mut adopted = Vec::new();
+    let mut still_orphaned = HashSet::new();
+    for item in items {
+        if ctx.is_inflight(&item) {
+            continue;
+        }
+        if orphans_seen.contains(&item) {
+            tracing::info!(
+                bytes = item.len(),
+                "adopting a message found in our processing list"
+            );
+            ctx.track(&item);
+            adopted.push(item);
+        } else {
+            still_orphaned.insert(item);
+        }
+    }
+    *orphans_seen = still_orphaned;
+    adopted
+}
+
+/// Background duties: liveness, recovery of dead workers, a periodic summary.
+async fn upkeep(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let config = &ctx.config;
+    let mut liveness = tokio::time::interval(config.liveness_ttl / 3);
+    let mut recovery = tokio::time::interval(config.recovery_interval);
+    let mut summary = tokio::time::interval(config.summary_interval);
+    for timer in [&mut liveness, &mut recovery, &mut summary] {
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    let mut last = ctx.stats.snapshot();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = liveness.tick() => {
+                if let Err(error) = ctx.queue.heartbeat_liveness(config.liveness_ttl).await {
+                    tracing::warn!(%error, "renewing liveness failed");
+                }
+            }
+            _ = recovery.tick() => {
+                match ctx.queue.recover_dead_workers().await {
+                    Ok(0) => {}
+                    Ok(moved) => {
+                        ctx.stats.recovered.fetch_add(moved as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(error) => tracing::debug!(%error, "recovering dead workers failed"),
+                }
+            }
+            _ = summary.tick() => {
+                let now = ctx.stats.snapshot();
+                if now != last {
+                    tracing::info!(
+                        fulfilled = now.fulfilled,
+                        rejected = now.rejected,
+                        dead_lettered = now.dead_lettered,
+                        already_decided = now.already_decided,
+                        locks_lost = now.locks_lost,
+                        stale_fences = now.stale_fences,
+                        parked = ctx.lanes.parked(),
+                        "progress"
+                    );
+                    last = now;
+                }
+            }
+        }
+    }
+}

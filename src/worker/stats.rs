@@ -1,0 +1,76 @@
+//! Counters of what a worker did, for its log summary (and, later, metrics).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Running totals of one worker process. All counters only grow.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Orders this worker fulfilled (committed).
+    pub fulfilled: AtomicU64,
+    /// Orders this worker rejected (committed), any reason.
+    pub rejected: AtomicU64,
+    /// Messages moved to the dead letter list.
+    pub dead_lettered: AtomicU64,
+    /// Redelivered orders that already had an outcome (acknowledged with no effect).
+    pub already_decided: AtomicU64,
+    /// Times a held lock was lost before the commit (the order was retried).
+    pub locks_lost: AtomicU64,
+    /// Times the database refused a fencing token as stale.
+    pub stale_fences: AtomicU64,
+    /// Retries after infrastructure errors.
+    pub retries: AtomicU64,
+    /// Orders taken back from dead workers' processing lists (by this worker's recovery).
+    pub recovered: AtomicU64,
+}
+
+/// A point-in-time copy of [`WorkerStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// See [`WorkerStats::fulfilled`].
+    pub fulfilled: u64,
+    /// See [`WorkerStats::rejected`].
+    pub rejected: u64,
+    /// See [`WorkerStats::dead_lettered`].
+    pub dead_lettered: u64,
+    /// See [`WorkerStats::already_decided`].
+    pub already_decided: u64,
+    /// See [`WorkerStats::locks_lost`].
+    pub locks_lost: u64,
+    /// See [`WorkerStats::stale_fences`].
+    pub stale_fences: u64,
+    /// See [`WorkerStats::retries`].
+    pub retries: u64,
+    /// See [`WorkerStats::recovered`].
+    pub recovered: u64,
+}
+
+impl WorkerStats {
+    /// Adds one to `counter`.
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            fulfilled: get(&self.fulfilled),
+            rejected: get(&self.rejected),
+            dead_lettered: get(&self.dead_lettered),
+            already_decided: get(&self.already_decided),
+            locks_lost: get(&self.locks_lost),
+            stale_fences: get(&self.stale_fences),
+            retries: get(&self.retries),
+            recovered: get(&self.recovered),
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// Orders decided by this worker.
+    pub fn decided(&self) -> u64 {
+        self.fulfilled + self.rejected
+    }
+}
