@@ -5,8 +5,12 @@
 pub mod bench;
 pub mod config;
 pub mod lock;
+pub mod redis_conn;
+pub mod shutdown;
 pub mod telemetry;
+pub mod worker;
 
 pub mod order;
+pub mod producer;
 pub mod queue;
 pub mod store;

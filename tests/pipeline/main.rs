@@ -11,5 +11,6 @@
 mod redis_server;
 
 mod helpers;
+mod producer;
 mod queue;
 mod store;
