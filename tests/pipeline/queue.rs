@@ -322,12 +322,13 @@ async fn a_reserve_blocking_past_500ms_returns_a_message_pushed_later() {
     )
     .await;
     // Not synchronisation: holding the block past 500 ms is the behaviour under test. Meanwhile
-    // the consumer's shared connection answers promptly.
+    // the consumer's shared connection answers (a stall would last the whole 10 s block; the
+    // bound is loose so a loaded machine does not flake).
     while started.elapsed() < Duration::from_millis(900) {
         let asked = Instant::now();
         consumer.depth().await.unwrap();
         assert!(
-            asked.elapsed() < Duration::from_millis(250),
+            asked.elapsed() < Duration::from_secs(2),
             "shared connection stalled"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -395,7 +396,7 @@ async fn a_reserve_on_an_empty_queue_returns_none_after_its_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(650));
     let started = Instant::now();
     assert_eq!(queue.reserve(Duration::ZERO).await.unwrap(), None);
-    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 /// After Redis restarts, reserve reports the broken connection, then reconnects by itself and
