@@ -4,6 +4,8 @@
 
 pub mod bench;
 pub mod config;
+pub mod demo;
+pub mod fleet;
 pub mod lock;
 pub mod redis_conn;
 pub mod shutdown;

@@ -1,7 +1,6 @@
-//! `lockctl`: the operator's command line: benchmarks (and, with later issues, status and
-//! administration).
+//! `lockctl`: the operator's command line: migrations, stock, the race demo and benchmarks.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -10,7 +9,10 @@ use lockstock::{
         Report,
         lock::{LockBench, bench_client, format_run, run_contender},
     },
-    config::RedisArgs,
+    config::{DatabaseArgs, RedisArgs, mask_url},
+    demo::{DemoConfig, run_demo},
+    order::ProductId,
+    store::OrderStore,
     telemetry::init_tracing,
 };
 
@@ -23,6 +25,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Apply the database migrations (safe while workers start at the same time).
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Read or set a product's stock.
+    Stock {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(subcommand)]
+        action: StockAction,
+    },
+    /// The race demo: 100 orders, 4 worker processes, without and with locks.
+    Demo(DemoArgs),
     /// Benchmark the lock against the raw Redis round trip on the same server.
     Bench(BenchArgs),
     /// (internal) one contender process of `bench --processes`.
@@ -57,6 +73,48 @@ struct BenchArgs {
     json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum StockAction {
+    /// Print a product's stock.
+    Get {
+        /// Product id.
+        product: i32,
+    },
+    /// Set a product's stock.
+    Set {
+        /// Product id.
+        product: i32,
+        /// New stock.
+        stock: i32,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Orders per run.
+    #[arg(long, default_value_t = 100)]
+    orders: usize,
+    /// Starting stock of each round (repeatable).
+    #[arg(long = "stock", default_values_t = vec![1, 10])]
+    stocks: Vec<i32>,
+    /// Worker processes per run.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// The slow step between the stock check and the sale, ms.
+    #[arg(long, default_value_t = 100)]
+    work_ms: u64,
+    /// Where the workers' logs go.
+    #[arg(long, default_value = ".local/demo")]
+    log_dir: PathBuf,
+    /// Print the results as JSON after the tables.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, clap::Args)]
 struct ContenderArgs {
     #[command(flatten)]
@@ -77,6 +135,27 @@ struct ContenderArgs {
 async fn main() -> anyhow::Result<()> {
     init_tracing("warn");
     match Cli::parse().command {
+        Command::Migrate { database } => {
+            let store = connect_store(&database).await?;
+            println!("migrations applied to {}", mask_url(&database.database_url));
+            drop(store);
+            Ok(())
+        }
+        Command::Stock { database, action } => {
+            let store = connect_store(&database).await?;
+            match action {
+                StockAction::Get { product } => {
+                    let stock = store.stock(ProductId::new(product)?).await?;
+                    println!("{stock}");
+                }
+                StockAction::Set { product, stock } => {
+                    store.set_stock(ProductId::new(product)?, stock).await?;
+                    println!("product {product} stock set to {stock}");
+                }
+            }
+            Ok(())
+        }
+        Command::Demo(args) => demo(args).await,
         Command::Bench(args) => bench(args).await,
         Command::BenchContender(args) => {
             let client = bench_client(
@@ -91,6 +170,47 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn connect_store(database: &DatabaseArgs) -> anyhow::Result<OrderStore> {
+    let store = OrderStore::connect_lazy(&database.database_url, 2).with_context(|| {
+        format!(
+            "configuring Postgres at {}",
+            mask_url(&database.database_url)
+        )
+    })?;
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("migrating Postgres at {}", mask_url(&database.database_url)))?;
+    Ok(store)
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.orders > 0 && args.workers > 0,
+        "--orders and --workers must be above zero"
+    );
+    let config = DemoConfig {
+        redis_url: args.redis.redis_url,
+        database_url: args.database.database_url,
+        orders: args.orders,
+        rounds: args.stocks,
+        workers: args.workers,
+        work_ms: args.work_ms,
+        log_dir: args.log_dir,
+        run_timeout: Duration::from_secs(120),
+    };
+    let report = run_demo(&config, |line| println!("{line}")).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    let oversold = report.locked_oversold();
+    if oversold > 0 {
+        anyhow::bail!("the locked runs oversold {oversold} units: the lock failed");
+    }
+    println!("\nlocked runs oversold nothing.");
+    Ok(())
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
