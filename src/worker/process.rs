@@ -167,18 +167,12 @@ async fn claim(
         match ctx.store.claim_product(product, fence).await {
             Ok(stock) => return Ok(Claim::Stock(stock)),
             Err(StoreError::UnknownProduct(_)) => return Ok(Claim::Unknown),
-            // Our own earlier claim landed but its reply was lost: the row carries our token.
-            Err(StoreError::StaleFence { current }) if current == fence => {
-                match ctx.store.stock(product).await {
-                    Ok(stock) => return Ok(Claim::Stock(stock)),
-                    Err(error) => {
-                        tracing::debug!(%error, "re-reading stock after a lost claim reply failed")
-                    }
-                }
-            }
             Err(StoreError::StaleFence { current }) => {
                 // The lock's counter is behind the database: Redis lost it. Raise it past the
-                // row's high-water mark and take the lock again with a fresh token.
+                // row's high-water mark and take the lock again with a fresh token. This covers
+                // `current == fence` too: after Redis lost its counters, another holder may have
+                // been given the same token, so an equal fence is never taken as our own claim
+                // (a lost reply of our own claim costs one more acquisition).
                 WorkerStats::bump(&ctx.stats.stale_fences);
                 tracing::warn!(product_id = %product, fence, current, "fence counter behind the database; raising it");
                 let resource = product_resource(product);

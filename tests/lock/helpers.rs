@@ -1,37 +1,36 @@
-//! Shared set-up: one `redis-server` for the whole binary, a fresh key prefix per test.
+//! Shared set-up: a throwaway `redis-server` and a fresh key prefix per test.
 
-use std::{
-    sync::OnceLock,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use lockstock::lock::{LockClient, LockConfig, LockOwner};
 use redis::aio::ConnectionManager;
 
 use crate::redis_server::RedisServer;
 
-static SERVER: OnceLock<RedisServer> = OnceLock::new();
-
-/// The binary's shared Redis server (started on first use).
-pub fn server_url() -> String {
-    SERVER.get_or_init(RedisServer::start).url()
-}
-
-/// A test's own view of Redis: a unique prefix and clients on it.
+/// A test's own Redis: a throwaway server (killed when the test ends), a unique prefix, and
+/// clients on it.
 pub struct TestRedis {
     pub url: String,
     pub prefix: String,
+    _server: Option<RedisServer>,
 }
 
 impl TestRedis {
     pub fn new() -> Self {
-        Self::on(server_url())
+        let server = RedisServer::start();
+        Self {
+            url: server.url(),
+            prefix: format!("test-{}", uuid::Uuid::new_v4().simple()),
+            _server: Some(server),
+        }
     }
 
+    /// On a server the test manages itself (to stop or restart it).
     pub fn on(url: String) -> Self {
         Self {
             url,
             prefix: format!("test-{}", uuid::Uuid::new_v4().simple()),
+            _server: None,
         }
     }
 

@@ -1,5 +1,5 @@
-//! Lock core against a real `redis-server` (one throwaway server per test binary run, a unique
-//! key prefix per test). No mocks.
+//! Lock core against a real `redis-server` (a throwaway server and a unique key prefix per
+//! test). No mocks.
 #![allow(unreachable_pub)]
 
 #[path = "../support/redis_server.rs"]

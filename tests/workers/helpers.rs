@@ -1,0 +1,344 @@
+//! Test environment: a Redis server, a fresh database, worker processes, and data checks.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use lockstock::{
+    order::{ProductId, PurchaseOrder, Quantity},
+    queue::{JobQueue, QueueConfig},
+    store::OrderStore,
+};
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+use crate::redis_server::RedisServer;
+
+/// One test's world.
+pub struct Env {
+    pub redis: RedisServer,
+    pub prefix: String,
+    pub database_url: String,
+    pub store: OrderStore,
+    pub pool: PgPool,
+    logs: PathBuf,
+}
+
+impl Env {
+    /// A fresh Redis server and key prefix over the test's fresh database.
+    pub async fn new(pool: PgPool) -> Self {
+        let database = pool
+            .connect_options()
+            .get_database()
+            .expect("test database name")
+            .to_owned();
+        let base = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/test exports it)");
+        let mut url = url::Url::parse(&base).expect("DATABASE_URL parses");
+        url.set_path(&format!("/{database}"));
+        let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let logs = std::env::temp_dir().join(format!("lockstock-tests/{prefix}"));
+        std::fs::create_dir_all(&logs).expect("log dir");
+        Self {
+            redis: RedisServer::start(),
+            database_url: url.to_string(),
+            store: OrderStore::new(pool.clone()),
+            pool,
+            prefix,
+            logs,
+        }
+    }
+
+    pub fn pending_key(&self) -> String {
+        format!("{}:orders:pending", self.prefix)
+    }
+
+    pub fn dead_key(&self) -> String {
+        format!("{}:orders:dead", self.prefix)
+    }
+
+    pub fn lock_prefix(&self) -> String {
+        format!("{}-locks", self.prefix)
+    }
+
+    /// The lock key of a product.
+    pub fn lock_key(&self, product: i32) -> String {
+        format!("{}:{{product:{product}}}:lock", self.lock_prefix())
+    }
+
+    /// Starts a worker process named `name` with the test's keys plus `extra` flags (which
+    /// override the test defaults: a 1 s liveness TTL, recovery every 200 ms).
+    pub fn worker(&self, name: &str, extra: &[&str]) -> WorkerProc {
+        let log = self.logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("worker log");
+        let id = format!("{}-{name}", self.prefix);
+        let child = Command::new(env!("CARGO_BIN_EXE_worker"))
+            .args([
+                "--redis-url",
+                &self.redis.url(),
+                "--database-url",
+                &self.database_url,
+            ])
+            .args([
+                "--queue-key",
+                &self.pending_key(),
+                "--dead-key",
+                &self.dead_key(),
+            ])
+            .args(["--lock-prefix", &self.lock_prefix(), "--worker-id", &id])
+            .args(
+                [
+                    ("--liveness-ttl-ms", "1000"),
+                    ("--recovery-interval-ms", "200"),
+                    ("--max-connections", "4"),
+                ]
+                .into_iter()
+                .filter(|(flag, _)| !extra.contains(flag))
+                .flat_map(|(flag, value)| [flag, value]),
+            )
+            .args(extra)
+            .env("RUST_LOG", "info,lockstock=debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log handle"))
+            .stderr(file)
+            .spawn()
+            .expect("start the worker binary");
+        WorkerProc {
+            child: Some(child),
+            id,
+            log,
+        }
+    }
+
+    /// A queue handle for pushing and inspecting (not a consumer).
+    pub async fn queue(&self) -> JobQueue {
+        let config =
+            QueueConfig::namespaced(&self.prefix).with_worker_id(format!("{}-test", self.prefix));
+        JobQueue::connect(&self.redis.url(), config)
+            .await
+            .expect("connect the queue")
+    }
+
+    pub async fn raw(&self) -> ConnectionManager {
+        ConnectionManager::new(redis::Client::open(self.redis.url()).expect("url"))
+            .await
+            .expect("connect")
+    }
+
+    /// Pushes orders as JSON messages.
+    pub async fn push(&self, orders: &[PurchaseOrder]) {
+        let payloads: Vec<Vec<u8>> = orders.iter().map(PurchaseOrder::to_json).collect();
+        self.push_raw(&payloads).await;
+    }
+
+    /// Pushes raw messages.
+    pub async fn push_raw(&self, payloads: &[Vec<u8>]) {
+        self.queue().await.push_batch(payloads).await.expect("push");
+    }
+
+    /// Sets products `1..=count` to `stock`.
+    pub async fn products(&self, count: i32, stock: i32) {
+        self.store
+            .create_products(count, stock)
+            .await
+            .expect("create products");
+    }
+
+    /// Rows in `orders`.
+    pub async fn decided(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count orders")
+    }
+
+    /// Waits until `n` orders have outcomes.
+    pub async fn wait_decided(&self, n: i64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let decided = self.decided().await;
+            if decided >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {decided} of {n} orders decided within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every outcome row: id -> (status, reason).
+    pub async fn outcomes(&self) -> HashMap<uuid::Uuid, (String, Option<String>)> {
+        let rows: Vec<(uuid::Uuid, String, Option<String>)> =
+            sqlx::query_as("SELECT id, status, reason FROM orders")
+                .fetch_all(&self.pool)
+                .await
+                .expect("outcomes");
+        rows.into_iter()
+            .map(|(id, status, reason)| (id, (status, reason)))
+            .collect()
+    }
+
+    /// Stock of a product.
+    pub async fn stock(&self, product: i32) -> i32 {
+        self.store
+            .stock(ProductId::new(product).expect("id"))
+            .await
+            .expect("stock")
+    }
+
+    /// Sum of fulfilled quantities of a product.
+    pub async fn sold(&self, product: i32) -> i64 {
+        sqlx::query_scalar(
+            "SELECT coalesce(sum(quantity), 0)::bigint FROM orders WHERE product_id = $1 AND status = 'fulfilled'",
+        )
+        .bind(product)
+        .fetch_one(&self.pool)
+        .await
+        .expect("sold")
+    }
+
+    /// Messages in every processing list of this test's queue.
+    pub async fn processing_total(&self) -> usize {
+        let mut conn = self.raw().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:processing:*", self.pending_key()))
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS");
+        let mut total = 0;
+        for key in keys {
+            let n: usize = redis::cmd("LLEN")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("LLEN");
+            total += n;
+        }
+        total
+    }
+
+    pub async fn llen(&self, key: &str) -> usize {
+        let mut conn = self.raw().await;
+        redis::cmd("LLEN")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("LLEN")
+    }
+
+    /// Keys under the lock prefix that are locks (held right now).
+    pub async fn held_locks(&self) -> Vec<String> {
+        let mut conn = self.raw().await;
+        redis::cmd("KEYS")
+            .arg(format!("{}:*:lock", self.lock_prefix()))
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS")
+    }
+
+    /// The lock value (`token\nfence\nsince\nowner`) of a product, if locked.
+    pub async fn lock_value(&self, product: i32) -> Option<String> {
+        let mut conn = self.raw().await;
+        redis::cmd("GET")
+            .arg(self.lock_key(product))
+            .query_async(&mut conn)
+            .await
+            .expect("GET")
+    }
+}
+
+/// An order with a fresh id.
+pub fn order(product: i32, quantity: i32) -> PurchaseOrder {
+    PurchaseOrder::new(
+        ProductId::new(product).expect("product"),
+        Quantity::new(quantity).expect("quantity"),
+    )
+}
+
+/// Polls `condition` until it holds or `within` passes.
+pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A running worker process; killed when dropped.
+pub struct WorkerProc {
+    child: Option<Child>,
+    /// Its worker id.
+    pub id: String,
+    log: PathBuf,
+}
+
+impl WorkerProc {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .expect("running")
+                .try_wait()
+                .expect("try_wait")
+            {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker {} did not exit within {within:?}\n{}",
+                self.id,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

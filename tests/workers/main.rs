@@ -1,0 +1,14 @@
+//! Process-level tests: real `worker` processes (started from `CARGO_BIN_EXE_worker`) against a
+//! real Redis (a throwaway server per test) and Postgres (a fresh migrated database per test via
+//! `#[sqlx::test]`). Each test states its invariant and checks it on the stored data.
+#![allow(unreachable_pub)]
+
+#[path = "../support/redis_server.rs"]
+mod redis_server;
+
+mod helpers;
+
+mod exactly_once;
+mod failures;
+mod messages;
+mod shutdown;
