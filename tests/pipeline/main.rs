@@ -5,8 +5,6 @@
 //! migrated database from `DATABASE_URL`.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-// The shared support file trips a style lint (nested `if let`s); it is not ours to restyle.
-#[allow(clippy::collapsible_if)]
 #[path = "../support/redis_server.rs"]
 mod redis_server;
 

@@ -101,12 +101,11 @@ pub fn free_port() -> u16 {
 fn wait_until_answers(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) {
-            if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    return;
-                }
-            }
+        if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            && let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200))
+            && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+        {
+            return;
         }
         assert!(
             Instant::now() < deadline,
