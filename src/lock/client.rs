@@ -150,7 +150,7 @@ impl LockClient {
     }
 
     /// Takes the lock on `resource` if it is free right now; `Ok(None)` when it is held.
-    #[tracing::instrument(level = "debug", skip_all, fields(resource), err)]
+    #[tracing::instrument(level = "debug", skip_all, fields(resource = %resource), err(level = "debug"))]
     pub async fn try_acquire(
         &self,
         resource: &str,
@@ -175,7 +175,7 @@ impl LockClient {
     ///
     /// Waiters are served in FIFO order and woken by the holder's release. Returns
     /// [`LockError::Timeout`] when the lock could not be had in time.
-    #[tracing::instrument(level = "debug", skip_all, fields(resource), err)]
+    #[tracing::instrument(level = "debug", skip_all, fields(resource = %resource), err(level = "debug"))]
     pub async fn acquire(
         &self,
         resource: &str,

@@ -53,7 +53,7 @@ impl OrderStore {
     ///   carries `fence` and the stock covers it (else [`StoreError::InsufficientStock`], nothing
     ///   changes): never below zero.
     /// - When the product does not exist, then [`StoreError::UnknownProduct`].
-    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %order.id, product_id = %order.product_id, fence = fence), err)]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %order.id, product_id = %order.product_id, fence = fence), err(level = "debug"))]
     pub async fn commit_fenced(
         &self,
         order: &PurchaseOrder,
@@ -144,7 +144,7 @@ impl OrderStore {
     /// - When the order already has an outcome, then [`CommitResult::AlreadyDecided`] and nothing
     ///   changes: even the unsafe path records one outcome per order.
     /// - When the product does not exist, then [`StoreError::UnknownProduct`] and nothing changes.
-    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %order.id, product_id = %order.product_id), err)]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %order.id, product_id = %order.product_id), err(level = "debug"))]
     pub async fn commit_unfenced(
         &self,
         order: &PurchaseOrder,
@@ -211,7 +211,7 @@ impl OrderStore {
     /// - When the order already has an outcome, then [`CommitResult::AlreadyDecided`] and nothing
     ///   changes.
     /// - When recorded, then [`CommitResult::Committed`] with `remaining_stock: None`.
-    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %order_id, reason = %reason), err)]
+    #[tracing::instrument(level = "debug", skip_all, fields(order_id = %order_id, reason = %reason), err(level = "debug"))]
     pub async fn record_rejection(
         &self,
         order_id: OrderId,

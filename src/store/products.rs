@@ -18,7 +18,7 @@ impl OrderStore {
     ///   Redis restart reset the lock's fence counter, this is how stale tokens are noticed; raise
     ///   the counter above [`OrderStore::fence_high_water`] and take the lock again.
     /// - When the product does not exist, then [`StoreError::UnknownProduct`].
-    #[tracing::instrument(level = "debug", skip(self), err)]
+    #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn claim_product(&self, product_id: ProductId, fence: u64) -> Result<i32> {
         let fence_value = fence_i64(fence)?;
         // language=PostgreSQL
