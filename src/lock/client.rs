@@ -30,6 +30,7 @@ use super::{
     guard::{GuardParts, LockGuard},
     inspect::LockInfo,
     keys::{KeySpace, ResourceKeys},
+    metrics::LockMetrics,
     notify::{Handoff, Notifier},
     options::{LockConfig, LockOptions},
     scripts::Scripts,
@@ -56,6 +57,8 @@ pub(crate) struct Inner {
     notifier: Arc<Notifier>,
     /// Commands this client has sent (one per script call), for benchmarks and metrics.
     round_trips: AtomicU64,
+    /// Acquisitions, timeouts, losses, wait and hold times (shared with the guards).
+    metrics: Arc<LockMetrics>,
 }
 
 /// What [`LockClient::release`]-style calls found.
@@ -130,6 +133,7 @@ impl LockClient {
                 notifier: Notifier::new(client),
                 config,
                 round_trips: AtomicU64::new(0),
+                metrics: Arc::default(),
             }),
         }
     }
@@ -156,6 +160,18 @@ impl LockClient {
         resource: &str,
         options: &LockOptions,
     ) -> Result<Option<LockGuard>> {
+        let started = Instant::now();
+        let result = self.try_acquire_once(resource, options).await;
+        let got = result.as_ref().map(Option::is_some);
+        self.inner.metrics.record_acquire(got, started.elapsed());
+        result
+    }
+
+    async fn try_acquire_once(
+        &self,
+        resource: &str,
+        options: &LockOptions,
+    ) -> Result<Option<LockGuard>> {
         options.validate()?;
         let keys = self.keys().resource(resource)?;
         let token = LockToken::new();
@@ -177,6 +193,19 @@ impl LockClient {
     /// [`LockError::Timeout`] when the lock could not be had in time.
     #[tracing::instrument(level = "debug", skip_all, fields(resource = %resource), err(level = "debug"))]
     pub async fn acquire(
+        &self,
+        resource: &str,
+        options: &LockOptions,
+        wait: Duration,
+    ) -> Result<LockGuard> {
+        let started = Instant::now();
+        let result = self.acquire_waiting(resource, options, wait).await;
+        let got = result.as_ref().map(|_| true);
+        self.inner.metrics.record_acquire(got, started.elapsed());
+        result
+    }
+
+    async fn acquire_waiting(
         &self,
         resource: &str,
         options: &LockOptions,
@@ -448,6 +477,16 @@ impl LockClient {
     /// the pub/sub subscription is not counted).
     pub fn round_trips(&self) -> u64 {
         self.inner.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// What this client's acquisitions and guards did so far (counters and histograms).
+    pub fn metrics(&self) -> &LockMetrics {
+        &self.inner.metrics
+    }
+
+    /// The metrics handle, for guards that outlive a borrow of the client.
+    pub(crate) fn metrics_handle(&self) -> Arc<LockMetrics> {
+        self.inner.metrics.clone()
     }
 
     /// The shared connection, counting the call about to be made.

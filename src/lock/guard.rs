@@ -29,6 +29,7 @@ use super::{
     client::{LockClient, ReleaseOutcome},
     error::Result,
     keys::ResourceKeys,
+    metrics::LockMetrics,
     options::LockOptions,
     token::{FencingToken, LockToken},
 };
@@ -49,6 +50,8 @@ struct Shared {
     ttl: Duration,
     /// The drift allowance subtracted from the TTL for the safety deadline.
     drift: Duration,
+    /// The client's metrics (losses and hold times are recorded here).
+    metrics: Arc<LockMetrics>,
 }
 
 impl Shared {
@@ -69,6 +72,7 @@ impl Shared {
                 why,
                 "lock lost"
             );
+            self.metrics.lost();
             self.lost.cancel();
         }
     }
@@ -119,6 +123,7 @@ impl LockGuard {
             lost: CancellationToken::new(),
             ttl: parts.options.ttl,
             drift: parts.options.drift(),
+            metrics: parts.client.metrics_handle(),
         });
         let stop = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(
@@ -206,6 +211,7 @@ impl LockGuard {
     pub async fn release(mut self) -> Result<ReleaseOutcome> {
         self.stop_heartbeat().await;
         self.released = true;
+        self.shared.metrics.released(self.shared.acquired_at.elapsed());
         let outcome = self
             .client
             .release_token(&self.shared.keys, &self.shared.token)
@@ -230,6 +236,9 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
+        self.shared
+            .metrics
+            .released(self.shared.acquired_at.elapsed());
         let client = self.client.clone();
         let shared = self.shared.clone();
         let heartbeat = self.heartbeat.take();

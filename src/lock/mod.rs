@@ -67,6 +67,7 @@ mod error;
 mod guard;
 mod inspect;
 mod keys;
+mod metrics;
 mod notify;
 mod options;
 mod owner;
@@ -79,6 +80,9 @@ pub use error::{LockError, Result};
 pub use guard::{LockGuard, LockLease};
 pub use inspect::LockInfo;
 pub use keys::{KeySpace, MAX_RESOURCE_LEN, ResourceKeys};
+pub use metrics::{
+    DURATION_BUCKETS, DurationHistogram, HistogramSnapshot, LockMetrics, LockMetricsSnapshot,
+};
 pub use options::{Heartbeat, LockConfig, LockOptions};
 pub use owner::LockOwner;
 pub use token::{FencingToken, LockToken};
