@@ -19,6 +19,17 @@ pub struct QueueStats {
     pub live_workers: usize,
 }
 
+/// One worker as the queue sees it, for status displays.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerState {
+    /// The worker id.
+    pub id: String,
+    /// Whether its liveness key exists (a dead worker's messages are about to be recovered).
+    pub alive: bool,
+    /// Messages in its processing list: reserved and not yet acknowledged.
+    pub in_flight: usize,
+}
+
 impl JobQueue {
     /// Marks this consumer alive for `ttl` and registers it; call it before the first reserve and
     /// then well within `ttl`, periodically.
@@ -104,6 +115,31 @@ impl JobQueue {
             stats.live_workers += usize::from(alive > 0);
         }
         Ok(stats)
+    }
+
+    /// Every known worker (registered, or owning a processing list), by id, with its liveness and
+    /// in-flight count. Not a snapshot: read with one `SCAN` and one pipeline.
+    pub async fn worker_states(&self) -> Result<Vec<WorkerState>> {
+        let workers = self.known_workers().await?;
+        if workers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for worker in &workers {
+            pipe.cmd("LLEN").arg(self.keys.processing(worker));
+            pipe.cmd("EXISTS").arg(self.keys.alive(worker));
+        }
+        let mut conn = self.conn.clone();
+        let counts: Vec<usize> = pipe.query_async(&mut conn).await?;
+        Ok(workers
+            .into_iter()
+            .zip(counts.chunks(2))
+            .map(|(id, pair)| WorkerState {
+                id,
+                in_flight: pair.first().copied().unwrap_or(0),
+                alive: pair.get(1).copied().unwrap_or(0) > 0,
+            })
+            .collect())
     }
 
     /// Registered workers plus owners of existing processing lists.

@@ -71,7 +71,7 @@ pub use self::{
     dead::DeadLetter,
     error::{QueueError, Result},
     keys::QueueKeys,
-    liveness::QueueStats,
+    liveness::{QueueStats, WorkerState},
 };
 
 /// A consumer's (or producer's) handle on one queue.

@@ -40,13 +40,17 @@
 mod error;
 mod orders;
 mod products;
+mod views;
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
 
-pub use self::error::{Result, StoreError};
+pub use self::{
+    error::{Result, StoreError},
+    views::{OutcomeCount, ProductRow},
+};
 use crate::order::{OrderId, Outcome};
 
 /// The crate's migrations (`migrations/`), embedded at compile time.
