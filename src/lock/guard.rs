@@ -211,7 +211,9 @@ impl LockGuard {
     pub async fn release(mut self) -> Result<ReleaseOutcome> {
         self.stop_heartbeat().await;
         self.released = true;
-        self.shared.metrics.released(self.shared.acquired_at.elapsed());
+        self.shared
+            .metrics
+            .released(self.shared.acquired_at.elapsed());
         let outcome = self
             .client
             .release_token(&self.shared.keys, &self.shared.token)

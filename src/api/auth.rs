@@ -1,0 +1,115 @@
+//! Who may change things: the bearer token on mutating routes, and where the server may listen.
+//!
+//! - When an API token is configured, then a handler that takes [`Authorized`] answers 401
+//!   (with `WWW-Authenticate: Bearer`) unless the request carries `Authorization: Bearer
+//!   <token>`; the comparison takes the same time wherever the first difference is.
+//! - When no token is configured, then [`Authorized`] lets every request through, and
+//!   [`check_bind`] refuses any listen address that is not loopback unless the operator
+//!   explicitly allowed a public, unauthenticated server.
+//! - The token itself is never logged or echoed; `Debug` of the config prints `<set>`.
+//! - Not guaranteed: transport security. Put a TLS-terminating proxy in front when the token
+//!   crosses a network.
+
+use std::net::SocketAddr;
+
+use axum::{
+    extract::FromRequestParts,
+    http::{header, request::Parts},
+};
+
+use super::{AppState, error::ApiError};
+
+/// Proof that the request may mutate state (see the module docs). Take it as a handler argument.
+#[derive(Debug, Clone, Copy)]
+pub struct Authorized;
+
+impl FromRequestParts<AppState> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(expected) = state.config().token.as_deref() else {
+            return Ok(Authorized);
+        };
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        match presented {
+            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
+                Ok(Authorized)
+            }
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// Why the server refuses to listen on an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    /// A non-loopback address without a token and without the explicit override.
+    #[error(
+        "refusing to listen on {0} without API_TOKEN: mutating routes would be open to the network \
+         (set API_TOKEN, bind to 127.0.0.1, or pass --allow-public)"
+    )]
+    PublicWithoutToken(SocketAddr),
+}
+
+/// Checks a listen address against the loopback rule (see the module docs).
+///
+/// - When `has_token` is true, or every address is loopback, or `allow_public` is true, then
+///   `Ok`.
+/// - Otherwise [`BindError::PublicWithoutToken`] naming the first public address.
+pub fn check_bind(
+    addresses: &[SocketAddr],
+    has_token: bool,
+    allow_public: bool,
+) -> Result<(), BindError> {
+    if has_token || allow_public {
+        return Ok(());
+    }
+    match addresses.iter().find(|addr| !addr.ip().is_loopback()) {
+        Some(public) => Err(BindError::PublicWithoutToken(*public)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loopback is always fine; public needs a token or the override.
+    #[test]
+    fn public_addresses_need_a_token_or_the_override() {
+        let loopback: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+        let v6_loopback: SocketAddr = "[::1]:3000".parse().unwrap();
+        let public: SocketAddr = "0.0.0.0:3000".parse().unwrap();
+        assert!(check_bind(&[loopback, v6_loopback], false, false).is_ok());
+        assert_eq!(
+            check_bind(&[loopback, public], false, false),
+            Err(BindError::PublicWithoutToken(public))
+        );
+        assert!(check_bind(&[public], true, false).is_ok());
+        assert!(check_bind(&[public], false, true).is_ok());
+    }
+
+    #[test]
+    fn token_comparison_needs_equal_bytes() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

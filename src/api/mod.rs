@@ -1,0 +1,281 @@
+//! The HTTP API: the seed's Express server rebuilt on axum, grown into the operator's window.
+//!
+//! [`app`] builds the [`Router`] over an [`AppState`]; [`serve`] runs it on a bound listener
+//! until a cancellation token fires. The `api` binary only parses flags, connects and calls
+//! them; the tests drive the same `app` over `127.0.0.1:0` or with `oneshot`.
+//!
+//! | route | what | file |
+//! |---|---|---|
+//! | `POST /purchase/without-lock/{productId}` | the seed's unsafe read-wait-sell (oversells on purpose) | `purchase.rs` |
+//! | `POST /purchase/with-lock/{productId}` | the same under the product's fenced lock, exactly as a worker does it | `purchase.rs` |
+//! | `GET /stock/{productId}`, `POST /stock/{productId}/reset` | the seed's stock read and reset | `purchase.rs` |
+//! | `GET /products` | every product with stock, price and fence | `purchase.rs` |
+//! | `POST /orders`, `GET /orders/{id}`, `GET /orders` | enqueue for the workers; outcome or `pending`; recent outcomes | `orders.rs` |
+//! | `GET /locks` | held locks: owner, age, TTL left, fencing token | `locks.rs` |
+//! | `GET /queue` | pending, in flight per worker, dead letters | `queue.rs` |
+//! | `GET /healthz`, `GET /readyz` | process up; Redis and Postgres reachable | `health.rs` |
+//! | `GET /metrics` | Prometheus text (also served by workers with `--metrics-addr`) | `metrics.rs` |
+//! | `GET /` | the live page (one self-contained HTML file) | `page.rs` |
+//!
+//! # Guarantees
+//! - When a purchase goes through `/purchase/with-lock`, then it takes the lock named
+//!   `product:<id>` (the resource the workers lock), claims the product row with the lock's
+//!   fencing token before reading the stock, abandons the slow step when the lock's lost signal
+//!   fires, and commits only while the row still carries its token. API purchases and queued
+//!   orders for one product therefore exclude each other, and the locked path never oversells.
+//! - When a synchronous purchase is decided, then it is recorded in `orders` under a fresh order
+//!   id (returned as `order_id`), like a worker's decision, so `GET /orders/{id}` can audit it.
+//! - When an API token is configured, then every mutating route (`POST`) needs
+//!   `Authorization: Bearer <token>`; read-only routes stay open (see [`auth`]).
+//! - When a request body exceeds [`ApiConfig::body_limit`], then 413 and nothing is done.
+//! - When anything fails on our side, then the caller gets a generic JSON error and the cause is
+//!   logged, never returned (see [`error`]).
+//! - When [`serve`]'s token is cancelled, then the server stops accepting connections and returns
+//!   once the requests in flight are answered.
+//!
+//! # Not guaranteed
+//! - `/purchase/without-lock` keeps the seed's race: concurrent calls oversell and drive the stock
+//!   negative. That is its purpose.
+//! - When a client disconnects mid-purchase, then its handler is dropped: a commit already made
+//!   stays, one not yet made never happens, and the lock is released in the background.
+//! - `GET /orders/{id}` answers `pending` for any id without an outcome, including ids never
+//!   submitted: the queue is not searched.
+
+pub mod auth;
+pub mod error;
+pub mod locks;
+pub mod metrics;
+mod observe;
+pub mod orders;
+mod page;
+pub mod purchase;
+pub mod queue;
+pub mod status;
+
+mod health;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, rejection::BytesRejection},
+    middleware,
+    routing::{get, post},
+};
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use self::{
+    auth::{Authorized, BindError, check_bind},
+    error::ApiError,
+    metrics::ApiMetrics,
+};
+use crate::{lock::LockClient, order::ProductId, queue::JobQueue, store::OrderStore};
+
+/// How the API behaves. `ApiConfig::default()` matches the `api` binary's defaults.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// The seed's simulated slow step between reading the stock and selling. Default 100 ms.
+    pub work: Duration,
+    /// TTL of a product lock taken by a locked purchase (extended while held). Default 10 s.
+    pub lock_ttl: Duration,
+    /// How long a locked purchase waits for the product's lock before answering 503. Default
+    /// 10 s (the seed gave up after ten growing retries, about 5.5 s).
+    pub lock_wait: Duration,
+    /// Bearer token required by mutating routes; `None` leaves them open (loopback only).
+    pub token: Option<String>,
+    /// Largest accepted request body, in bytes. Default 4 KiB.
+    pub body_limit: usize,
+    /// Recorded as the deciding `worker` on orders this API decides. Default `api-<host>-<pid>`.
+    pub instance_id: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            work: Duration::from_millis(100),
+            lock_ttl: Duration::from_secs(10),
+            lock_wait: Duration::from_secs(10),
+            token: None,
+            body_limit: 4 * 1024,
+            instance_id: format!(
+                "api-{}-{}",
+                gethostname::gethostname().to_string_lossy(),
+                std::process::id()
+            ),
+        }
+    }
+}
+
+impl fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("work", &self.work)
+            .field("lock_ttl", &self.lock_ttl)
+            .field("lock_wait", &self.lock_wait)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("body_limit", &self.body_limit)
+            .field("instance_id", &self.instance_id)
+            .finish()
+    }
+}
+
+/// What every handler shares: the store, the lock client, the queue, settings and counters.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+#[derive(Debug)]
+struct StateInner {
+    /// Products and outcomes in Postgres.
+    store: OrderStore,
+    /// Product locks, the same key space the workers use.
+    locks: LockClient,
+    /// The producer's pending list (POST /orders pushes here) and the workers' bookkeeping.
+    queue: JobQueue,
+    /// Settings.
+    config: ApiConfig,
+    /// The API's own counters.
+    metrics: ApiMetrics,
+}
+
+impl AppState {
+    /// State over a store, a lock client (its key prefix must match the workers') and a queue
+    /// handle on the producer's list.
+    pub fn new(store: OrderStore, locks: LockClient, queue: JobQueue, config: ApiConfig) -> Self {
+        Self {
+            inner: Arc::new(StateInner {
+                store,
+                locks,
+                queue,
+                config,
+                metrics: ApiMetrics::default(),
+            }),
+        }
+    }
+
+    /// The order store.
+    pub fn store(&self) -> &OrderStore {
+        &self.inner.store
+    }
+
+    /// The lock client.
+    pub fn locks(&self) -> &LockClient {
+        &self.inner.locks
+    }
+
+    /// The queue handle.
+    pub fn queue(&self) -> &JobQueue {
+        &self.inner.queue
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+
+    /// The API's own counters.
+    pub fn metrics(&self) -> &ApiMetrics {
+        &self.inner.metrics
+    }
+}
+
+/// The API's router over `state` (see the module docs for the routes).
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.config().body_limit;
+    Router::new()
+        .route("/", get(page::index))
+        .route(
+            "/purchase/without-lock/{product_id}",
+            post(purchase::without_lock),
+        )
+        .route(
+            "/purchase/with-lock/{product_id}",
+            post(purchase::with_lock),
+        )
+        .route("/stock/{product_id}", get(purchase::stock))
+        .route("/stock/{product_id}/reset", post(purchase::reset_stock))
+        .route("/products", get(purchase::products))
+        .route("/orders", get(orders::recent).post(orders::create))
+        .route("/orders/{order_id}", get(orders::status))
+        .route("/locks", get(locks::list))
+        .route("/queue", get(queue::overview))
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        .route("/metrics", get(metrics::scrape))
+        .fallback(observe::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` is cancelled, then waits for the requests
+/// in flight.
+///
+/// ```rust,no_run
+/// use lockstock::api::{AppState, serve};
+/// use tokio_util::sync::CancellationToken;
+///
+/// # async fn demo(state: AppState) -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let port = listener.local_addr()?.port();
+/// let shutdown = CancellationToken::new();
+/// tokio::spawn(serve(listener, state, shutdown.clone()));
+/// // ... talk to http://127.0.0.1:{port} ...
+/// shutdown.cancel();
+/// # let _ = port; Ok(()) }
+/// ```
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Parses a product id path segment: a positive 32-bit integer, else 400.
+pub(crate) fn parse_product_id(raw: &str) -> Result<ProductId, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .and_then(|id| ProductId::try_from(id).ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "product id must be a positive integer, got {:?}",
+                truncate(raw, 40)
+            ))
+        })
+}
+
+/// Parses an optional JSON body: empty (or whitespace) means `T::default()`, so the seed's
+/// `curl -X POST .../purchase/with-lock/1` works without a body or a content type.
+pub(crate) fn parse_body<T: DeserializeOwned + Default>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| ApiError::from_body(rejection, limit))?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        let message = e.to_string();
+        // serde_json appends " at line L column C"; keep it short and about the input.
+        let message = message
+            .rsplit_once(" at line ")
+            .map_or(message.as_str(), |(head, _)| head);
+        ApiError::BadRequest(format!("invalid JSON body: {message}"))
+    })
+}
+
+/// At most `max` characters of `text`, for echoing caller input in errors.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}

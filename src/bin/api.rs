@@ -1,0 +1,159 @@
+//! `api`: the HTTP API and live page (the seed's Express server, grown into the operator's
+//! window). Stop with SIGTERM/SIGINT: it stops accepting connections and answers the requests in
+//! flight before exiting.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use lockstock::{
+    api::{ApiConfig, AppState, check_bind, serve},
+    config::{DatabaseArgs, RedisArgs, mask_url},
+    lock::{LockClient, LockConfig, LockOwner},
+    queue::{JobQueue, QueueConfig},
+    redis_conn,
+    shutdown::spawn_signal_handler,
+    store::OrderStore,
+    telemetry::init_tracing,
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "api",
+    version,
+    about = "HTTP API: purchases, orders, locks, queue, metrics and a live page"
+)]
+struct Cli {
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Address to listen on (host:port). Without API_TOKEN only loopback addresses are allowed.
+    #[arg(long, env = "API_BIND", default_value = "127.0.0.1:3000")]
+    bind: String,
+    /// Listen on a non-loopback address even without API_TOKEN (mutating routes are then open).
+    #[arg(long)]
+    allow_public: bool,
+    /// Bearer token required by mutating routes (POST). Read from the environment only, so it
+    /// never shows in `ps`.
+    #[arg(skip)]
+    api_token: Option<String>,
+    /// The seed's simulated slow step between reading the stock and selling, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    work_ms: u64,
+    /// TTL of product locks taken by locked purchases, in milliseconds.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(3..))]
+    lock_ttl_ms: u64,
+    /// How long a locked purchase waits for the product's lock before answering 503, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    lock_wait_ms: u64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
+    body_limit: u64,
+    /// The pending list (the producer's and workers' list).
+    #[arg(long, env = "QUEUE_KEY", default_value = "orders:pending")]
+    queue_key: String,
+    /// The dead letter list.
+    #[arg(long, env = "DEAD_KEY", default_value = "orders:dead")]
+    dead_key: String,
+    /// Prefix of the lock keys (must match the workers').
+    #[arg(long, env = "LOCK_PREFIX", default_value = "lockstock")]
+    lock_prefix: String,
+    /// Postgres connections in this process's pool.
+    #[arg(long, default_value_t = 16)]
+    max_connections: u32,
+    /// How long shutdown waits for requests in flight, in milliseconds.
+    #[arg(long, default_value_t = 15_000)]
+    drain_timeout_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut cli = Cli::parse();
+    init_tracing("info");
+    cli.api_token = std::env::var("API_TOKEN").ok().filter(|t| !t.is_empty());
+
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host(&cli.bind)
+        .await
+        .with_context(|| format!("resolving --bind {}", cli.bind))?
+        .collect();
+    anyhow::ensure!(
+        !addresses.is_empty(),
+        "--bind {} resolves to nothing",
+        cli.bind
+    );
+    check_bind(&addresses, cli.api_token.is_some(), cli.allow_public)?;
+    if cli.api_token.is_none() {
+        tracing::warn!("API_TOKEN is not set: mutating routes are open to whoever can connect");
+    }
+
+    let store = OrderStore::connect_lazy(&cli.database.database_url, cli.max_connections)
+        .with_context(|| {
+            format!(
+                "configuring Postgres at {}",
+                mask_url(&cli.database.database_url)
+            )
+        })?;
+    store.migrate().await.with_context(|| {
+        format!(
+            "migrating Postgres at {}",
+            mask_url(&cli.database.database_url)
+        )
+    })?;
+    let (client, conn) = redis_conn::connect(&cli.redis.redis_url)
+        .await
+        .with_context(|| format!("connecting to Redis at {}", mask_url(&cli.redis.redis_url)))?;
+
+    let config = ApiConfig {
+        work: Duration::from_millis(cli.work_ms),
+        lock_ttl: Duration::from_millis(cli.lock_ttl_ms),
+        lock_wait: Duration::from_millis(cli.lock_wait_ms),
+        token: cli.api_token.clone(),
+        body_limit: usize::try_from(cli.body_limit).context("--body-limit")?,
+        ..ApiConfig::default()
+    };
+    let queue_config = QueueConfig::default()
+        .with_pending_key(cli.queue_key)
+        .with_dead_key(cli.dead_key)
+        .with_worker_id(config.instance_id.clone());
+    let queue = JobQueue::new(client.clone(), conn.clone(), queue_config)
+        .context("configuring the queue")?;
+    let lock_config = LockConfig::default()
+        .with_prefix(cli.lock_prefix)
+        .context("configuring the locks")?
+        .with_owner(LockOwner::this_process(config.instance_id.clone()));
+    let locks = LockClient::with_connection(client, conn, lock_config);
+    let state = AppState::new(store, locks, queue, config);
+
+    let listener = tokio::net::TcpListener::bind(addresses.as_slice())
+        .await
+        .with_context(|| format!("listening on {}", cli.bind))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(
+        address = %local,
+        redis = %mask_url(&cli.redis.redis_url),
+        postgres = %mask_url(&cli.database.database_url),
+        token = cli.api_token.is_some(),
+        "api listening"
+    );
+
+    let root = CancellationToken::new();
+    spawn_signal_handler(root.clone());
+    let mut server = tokio::spawn(serve(listener, state, root.clone()));
+    tokio::select! {
+        joined = &mut server => {
+            joined.context("the server task panicked")?.context("serving HTTP")?;
+            return Ok(());
+        }
+        () = root.cancelled() => {}
+    }
+    match tokio::time::timeout(Duration::from_millis(cli.drain_timeout_ms), server).await {
+        Ok(joined) => joined
+            .context("the server task panicked")?
+            .context("serving HTTP")?,
+        Err(_) => tracing::warn!("requests still in flight after the drain timeout; exiting"),
+    }
+    tracing::info!("api stopped");
+    Ok(())
+}
