@@ -5,13 +5,17 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lockstock::{
+    api::status::{StatusReport, dead_letters_table},
     bench::{
         Report,
         lock::{LockBench, bench_client, format_run, run_contender},
     },
     config::{DatabaseArgs, RedisArgs, mask_url},
     demo::{DemoConfig, run_demo},
+    lock::{LockClient, LockConfig},
     order::ProductId,
+    queue::{JobQueue, QueueConfig},
+    redis_conn,
     store::OrderStore,
     telemetry::init_tracing,
 };
@@ -36,6 +40,13 @@ enum Command {
         database: DatabaseArgs,
         #[command(subcommand)]
         action: StockAction,
+    },
+    /// Queue depth, workers and their in-flight orders, dead letters, held locks.
+    Status(KeysArgs),
+    /// List or requeue the dead letters.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLettersAction,
     },
     /// The race demo: 100 orders, 4 worker processes, without and with locks.
     Demo(DemoArgs),
@@ -155,6 +166,8 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Status(keys) => status(keys).await,
+        Command::DeadLetters { action } => dead_letters(action).await,
         Command::Demo(args) => demo(args).await,
         Command::Bench(args) => bench(args).await,
         Command::BenchContender(args) => {
@@ -247,5 +260,90 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             }
         })
         .await?;
+    Ok(())
+}
+
+/// Where the queue and the locks live: the workers' flags, with the same defaults.
+#[derive(Debug, clap::Args)]
+struct KeysArgs {
+    #[command(flatten)]
+    redis: RedisArgs,
+    /// The pending list.
+    #[arg(long, env = "QUEUE_KEY", default_value = "orders:pending")]
+    queue_key: String,
+    /// The dead letter list.
+    #[arg(long, env = "DEAD_KEY", default_value = "orders:dead")]
+    dead_key: String,
+    /// Prefix of the lock keys.
+    #[arg(long, env = "LOCK_PREFIX", default_value = "lockstock")]
+    lock_prefix: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLettersAction {
+    /// Print the newest dead letters.
+    List {
+        #[command(flatten)]
+        keys: KeysArgs,
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Push every dead letter back onto the pending list.
+    Requeue {
+        #[command(flatten)]
+        keys: KeysArgs,
+    },
+}
+
+/// A queue handle (that never consumes) and a lock client on the given keys.
+async fn connect_keys(keys: &KeysArgs) -> anyhow::Result<(JobQueue, LockClient)> {
+    let url = &keys.redis.redis_url;
+    let (client, conn) = redis_conn::connect(url)
+        .await
+        .with_context(|| format!("connecting to Redis at {}", mask_url(url)))?;
+    let queue_config = QueueConfig::default()
+        .with_pending_key(keys.queue_key.clone())
+        .with_dead_key(keys.dead_key.clone())
+        .with_worker_id("lockctl");
+    let queue = JobQueue::new(client.clone(), conn.clone(), queue_config)
+        .context("configuring the queue")?;
+    let lock_config = LockConfig::default()
+        .with_prefix(keys.lock_prefix.clone())
+        .context("configuring the locks")?;
+    Ok((
+        queue,
+        LockClient::with_connection(client, conn, lock_config),
+    ))
+}
+
+async fn status(keys: KeysArgs) -> anyhow::Result<()> {
+    let (queue, locks) = connect_keys(&keys).await?;
+    let report = StatusReport::collect(&queue, &locks)
+        .await
+        .context("reading the queue and the locks")?;
+    print!("{report}");
+    Ok(())
+}
+
+async fn dead_letters(action: DeadLettersAction) -> anyhow::Result<()> {
+    match action {
+        DeadLettersAction::List { keys, limit } => {
+            let (queue, _) = connect_keys(&keys).await?;
+            let letters = queue
+                .dead_letters(limit)
+                .await
+                .context("reading the dead letters")?;
+            print!("{}", dead_letters_table(&letters));
+        }
+        DeadLettersAction::Requeue { keys } => {
+            let (queue, _) = connect_keys(&keys).await?;
+            let requeued = queue
+                .requeue_dead_letters()
+                .await
+                .context("requeueing the dead letters")?;
+            println!("requeued {requeued} dead letter(s) onto {}", keys.queue_key);
+        }
+    }
     Ok(())
 }

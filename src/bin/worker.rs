@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use lockstock::{
+    api::metrics::{WorkerMetrics, serve_worker_metrics},
     config::{DatabaseArgs, RedisArgs, mask_url},
     lock::{LockClient, LockConfig, LockOwner},
     queue::{JobQueue, QueueConfig, default_worker_id},
@@ -68,6 +69,9 @@ struct Cli {
     /// Postgres connections in this process's pool (default: concurrency + 2).
     #[arg(long)]
     max_connections: Option<u32>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9101.
+    #[arg(long, env = "METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -126,10 +130,29 @@ async fn main() -> anyhow::Result<()> {
         recovery_interval: Duration::from_millis(cli.recovery_interval_ms),
         ..WorkerConfig::default()
     };
-    let worker = Worker::new(queue, locks, store, config).context("configuring the worker")?;
+    let worker = Worker::new(queue.clone(), locks.clone(), store, config)
+        .context("configuring the worker")?;
 
     let root = CancellationToken::new();
     spawn_signal_handler(root.clone());
+    let metrics_stop = CancellationToken::new();
+    if let Some(addr) = cli.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for metrics on {addr}"))?;
+        tracing::info!(address = %addr, "serving metrics");
+        let metrics = WorkerMetrics {
+            locks,
+            stats: worker.stats(),
+            queue,
+        };
+        tokio::spawn(serve_worker_metrics(
+            listener,
+            metrics,
+            metrics_stop.clone(),
+        ));
+    }
     worker.run(root).await;
+    metrics_stop.cancel();
     Ok(())
 }
