@@ -251,6 +251,46 @@ impl JobQueue {
         }
     }
 
+    /// Reserves up to `max` messages in one round trip when some are waiting; when none are, waits
+    /// up to `timeout` for one (as [`JobQueue::reserve`]). Oldest first.
+    ///
+    /// - When messages are waiting, then up to `max` are moved to this consumer's processing list
+    ///   atomically (one script) and returned; nothing blocks.
+    /// - When none are, then one blocking move runs, with the same guarantees as `reserve`.
+    pub async fn reserve_many(&self, max: usize, timeout: Duration) -> Result<Vec<Vec<u8>>> {
+        let mut conn = self.conn.clone();
+        let moved: Vec<Vec<u8>> = SCRIPTS
+            .reserve_many
+            .key(self.keys.pending())
+            .key(&self.processing)
+            .arg(max.max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        if !moved.is_empty() {
+            return Ok(moved);
+        }
+        Ok(self.reserve(timeout).await?.into_iter().collect())
+    }
+
+    /// Acknowledges several handled messages in one pipelined round trip; returns how many were
+    /// still in the processing list.
+    pub async fn ack_many<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<usize> {
+        if payloads.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for payload in payloads {
+            // Scan from the tail: acknowledged messages are usually the oldest ones there.
+            pipe.cmd("LREM")
+                .arg(&self.processing)
+                .arg(-1)
+                .arg(payload.as_ref());
+        }
+        let mut conn = self.conn.clone();
+        let removed: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(removed.iter().filter(|n| **n > 0).count())
+    }
+
     /// Removes a handled message from this consumer's processing list; `true` when it was there.
     ///
     /// - When it was not there (already recovered by another consumer after this one looked
@@ -259,7 +299,7 @@ impl JobQueue {
         let mut conn = self.conn.clone();
         let removed: i64 = redis::cmd("LREM")
             .arg(&self.processing)
-            .arg(1)
+            .arg(-1)
             .arg(payload)
             .query_async(&mut conn)
             .await?;

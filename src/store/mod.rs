@@ -51,7 +51,7 @@ pub use self::{
     error::{Result, StoreError},
     views::{OutcomeCount, ProductRow},
 };
-use crate::order::{OrderId, Outcome};
+use crate::order::{OrderId, Outcome, PurchaseOrder};
 
 /// The crate's migrations (`migrations/`), embedded at compile time.
 ///
@@ -155,6 +155,29 @@ impl CommitResult {
     pub fn is_committed(self) -> bool {
         matches!(self, CommitResult::Committed { .. })
     }
+}
+
+/// One decided order of a batch ([`OrderStore::commit_fenced_batch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// The order.
+    pub order: PurchaseOrder,
+    /// What was decided for it.
+    pub outcome: Outcome,
+    /// How many times it has been tried (recorded on the row).
+    pub attempts: u32,
+}
+
+/// What a batch commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchCommit {
+    /// Every outcome row is stored and the stock decremented by the fulfilled quantities.
+    Committed {
+        /// The product's stock after the commit.
+        remaining_stock: i32,
+    },
+    /// At least one order already had an outcome; nothing was written.
+    SomeAlreadyDecided,
 }
 
 /// A stored order row.

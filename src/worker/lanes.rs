@@ -1,13 +1,20 @@
-//! Per-product lanes: at most one task per product in a process, so a hot product cannot fill
-//! every concurrency slot with tasks waiting on the same lock.
+//! Scheduling inside a worker: concurrency slots and per-product lanes.
 //!
-//! - When a job arrives for a product that has no active lane, then a lane opens and the caller
-//!   starts a task for it (using one concurrency slot).
-//! - When a lane is already active, then the job is parked in that lane's FIFO backlog and uses
-//!   no slot; the lane's task takes it next (under the lock it already holds, when it can).
-//! - When a lane's backlog is empty, then [`Lanes::next`] closes the lane atomically, so a job
-//!   arriving a moment later opens a new one rather than being stranded.
-//! - Parked jobs are bounded (`backlog_limit`); the puller waits for space before reserving more.
+//! A *slot* is one running task; there are `concurrency` of them. A *lane* is the queue of one
+//! product's orders in this process: at most one slot works on a product at a time, so a hot
+//! product cannot fill every slot with tasks waiting on the same lock.
+//!
+//! - When an order arrives for a product with an active lane, then it is parked in that lane's
+//!   FIFO and uses no slot; the lane's task takes it next (in the same lock hold when it can).
+//! - When an order opens a new lane (or is a task of its own: a poison message, the unsafe
+//!   `--no-lock` path), then it runs at once if a slot is free, else it waits in the ready FIFO
+//!   and the next slot to finish its work takes it. The puller never blocks on slots, so busy
+//!   lanes keep receiving their orders (and batch them) while other products wait their turn.
+//! - When a lane's backlog is empty, then [`Lanes::next`] closes it atomically, so an order
+//!   arriving a moment later opens a new lane rather than being stranded.
+//! - Handing a slot over ([`Lanes::slot_next`]) and freeing it happen under one mutex, so a task
+//!   queued in the ready FIFO is never left without a slot.
+//! - Parked and ready orders are bounded (`backlog_limit`); the puller waits for space.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -16,7 +23,7 @@ use std::{
 
 use tokio::sync::Notify;
 
-use crate::order::{ProductId, PurchaseOrder};
+use crate::order::{Poison, ProductId, PurchaseOrder};
 
 /// One reserved message and its decoded order.
 #[derive(Debug, Clone)]
@@ -29,28 +36,57 @@ pub(crate) struct Job {
     pub(crate) attempts: u32,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    /// Active lanes and their parked jobs.
-    lanes: HashMap<ProductId, VecDeque<Job>>,
-    /// Parked jobs over all lanes.
-    parked: usize,
+/// Work for a slot.
+#[derive(Debug)]
+pub(crate) enum Task {
+    /// Run a product's lane, starting with this order.
+    Lane(Job),
+    /// The unsafe `--no-lock` path for one order.
+    Unlocked(Job),
+    /// A message that is not a valid order.
+    Poison(Vec<u8>, Poison),
 }
 
-/// The process's product lanes.
+/// What [`Lanes::admit`] did with a task.
+#[derive(Debug)]
+pub(crate) enum Admitted {
+    /// A slot was free: run the task now in a new slot task.
+    Run(Task),
+    /// Parked in an active lane or queued for a slot; nothing to start.
+    Queued,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Active lanes and their parked orders.
+    lanes: HashMap<ProductId, VecDeque<Job>>,
+    /// Tasks waiting for a slot, oldest first.
+    ready: VecDeque<Task>,
+    /// Parked orders plus ready tasks.
+    waiting: usize,
+    /// Slots not running a task.
+    free_slots: usize,
+}
+
+/// The process's slots and product lanes.
 #[derive(Debug)]
 pub(crate) struct Lanes {
     inner: Mutex<Inner>,
-    /// Signalled when a parked job is taken (room in the backlog).
+    /// Signalled when waiting work is taken (room in the backlog).
     space: Notify,
-    /// Most jobs parked at once.
+    /// Most orders waiting (parked or ready) at once.
     backlog_limit: usize,
 }
 
 impl Lanes {
-    pub(crate) fn new(backlog_limit: usize) -> Self {
+    pub(crate) fn new(slots: usize, backlog_limit: usize) -> Self {
         Self {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                lanes: HashMap::new(),
+                ready: VecDeque::new(),
+                waiting: 0,
+                free_slots: slots,
+            }),
             space: Notify::new(),
             backlog_limit,
         }
@@ -60,28 +96,59 @@ impl Lanes {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Parks `job` in its product's active lane (`None`), or opens the lane and hands the job
-    /// back for a new lane task (`Some`).
-    pub(crate) fn offer(&self, job: Job) -> Option<Job> {
+    /// Takes a task in: parks a lane order in its active lane, runs it in a free slot, or queues
+    /// it for the next free slot.
+    pub(crate) fn admit(&self, task: Task) -> Admitted {
         let mut inner = self.inner();
-        let product = job.order.product_id;
-        if let Some(backlog) = inner.lanes.get_mut(&product) {
-            backlog.push_back(job);
-            inner.parked += 1;
-            None
-        } else {
+        if let Task::Lane(job) = task {
+            let product = job.order.product_id;
+            if let Some(backlog) = inner.lanes.get_mut(&product) {
+                backlog.push_back(job);
+                inner.waiting += 1;
+                return Admitted::Queued;
+            }
             inner.lanes.insert(product, VecDeque::new());
-            Some(job)
+            return Self::run_or_queue(&mut inner, Task::Lane(job));
+        }
+        Self::run_or_queue(&mut inner, task)
+    }
+
+    fn run_or_queue(inner: &mut Inner, task: Task) -> Admitted {
+        if inner.free_slots > 0 {
+            inner.free_slots -= 1;
+            Admitted::Run(task)
+        } else {
+            inner.ready.push_back(task);
+            inner.waiting += 1;
+            Admitted::Queued
         }
     }
 
-    /// The lane's next job; `None` closes the lane.
+    /// Called by a slot task whose work is done: the next ready task for it, or `None` (and the
+    /// slot is free again).
+    pub(crate) fn slot_next(&self) -> Option<Task> {
+        let mut inner = self.inner();
+        match inner.ready.pop_front() {
+            Some(task) => {
+                inner.waiting -= 1;
+                drop(inner);
+                self.space.notify_waiters();
+                Some(task)
+            }
+            None => {
+                inner.free_slots += 1;
+                None
+            }
+        }
+    }
+
+    /// The lane's next order; `None` closes the lane.
     pub(crate) fn next(&self, product: ProductId) -> Option<Job> {
         let mut inner = self.inner();
         let job = inner.lanes.get_mut(&product).and_then(VecDeque::pop_front);
         match job {
             Some(job) => {
-                inner.parked -= 1;
+                inner.waiting -= 1;
                 drop(inner);
                 self.space.notify_waiters();
                 Some(job)
@@ -93,19 +160,68 @@ impl Lanes {
         }
     }
 
-    /// Waits until fewer than `backlog_limit` jobs are parked.
+    /// The lane's next parked order, leaving the lane open even when there is none (for filling
+    /// a batch while the lane's task still runs).
+    pub(crate) fn pop_parked(&self, product: ProductId) -> Option<Job> {
+        let mut inner = self.inner();
+        let job = inner
+            .lanes
+            .get_mut(&product)
+            .and_then(VecDeque::pop_front)?;
+        inner.waiting -= 1;
+        drop(inner);
+        self.space.notify_waiters();
+        Some(job)
+    }
+
+    /// Room for this many more waiting orders (at least 1 once there is any room).
+    pub(crate) fn room(&self) -> usize {
+        self.backlog_limit.saturating_sub(self.inner().waiting)
+    }
+
+    /// Waits until fewer than `backlog_limit` orders are waiting.
     pub(crate) async fn wait_for_space(&self) {
         loop {
             let notified = self.space.notified();
-            if self.inner().parked < self.backlog_limit {
+            if self.inner().waiting < self.backlog_limit {
                 return;
             }
             notified.await;
         }
     }
 
-    /// Jobs parked right now.
+    /// Orders parked or waiting for a slot right now.
     pub(crate) fn parked(&self) -> usize {
-        self.inner().parked
+        self.inner().waiting
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::order::Quantity;
+
+    fn job(product: i32) -> Job {
+        let order = PurchaseOrder::new(ProductId::new(product).unwrap(), Quantity::new(1).unwrap());
+        Job {
+            payload: order.to_json(),
+            order,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn orders_of_an_active_lane_park_and_new_lanes_wait_for_a_slot() {
+        let lanes = Lanes::new(1, 100);
+        assert!(matches!(lanes.admit(Task::Lane(job(1))), Admitted::Run(_)));
+        assert!(matches!(lanes.admit(Task::Lane(job(1))), Admitted::Queued)); // parked in lane 1
+        assert!(matches!(lanes.admit(Task::Lane(job(2))), Admitted::Queued)); // waits for the slot
+        assert_eq!(lanes.parked(), 2);
+        let product1 = ProductId::new(1).unwrap();
+        assert!(lanes.next(product1).is_some());
+        assert!(lanes.next(product1).is_none()); // lane 1 closed
+        assert!(matches!(lanes.slot_next(), Some(Task::Lane(j)) if j.order.product_id.get() == 2));
+        assert!(lanes.slot_next().is_none()); // the slot is free again
+        assert!(matches!(lanes.admit(Task::Lane(job(3))), Admitted::Run(_)));
     }
 }

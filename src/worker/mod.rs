@@ -36,7 +36,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use self::{
@@ -44,7 +43,7 @@ pub use self::{
     stats::{StatsSnapshot, WorkerStats},
 };
 use self::{
-    lanes::{Job, Lanes},
+    lanes::{Admitted, Job, Lanes, Task},
     process::Backoff,
 };
 use crate::{lock::LockClient, order::decode, queue::JobQueue, store::OrderStore};
@@ -172,6 +171,25 @@ impl Ctx {
         self.forget(payload);
     }
 
+    /// Acknowledges several decided messages in one round trip, retrying like [`Ctx::ack`].
+    pub(crate) async fn ack_many(&self, payloads: &[Vec<u8>]) {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.queue.ack_many(payloads).await {
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "acknowledging failed; retrying");
+                    if !self.pause(backoff.next()).await {
+                        break;
+                    }
+                }
+            }
+        }
+        for payload in payloads {
+            self.forget(payload);
+        }
+    }
+
     /// Sleeps for `duration`; `false` when a hard stop interrupted it.
     pub(crate) async fn pause(&self, duration: Duration) -> bool {
         tokio::select! {
@@ -214,7 +232,7 @@ impl Worker {
             ));
         }
         config.worker_id = queue.worker_id().to_owned();
-        let lanes = Lanes::new(config.backlog_limit);
+        let lanes = Lanes::new(config.concurrency, config.backlog_limit);
         Ok(Self {
             ctx: Arc::new(Ctx {
                 queue,
@@ -305,20 +323,17 @@ impl Worker {
     }
 }
 
-/// The pull loop: reserve, decode, dispatch; reconcile the processing list between pulls.
+/// Most messages taken from the queue in one round trip.
+const PULL_BATCH: usize = 64;
+
+/// The pull loop: reserve (a batch when messages are waiting), decode, hand to the lanes;
+/// reconcile the processing list between pulls. It waits only for backlog room, never for a
+/// slot (see [`lanes`]).
 async fn pull(ctx: &Arc<Ctx>, tracker: &TaskTracker, shutdown: &CancellationToken) {
-    let permits = Arc::new(Semaphore::new(ctx.config.concurrency));
     let mut next_reconcile = Instant::now(); // at start: adopt anything already in our list
     let mut orphans_seen: HashSet<Vec<u8>> = HashSet::new();
     let mut backoff = Backoff::default();
     loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => return,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = ctx.lanes.wait_for_space() => {}
@@ -326,20 +341,22 @@ async fn pull(ctx: &Arc<Ctx>, tracker: &TaskTracker, shutdown: &CancellationToke
         if Instant::now() >= next_reconcile {
             next_reconcile = Instant::now() + ctx.config.reconcile_interval;
             for payload in reconcile(ctx, &mut orphans_seen).await {
-                dispatch(ctx, tracker, payload, None);
+                dispatch(ctx, tracker, payload);
             }
         }
+        let room = ctx.lanes.room().clamp(1, PULL_BATCH);
         let reserved = tokio::select! {
             () = shutdown.cancelled() => return,
-            reserved = ctx.queue.reserve(ctx.config.poll_timeout) => reserved,
+            reserved = ctx.queue.reserve_many(room, ctx.config.poll_timeout) => reserved,
         };
         match reserved {
-            Ok(Some(payload)) => {
+            Ok(payloads) => {
                 backoff = Backoff::default();
-                ctx.track(&payload);
-                dispatch(ctx, tracker, payload, Some(permit));
+                for payload in payloads {
+                    ctx.track(&payload);
+                    dispatch(ctx, tracker, payload);
+                }
             }
-            Ok(None) => {}
             Err(error) => {
                 tracing::warn!(%error, "pulling from the queue failed; backing off");
                 WorkerStats::bump(&ctx.stats.retries);
@@ -352,47 +369,48 @@ async fn pull(ctx: &Arc<Ctx>, tracker: &TaskTracker, shutdown: &CancellationToke
     }
 }
 
-/// Starts the right task for a pulled message. Lane jobs that join an active lane need no task.
-fn dispatch(
-    ctx: &Arc<Ctx>,
-    tracker: &TaskTracker,
-    payload: Vec<u8>,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-) {
-    match decode(&payload) {
+/// Hands a pulled (and tracked) message to the lanes, starting a slot task when one is free.
+fn dispatch(ctx: &Arc<Ctx>, tracker: &TaskTracker, payload: Vec<u8>) {
+    let task = match decode(&payload) {
         Ok(order) => {
             let job = Job {
                 payload,
                 order,
                 attempts: 0,
             };
-            if !ctx.config.use_lock {
-                tracker.spawn(process::run_unlocked(ctx.clone(), job).with_permit(permit));
-            } else if let Some(job) = ctx.lanes.offer(job) {
-                tracker.spawn(process::run_lane(ctx.clone(), job).with_permit(permit));
+            if ctx.config.use_lock {
+                Task::Lane(job)
+            } else {
+                Task::Unlocked(job)
             }
         }
-        Err(poison) => {
-            tracker.spawn(process::run_poison(ctx.clone(), payload, poison).with_permit(permit));
-        }
+        Err(poison) => Task::Poison(payload, poison),
+    };
+    if let Admitted::Run(task) = ctx.lanes.admit(task) {
+        tracker.spawn(run_slot(ctx.clone(), task));
     }
 }
 
-/// Keeps a concurrency permit for as long as a task runs.
-trait WithPermit: std::future::Future + Sized {
-    fn with_permit(
-        self,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    ) -> impl std::future::Future<Output = Self::Output> {
-        async move {
-            let output = self.await;
-            drop(permit);
-            output
+/// One concurrency slot: runs its task, then whatever waits for a slot, until nothing does.
+async fn run_slot(ctx: Arc<Ctx>, first: Task) {
+    let mut task = first;
+    loop {
+        match task {
+            Task::Lane(job) => process::run_lane(ctx.clone(), job).await,
+            Task::Unlocked(job) => process::run_unlocked(ctx.clone(), job).await,
+            Task::Poison(payload, poison) => {
+                process::run_poison(ctx.clone(), payload, poison).await
+            }
+        }
+        if ctx.hard_stop.is_cancelled() {
+            return;
+        }
+        match ctx.lanes.slot_next() {
+            Some(next) => task = next,
+            None => return,
         }
     }
 }
-
-impl<F: std::future::Future> WithPermit for F {}
 
 /// Messages in our processing list that no task knows about, seen so twice in a row (a reply
 /// lost on the blocking move). Adopted messages are tracked as in flight.

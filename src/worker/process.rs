@@ -23,18 +23,16 @@ use std::{sync::Arc, time::Duration};
 use super::{Ctx, error::ProcessError, lanes::Job, stats::WorkerStats};
 use crate::{
     lock::{LockError, LockGuard, LockLease, LockOptions, ReleaseOutcome},
-    order::{Outcome, Poison, ProductId, RejectReason},
-    store::{CommitResult, StoreError},
+    order::{Outcome, Poison, ProductId, PurchaseOrder, RejectReason},
+    store::{BatchCommit, CommitResult, Decision, StoreError},
 };
 
 /// How a lock hold ended.
 enum HoldEnd {
-    /// The lane is empty (and closed).
-    LaneEmpty,
-    /// Enough orders for one hold; give other processes a turn, then carry on with the lane.
-    Yield,
-    /// This order must be retried under a new lock hold, after `pause`.
-    Retry { job: Job, pause: Duration },
+    /// Every job of the batch was decided (or dead-lettered).
+    Done,
+    /// The jobs left in the batch must be retried under a new lock hold, after `pause`.
+    Retry { pause: Duration },
 }
 
 /// The lock resource of a product.
@@ -42,22 +40,28 @@ pub(crate) fn product_resource(product: ProductId) -> String {
     format!("product:{product}")
 }
 
-/// Runs one product's lane: takes the lock, processes the lane's orders, until the lane is empty.
+/// Runs one product's lane: takes the lock, decides a batch of the lane's orders under it,
+/// releases, and repeats until the lane is empty.
 pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
     let product = first.order.product_id;
-    let mut next = Some(first);
+    let mut batch = vec![first];
     loop {
-        let job = match next.take() {
-            Some(job) => job,
-            None => match ctx.lanes.next(product) {
-                Some(job) => job,
-                None => return,
-            },
-        };
+        if batch.is_empty() {
+            match ctx.lanes.next(product) {
+                Some(job) => batch.push(job),
+                None => return, // the lane is closed
+            }
+        }
+        while batch.len() < ctx.config.batch_limit {
+            match ctx.lanes.pop_parked(product) {
+                Some(job) => batch.push(job),
+                None => break,
+            }
+        }
         let Some(guard) = take_lock(&ctx, product).await else {
-            return; // hard stop: the job stays in the processing list for recovery
+            return; // hard stop: the jobs stay in the processing list for recovery
         };
-        let end = hold(&ctx, &guard, job).await;
+        let end = hold(&ctx, &guard, &mut batch).await;
         match guard.release().await {
             Ok(ReleaseOutcome::NotHeld) => {
                 tracing::debug!(product_id = %product, "the product lock had expired before release");
@@ -67,15 +71,11 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
             }
             Ok(_) => {}
         }
-        match end {
-            HoldEnd::LaneEmpty => return,
-            HoldEnd::Yield => {}
-            HoldEnd::Retry { job, pause } => {
-                if !pause.is_zero() && !ctx.pause(pause).await {
-                    return;
-                }
-                next = Some(job);
-            }
+        if let HoldEnd::Retry { pause } = end
+            && !pause.is_zero()
+            && !ctx.pause(pause).await
+        {
+            return;
         }
     }
 }
@@ -114,45 +114,170 @@ enum Claim {
     Unknown,
 }
 
-/// Processes orders of one product while holding its lock.
-async fn hold(ctx: &Ctx, guard: &LockGuard, first: Job) -> HoldEnd {
-    let product = first.order.product_id;
+/// Decides `batch` (orders of one product) while holding the product's lock: claims the row with
+/// the lock's fence, runs each order's slow step, decides them in order from the stock, and
+/// commits them in one statement. Decided jobs leave `batch`; what is left must be retried.
+async fn hold(ctx: &Ctx, guard: &LockGuard, batch: &mut Vec<Job>) -> HoldEnd {
+    let product = guard_product(batch);
     let fence = guard.fence().get();
     let lease = guard.lease();
-    let claim = match claim(ctx, &lease, product, fence).await {
-        Ok(claim) => claim,
-        Err(pause) => return HoldEnd::Retry { job: first, pause },
+    let mut stock = match claim(ctx, &lease, product, fence).await {
+        Ok(Claim::Stock(stock)) => stock,
+        Ok(Claim::Unknown) => {
+            for job in std::mem::take(batch) {
+                if reject_unknown_product(ctx, &job).await.is_err() {
+                    batch.push(job);
+                }
+            }
+            return if batch.is_empty() {
+                HoldEnd::Done
+            } else {
+                HoldEnd::Retry {
+                    pause: Backoff::default().next(),
+                }
+            };
+        }
+        Err(pause) => return HoldEnd::Retry { pause },
     };
-    let mut stock = match claim {
-        Claim::Stock(stock) => Some(stock),
-        Claim::Unknown => None,
-    };
-    let mut job = first;
-    let mut done = 0;
+    // The slow step of every order, abandoned if the lock is lost.
+    if !ctx.config.work.is_zero() {
+        let lost = lease.lost();
+        for _ in 0..batch.len() {
+            tokio::select! {
+                () = lost.cancelled() => {
+                    WorkerStats::bump(&ctx.stats.locks_lost);
+                    return HoldEnd::Retry { pause: Duration::ZERO };
+                }
+                () = ctx.hard_stop.cancelled() => return HoldEnd::Retry { pause: Duration::ZERO },
+                () = tokio::time::sleep(ctx.config.work) => {}
+            }
+        }
+    }
+    let mut backoff = Backoff::default();
     loop {
-        match decide_and_commit(ctx, &lease, &mut job, fence, &mut stock).await {
-            Ok(()) => done += 1,
+        if lease.is_lost() {
+            // Not required for safety (the fence refuses a stale commit); saves a doomed one.
+            WorkerStats::bump(&ctx.stats.locks_lost);
+            return HoldEnd::Retry {
+                pause: Duration::ZERO,
+            };
+        }
+        let mut available = stock;
+        let decisions: Vec<Decision> = batch
+            .iter_mut()
+            .map(|job| {
+                job.attempts += 1;
+                let outcome = decide(available, job.order.quantity.get());
+                if outcome == Outcome::Fulfilled {
+                    available -= job.order.quantity.get();
+                }
+                Decision {
+                    order: job.order,
+                    outcome,
+                    attempts: job.attempts,
+                }
+            })
+            .collect();
+        match ctx
+            .store
+            .commit_fenced_batch(product, &decisions, fence, &ctx.config.worker_id)
+            .await
+        {
+            Ok(BatchCommit::Committed { remaining_stock }) => {
+                for decision in &decisions {
+                    let result = CommitResult::Committed {
+                        outcome: decision.outcome,
+                        remaining_stock: Some(remaining_stock),
+                    };
+                    record(ctx, &decision.order, result);
+                }
+                let payloads: Vec<Vec<u8>> = batch.drain(..).map(|job| job.payload).collect();
+                ctx.ack_many(&payloads).await;
+                return HoldEnd::Done;
+            }
+            Ok(BatchCommit::SomeAlreadyDecided) => {
+                return decide_one_by_one(ctx, &lease, batch, fence, stock).await;
+            }
+            Err(StoreError::InsufficientStock { stock: now, .. }) => stock = now, // changed outside: decide again
+            Err(StoreError::UnknownProduct(_)) => {
+                for job in std::mem::take(batch) {
+                    if reject_unknown_product(ctx, &job).await.is_err() {
+                        batch.push(job);
+                    }
+                }
+                return HoldEnd::Done;
+            }
+            Err(StoreError::StaleFence { current }) => {
+                WorkerStats::bump(&ctx.stats.stale_fences);
+                tracing::debug!(
+                    fence,
+                    current,
+                    "batch refused: the row carries a newer fence"
+                );
+                return HoldEnd::Retry {
+                    pause: Duration::ZERO,
+                };
+            }
+            Err(error) if error.is_transient() => {
+                WorkerStats::bump(&ctx.stats.retries);
+                tracing::warn!(%error, product_id = %product, "batch commit failed; retrying");
+                if !ctx.pause(backoff.next()).await {
+                    return HoldEnd::Retry {
+                        pause: Duration::ZERO,
+                    };
+                }
+            }
+            Err(error) => match ProcessError::from(error) {
+                ProcessError::Fatal(why) => {
+                    for job in batch.drain(..) {
+                        dead_letter(ctx, &job.payload, &why).await;
+                    }
+                    return HoldEnd::Done;
+                }
+                ProcessError::Retryable(why) => {
+                    tracing::warn!(why, product_id = %product, "batch commit failed; retrying under a new lock");
+                    return HoldEnd::Retry {
+                        pause: backoff.next(),
+                    };
+                }
+            },
+        }
+    }
+}
+
+/// The product of a non-empty batch.
+fn guard_product(batch: &[Job]) -> ProductId {
+    batch[0].order.product_id
+}
+
+/// Some of the batch was decided before (a redelivery): decide each order on its own, so the
+/// already-decided ones are acknowledged without effect.
+async fn decide_one_by_one(
+    ctx: &Ctx,
+    lease: &LockLease,
+    batch: &mut Vec<Job>,
+    fence: u64,
+    stock: i32,
+) -> HoldEnd {
+    let mut stock = Some(stock);
+    while !batch.is_empty() {
+        let mut job = batch.remove(0);
+        match decide_and_commit(ctx, lease, &mut job, fence, &mut stock).await {
+            Ok(()) => {}
             Err(ProcessError::Retryable(why)) => {
                 tracing::debug!(order_id = %job.order.id, why, "order will be retried under a new lock");
+                batch.insert(0, job);
                 let pause = if lease.is_lost() {
                     Duration::ZERO
                 } else {
                     Backoff::default().next()
                 };
-                return HoldEnd::Retry { job, pause };
+                return HoldEnd::Retry { pause };
             }
-            Err(ProcessError::Fatal(why)) => {
-                dead_letter(ctx, &job.payload, &why).await;
-            }
-        }
-        if done >= ctx.config.batch_limit || lease.is_lost() || ctx.hard_stop.is_cancelled() {
-            return HoldEnd::Yield;
-        }
-        match ctx.lanes.next(product) {
-            Some(next) => job = next,
-            None => return HoldEnd::LaneEmpty,
+            Err(ProcessError::Fatal(why)) => dead_letter(ctx, &job.payload, &why).await,
         }
     }
+    HoldEnd::Done
 }
 
 /// Registers the fence on the product row and reads the stock; `Err(pause)` to retry the hold.
@@ -212,17 +337,6 @@ async fn decide_and_commit(
     let Some(mut available) = *stock else {
         return reject_unknown_product(ctx, job).await;
     };
-    if !ctx.config.work.is_zero() {
-        let lost = lease.lost();
-        tokio::select! {
-            () = lost.cancelled() => {
-                WorkerStats::bump(&ctx.stats.locks_lost);
-                return Err(ProcessError::Retryable("lock lost during the slow step".into()));
-            }
-            () = ctx.hard_stop.cancelled() => return Err(ProcessError::Retryable("stopping".into())),
-            () = tokio::time::sleep(ctx.config.work) => {}
-        }
-    }
     let mut backoff = Backoff::default();
     loop {
         if lease.is_lost() {
@@ -246,7 +360,7 @@ async fn decide_and_commit(
                 {
                     *stock = Some(left);
                 }
-                record(ctx, job, result);
+                record(ctx, &job.order, result);
                 break;
             }
             Err(StoreError::InsufficientStock { stock: now, .. }) => {
@@ -286,7 +400,7 @@ fn decide(stock: i32, quantity: i32) -> Outcome {
 }
 
 /// Counts and logs what a commit did.
-fn record(ctx: &Ctx, job: &Job, result: CommitResult) {
+fn record(ctx: &Ctx, order: &PurchaseOrder, result: CommitResult) {
     match result {
         CommitResult::Committed {
             outcome,
@@ -296,11 +410,11 @@ fn record(ctx: &Ctx, job: &Job, result: CommitResult) {
                 Outcome::Fulfilled => WorkerStats::bump(&ctx.stats.fulfilled),
                 Outcome::Rejected(_) => WorkerStats::bump(&ctx.stats.rejected),
             }
-            tracing::debug!(order_id = %job.order.id, product_id = %job.order.product_id, %outcome, ?remaining_stock, "order decided");
+            tracing::debug!(order_id = %order.id, product_id = %order.product_id, %outcome, ?remaining_stock, "order decided");
         }
         CommitResult::AlreadyDecided(outcome) => {
             WorkerStats::bump(&ctx.stats.already_decided);
-            tracing::debug!(order_id = %job.order.id, %outcome, "order already decided; acknowledged again");
+            tracing::debug!(order_id = %order.id, %outcome, "order already decided; acknowledged again");
         }
     }
 }
@@ -322,7 +436,7 @@ async fn reject_unknown_product(ctx: &Ctx, job: &Job) -> Result<(), ProcessError
             .await;
         match result {
             Ok(result) => {
-                record(ctx, job, result);
+                record(ctx, &job.order, result);
                 ctx.ack(&job.payload).await;
                 return Ok(());
             }
@@ -373,7 +487,7 @@ pub(crate) async fn run_unlocked(ctx: Arc<Ctx>, mut job: Job) {
             .await
         {
             Ok(result) => {
-                record(&ctx, &job, result);
+                record(&ctx, &job.order, result);
                 ctx.ack(&job.payload).await;
                 return;
             }

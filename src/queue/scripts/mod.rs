@@ -23,6 +23,8 @@ pub(super) struct Scripts {
     pub(super) reclaim_worker: Script,
     /// `requeue_dead.lua`: dead letter payloads → pending list.
     pub(super) requeue_dead: Script,
+    /// `reserve_many.lua`: up to N pending messages → processing list.
+    pub(super) reserve_many: Script,
 }
 
 /// The scripts, hashed once per process.
@@ -31,4 +33,5 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     requeue: Script::new(include_str!("requeue.lua")),
     reclaim_worker: Script::new(include_str!("reclaim_worker.lua")),
     requeue_dead: Script::new(include_str!("requeue_dead.lua")),
+    reserve_many: Script::new(include_str!("reserve_many.lua")),
 });
