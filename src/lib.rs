@@ -1,4 +1,45 @@
-//! lockstock
+//! # lockstock
+//!
+//! Fenced Redis distributed locks, and the lock-guarded order workers built on them.
+//!
+//! ## How an order flows
+//! ```text
+//! producer ──LPUSH──▶ orders:pending ──BLMOVE──▶ <pending>:processing:<worker>
+//!                                                     │
+//!                          worker (one lane per product in the process)
+//!                            1. lock "product:<id>"  (Redis; FIFO hand-off; heartbeat)
+//!                            2. claim: raise products.last_fence to the lock's fence, read stock
+//!                            3. slow step, decide (fulfilled / out_of_stock)
+//!                            4. commit where last_fence is still ours (one statement)
+//!                            5. LREM from the processing list, release the lock
+//!                                                     │
+//!                                                     ▼
+//!                                    Postgres: orders (one row per order), products
+//! ```
+//!
+//! ## Module map
+//! | module | knows | role |
+//! |---|---|---|
+//! | [`lock`] | Redis only | the fenced mutex: acquire, hand-off, heartbeat, lost signal, inspect |
+//! | [`queue`] | Redis lists only | reliable queue: reserve into a processing list, ack, dead letters, liveness, recovery |
+//! | [`order`] | nothing | purchase orders, validation, poison classification, outcomes |
+//! | [`store`] | Postgres | fenced claims and commits, idempotent by order id |
+//! | [`worker`] | all of the above | the only module that composes queue + lock + store |
+//! | [`producer`] | queue, order | builds and pushes orders |
+//! | [`config`], [`telemetry`], [`shutdown`], [`redis_conn`] | — | what the binaries share |
+//! | [`demo`], [`fleet`], [`bench`] | — | the race demo, worker processes, benchmarks |
+//!
+//! ## Guarantees
+//! - When a worker commits an order, then the product row carried that worker's fencing token
+//!   from *before* its stock read until the commit: a holder that lost its lock (expired while
+//!   paused) cannot sell from a stale read, whatever the timing.
+//! - Every order gets exactly one outcome row, however often it is delivered.
+//! - A message leaves a worker's processing list only after its outcome is stored; a dead
+//!   worker's list is moved back to the pending list by a live worker.
+//!
+//! ## Not guaranteed
+//! - Mutual exclusion by the lock alone under pauses: that is what the fence is for.
+//! - Messages that only existed in Redis survive Redis losing its data.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 

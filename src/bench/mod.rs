@@ -5,6 +5,7 @@
 //! This is operator tooling: errors are `anyhow` with context, like a binary's.
 
 pub mod lock;
+pub mod pipeline;
 pub mod report;
 pub mod stats;
 

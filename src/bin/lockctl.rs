@@ -9,6 +9,7 @@ use lockstock::{
     bench::{
         Report,
         lock::{LockBench, bench_client, format_run, run_contender},
+        pipeline::{PipelineBench, PipelineReport},
     },
     config::{DatabaseArgs, RedisArgs, mask_url},
     demo::{DemoConfig, run_demo},
@@ -52,6 +53,8 @@ enum Command {
     Demo(DemoArgs),
     /// Benchmark the lock against the raw Redis round trip on the same server.
     Bench(BenchArgs),
+    /// Benchmark the order pipeline end to end against Postgres's own commit rate.
+    BenchPipeline(BenchPipelineArgs),
     /// (internal) one contender process of `bench --processes`.
     #[command(hide = true)]
     BenchContender(ContenderArgs),
@@ -127,6 +130,32 @@ struct DemoArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct BenchPipelineArgs {
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Worker processes.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Concurrency of each worker.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Orders per case.
+    #[arg(long, default_value_t = 4000)]
+    orders: usize,
+    /// Seconds each Postgres reference runs.
+    #[arg(long, default_value_t = 3.0)]
+    reference_seconds: f64,
+    /// Where worker logs go.
+    #[arg(long, default_value = ".local/bench-pipeline")]
+    log_dir: PathBuf,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct ContenderArgs {
     #[command(flatten)]
     redis: RedisArgs,
@@ -170,6 +199,7 @@ async fn main() -> anyhow::Result<()> {
         Command::DeadLetters { action } => dead_letters(action).await,
         Command::Demo(args) => demo(args).await,
         Command::Bench(args) => bench(args).await,
+        Command::BenchPipeline(args) => bench_pipeline(args).await,
         Command::BenchContender(args) => {
             let client = bench_client(
                 &args.redis.redis_url,
@@ -223,6 +253,40 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         anyhow::bail!("the locked runs oversold {oversold} units: the lock failed");
     }
     println!("\nlocked runs oversold nothing.");
+    Ok(())
+}
+
+async fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.workers > 0 && args.concurrency > 0 && args.orders > 0,
+        "counts must be above zero"
+    );
+    anyhow::ensure!(
+        args.reference_seconds > 0.0,
+        "--reference-seconds must be above zero"
+    );
+    let bench = PipelineBench {
+        redis_url: args.redis.redis_url,
+        database_url: args.database.database_url,
+        workers: args.workers,
+        concurrency: args.concurrency,
+        orders: args.orders,
+        reference_duration: Duration::from_secs_f64(args.reference_seconds),
+        log_dir: args.log_dir,
+    };
+    if !args.json {
+        println!("{}", PipelineReport::table_header());
+    }
+    let json = args.json;
+    bench
+        .run(|report| {
+            if json {
+                println!("{}", serde_json::to_string(report).unwrap_or_default());
+            } else {
+                println!("{}", report.table_row());
+            }
+        })
+        .await?;
     Ok(())
 }
 

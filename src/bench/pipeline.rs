@@ -1,0 +1,433 @@
+//! `lockctl bench-pipeline`: orders per second end to end, next to Postgres's own commit rate
+//! measured in the same run.
+//!
+//! Runs in its own database (`<database>_bench`, created and migrated on demand) and its own
+//! Redis namespace, so it never touches real orders. Each case starts `workers` real worker
+//! processes (`--work-ms 0`), pushes every order at once, and measures from the first push to
+//! the last outcome:
+//! - `even`: orders spread evenly over 100 products;
+//! - `hot`: every order for one product (the lock hand-off next to a commit);
+//! - `mixed`: half on one hot product, the rest over 99 others; the cold orders' latency (push to
+//!   commit) is reported separately and compared with their latency in the even case.
+//!
+//! References, same run: `pg-ceiling` = single-row `UPDATE` commits by as many tasks as the
+//! workers' total concurrency through one pool; `pg-single` = the same from one connection.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use serde::Serialize;
+use sqlx::{Connection, PgPool, postgres::PgPoolOptions};
+use uuid::Uuid;
+
+use super::stats::percentile_us;
+use crate::{
+    fleet::{Fleet, sibling_binary},
+    order::{ProductId, PurchaseOrder, Quantity},
+    queue::{JobQueue, QueueConfig},
+    store::OrderStore,
+};
+
+/// Settings of one `lockctl bench-pipeline` run.
+#[derive(Debug, Clone)]
+pub struct PipelineBench {
+    /// Redis for the queue and the locks.
+    pub redis_url: String,
+    /// Postgres; the bench uses a sibling database named `<name>_bench`.
+    pub database_url: String,
+    /// Worker processes.
+    pub workers: usize,
+    /// Concurrency of each worker.
+    pub concurrency: usize,
+    /// Orders per case.
+    pub orders: usize,
+    /// How long each reference measurement runs.
+    pub reference_duration: Duration,
+    /// Where worker logs go.
+    pub log_dir: PathBuf,
+}
+
+/// One line of the pipeline benchmark.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PipelineReport {
+    /// `pg-ceiling`, `pg-single`, `even`, `hot` or `mixed`.
+    pub scenario: String,
+    /// Orders (or commits) per second.
+    pub ops_per_sec: f64,
+    /// Orders measured.
+    pub ops: u64,
+    /// Median push-to-commit latency, µs (all orders of the case).
+    pub p50_us: u64,
+    /// 99th percentile of the same, µs.
+    pub p99_us: u64,
+    /// Median latency of the cold orders (mixed and even), µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold_p50_us: Option<u64>,
+    /// 99th percentile of the cold orders' latency, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold_p99_us: Option<u64>,
+    /// The case's rate over its reference (`pg-ceiling` for even/mixed, `pg-single` for hot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// Highest peak resident set size of the worker processes, KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_peak_rss_kib: Option<u64>,
+    /// What was measured.
+    pub note: String,
+}
+
+impl PipelineReport {
+    /// Table header for [`PipelineReport::table_row`].
+    pub fn table_header() -> String {
+        format!(
+            "{:<11} {:>10} {:>7} {:>10} {:>10} {:>11} {:>11} {:>7} {:>9}  {}",
+            "scenario",
+            "ops/s",
+            "ops",
+            "p50 µs",
+            "p99 µs",
+            "cold p50",
+            "cold p99",
+            "ratio",
+            "rss KiB",
+            "note"
+        )
+    }
+
+    /// One table line.
+    pub fn table_row(&self) -> String {
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        format!(
+            "{:<11} {:>10.0} {:>7} {:>10} {:>10} {:>11} {:>11} {:>7} {:>9}  {}",
+            self.scenario,
+            self.ops_per_sec,
+            self.ops,
+            self.p50_us,
+            self.p99_us,
+            opt(self.cold_p50_us),
+            opt(self.cold_p99_us),
+            self.ratio
+                .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")),
+            opt(self.worker_peak_rss_kib),
+            self.note
+        )
+    }
+}
+
+/// The product every hot order buys.
+const HOT: i32 = 1;
+
+impl PipelineBench {
+    /// Runs the references and the three cases, calling `emit` after each.
+    pub async fn run(
+        &self,
+        mut emit: impl FnMut(&PipelineReport),
+    ) -> anyhow::Result<Vec<PipelineReport>> {
+        let worker = sibling_binary("worker")?;
+        let bench_url = bench_database(&self.database_url).await?;
+        let total_concurrency = (self.workers * self.concurrency) as u32;
+        let pool = PgPoolOptions::new()
+            .max_connections(total_concurrency)
+            .connect(&bench_url)
+            .await
+            .context("connecting to the bench database")?;
+        let store = OrderStore::new(pool.clone());
+        store
+            .migrate()
+            .await
+            .context("migrating the bench database")?;
+
+        let mut reports = Vec::new();
+        let ceiling =
+            commit_rate(&pool, total_concurrency as usize, self.reference_duration).await?;
+        let ceiling_rate = ceiling.ops_per_sec;
+        emit(&ceiling);
+        reports.push(ceiling);
+        let single = commit_rate(&pool, 1, self.reference_duration).await?;
+        let single_rate = single.ops_per_sec;
+        emit(&single);
+        reports.push(single);
+
+        let mut even_cold_p99 = None;
+        let one = Quantity::new(1)?;
+        for case in ["even", "hot", "mixed"] {
+            let orders: Vec<PurchaseOrder> = (0..self.orders)
+                .map(|i| {
+                    let product = match case {
+                        "even" => 1 + (i % 100) as i32,
+                        "hot" => HOT,
+                        _ if i % 2 == 0 => HOT,
+                        _ => 2 + (i / 2 % 99) as i32,
+                    };
+                    Ok(PurchaseOrder::new(ProductId::new(product)?, one))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let mut report = self
+                .run_case(case, &worker, &bench_url, &store, &orders)
+                .await?;
+            match case {
+                "even" => {
+                    report.ratio = Some(report.ops_per_sec / ceiling_rate);
+                    even_cold_p99 = report.cold_p99_us;
+                    report.note =
+                        format!("100 products; target ≥ 0.6 × pg-ceiling; {}", report.note);
+                }
+                "hot" => {
+                    report.ratio = Some(report.ops_per_sec / single_rate);
+                    report.note = format!("one product; target ≥ 0.5 × pg-single; {}", report.note);
+                }
+                _ => {
+                    report.ratio = Some(report.ops_per_sec / ceiling_rate);
+                    let cold = report.cold_p99_us.unwrap_or(0) as f64;
+                    let even = even_cold_p99.unwrap_or(0).max(1) as f64;
+                    report.note = format!(
+                        "half hot; cold p99 = {:.2} × even p99 (target ≤ 2); {}",
+                        cold / even,
+                        report.note
+                    );
+                }
+            }
+            emit(&report);
+            reports.push(report);
+        }
+        pool.close().await;
+        Ok(reports)
+    }
+
+    async fn run_case(
+        &self,
+        case: &str,
+        worker: &std::path::Path,
+        bench_url: &str,
+        store: &OrderStore,
+        orders: &[PurchaseOrder],
+    ) -> anyhow::Result<PipelineReport> {
+        store.create_products(100, 1_000_000_000).await?;
+        sqlx::query("TRUNCATE orders").execute(store.pool()).await?;
+        let namespace = format!("lockstock-bench-{}", Uuid::new_v4().simple());
+        let queue_config =
+            QueueConfig::namespaced(&namespace).with_worker_id(format!("{namespace}-bench"));
+        let queue = JobQueue::connect(&self.redis_url, queue_config.clone()).await?;
+        let args: Vec<String> = [
+            "--redis-url",
+            &self.redis_url,
+            "--database-url",
+            bench_url,
+            "--queue-key",
+            &queue_config.pending_key,
+            "--dead-key",
+            &queue_config.dead_key,
+            "--lock-prefix",
+            &format!("{namespace}-locks"),
+            "--concurrency",
+            &self.concurrency.to_string(),
+            "--work-ms",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let fleet = Fleet::start(
+            worker,
+            &args,
+            self.workers,
+            &self.log_dir.join(case),
+            &[("RUST_LOG", "warn")],
+        )?;
+        // Let every worker connect and block on the queue before the clock starts.
+        wait_for_workers(&queue, self.workers).await?;
+
+        let payloads: Vec<Vec<u8>> = orders.iter().map(PurchaseOrder::to_json).collect();
+        let mut pushed_at: HashMap<Uuid, u64> = HashMap::with_capacity(orders.len());
+        let started = Instant::now();
+        for (chunk_orders, chunk) in orders.chunks(500).zip(payloads.chunks(500)) {
+            let now = unix_us();
+            for order in chunk_orders {
+                pushed_at.insert(order.id.as_uuid(), now);
+            }
+            queue.push_batch(chunk).await?;
+        }
+        let deadline = started + Duration::from_secs(300);
+        loop {
+            let decided: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+                .fetch_one(store.pool())
+                .await?;
+            if decided as usize >= orders.len() {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "case {case}: only {decided} of {} decided",
+                orders.len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let decided_rows: Vec<(Uuid, i32, i64)> = sqlx::query_as(
+            "SELECT id, product_id, (extract(epoch FROM decided_at) * 1000000)::bigint FROM orders",
+        )
+        .fetch_all(store.pool())
+        .await?;
+        let last = decided_rows.iter().map(|r| r.2).max().unwrap_or(0) as u64;
+        let first = pushed_at.values().copied().min().unwrap_or(0);
+        let elapsed_secs = (last.saturating_sub(first)).max(1) as f64 / 1e6;
+        let rss = fleet
+            .pids()
+            .iter()
+            .filter_map(|pid| peak_rss_kib(*pid))
+            .max();
+        fleet.stop(Duration::from_secs(10)).await;
+
+        let mut all = Vec::new();
+        let mut cold = Vec::new();
+        for (id, product, decided_us) in &decided_rows {
+            let Some(pushed) = pushed_at.get(id) else {
+                continue;
+            };
+            let latency = Duration::from_micros((*decided_us as u64).saturating_sub(*pushed));
+            all.push(latency);
+            if *product != HOT {
+                cold.push(latency);
+            }
+        }
+        let has_cold = !cold.is_empty();
+        Ok(PipelineReport {
+            scenario: case.into(),
+            ops_per_sec: orders.len() as f64 / elapsed_secs,
+            ops: orders.len() as u64,
+            p50_us: percentile_us(&mut all, 50.0),
+            p99_us: percentile_us(&mut all, 99.0),
+            cold_p50_us: has_cold.then(|| percentile_us(&mut cold, 50.0)),
+            cold_p99_us: has_cold.then(|| percentile_us(&mut cold, 99.0)),
+            ratio: None,
+            worker_peak_rss_kib: rss,
+            note: format!(
+                "{} workers × concurrency {}, work 0 ms",
+                self.workers, self.concurrency
+            ),
+        })
+    }
+}
+
+/// Single-row `UPDATE` commits by `tasks` tasks through `pool` for `duration`.
+async fn commit_rate(
+    pool: &PgPool,
+    tasks: usize,
+    duration: Duration,
+) -> anyhow::Result<PipelineReport> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_counters (id integer PRIMARY KEY, n bigint NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query("INSERT INTO bench_counters SELECT g, 0 FROM generate_series(0, $1) g ON CONFLICT DO NOTHING")
+        .bind(tasks as i32)
+        .execute(pool)
+        .await?;
+    let started = Instant::now();
+    let end = started + duration;
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let pool = pool.clone();
+        handles.push(tokio::spawn(async move {
+            let mut conn = pool.acquire().await?;
+            let mut latencies = Vec::new();
+            while Instant::now() < end {
+                let t = Instant::now();
+                sqlx::query("UPDATE bench_counters SET n = n + 1 WHERE id = $1")
+                    .bind(task as i32)
+                    .execute(&mut *conn)
+                    .await?;
+                latencies.push(t.elapsed());
+            }
+            conn.ping().await?;
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for handle in handles {
+        latencies.extend(handle.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ops = latencies.len() as u64;
+    Ok(PipelineReport {
+        scenario: if tasks == 1 {
+            "pg-single".into()
+        } else {
+            "pg-ceiling".into()
+        },
+        ops_per_sec: ops as f64 / elapsed,
+        ops,
+        p50_us: percentile_us(&mut latencies, 50.0),
+        p99_us: percentile_us(&mut latencies, 99.0),
+        note: format!("single-row UPDATE commits, {tasks} connection(s)"),
+        ..PipelineReport::default()
+    })
+}
+
+/// Creates (if needed) the sibling database `<name>_bench` and returns its URL.
+async fn bench_database(database_url: &str) -> anyhow::Result<String> {
+    let mut url = url::Url::parse(database_url).context("parsing the database URL")?;
+    let name = url.path().trim_start_matches('/').to_owned();
+    let bench_name = format!(
+        "{}_bench",
+        if name.is_empty() { "lockstock" } else { &name }
+    );
+    anyhow::ensure!(
+        bench_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "database name {name:?} is not a plain identifier"
+    );
+    let mut admin = sqlx::PgConnection::connect(database_url)
+        .await
+        .context("connecting to Postgres")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&bench_name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        sqlx::query(&format!("CREATE DATABASE {bench_name}"))
+            .execute(&mut admin)
+            .await?;
+    }
+    url.set_path(&format!("/{bench_name}"));
+    Ok(url.to_string())
+}
+
+/// Waits until `count` workers have registered their liveness.
+async fn wait_for_workers(queue: &JobQueue, count: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if queue.stats().await?.live_workers >= count {
+            // Registration happens just before the first pull; give the pulls a moment to block.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "workers did not start within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Peak resident set size (`VmHWM`) of a process, KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
