@@ -117,6 +117,7 @@ pub(crate) async fn without_lock(
     )
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(order_id = %order.id, product_id = %order.product_id), err(level = "debug"))]
 async fn unlocked_purchase(
     state: &AppState,
     order: &PurchaseOrder,
@@ -209,6 +210,7 @@ impl From<StoreError> for Round {
 }
 
 /// Takes the product's lock and decides the order under it; `(outcome, remaining, fence)`.
+#[tracing::instrument(level = "debug", skip_all, fields(order_id = %order.id, product_id = %order.product_id), err(level = "debug"))]
 async fn locked_purchase(
     state: &AppState,
     order: &PurchaseOrder,
