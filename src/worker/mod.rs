@@ -156,23 +156,11 @@ impl Ctx {
     /// Acknowledges a decided message, retrying while Redis is away (until a hard stop: the
     /// message is then redelivered and recognised as already decided).
     pub(crate) async fn ack(&self, payload: &[u8]) {
-        let mut backoff = Backoff::default();
-        loop {
-            match self.queue.ack(payload).await {
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "acknowledging failed; retrying");
-                    if !self.pause(backoff.next()).await {
-                        break;
-                    }
-                }
-            }
-        }
-        self.forget(payload);
+        self.ack_many(&[payload]).await;
     }
 
     /// Acknowledges several decided messages in one round trip, retrying like [`Ctx::ack`].
-    pub(crate) async fn ack_many(&self, payloads: &[Vec<u8>]) {
+    pub(crate) async fn ack_many<P: AsRef<[u8]>>(&self, payloads: &[P]) {
         let mut backoff = Backoff::default();
         loop {
             match self.queue.ack_many(payloads).await {
@@ -186,7 +174,7 @@ impl Ctx {
             }
         }
         for payload in payloads {
-            self.forget(payload);
+            self.forget(payload.as_ref());
         }
     }
 
