@@ -25,6 +25,8 @@ use std::{
 
 use redis::{Value, aio::ConnectionManager};
 
+use super::conn::LockConnection;
+
 use super::{
     error::{LockError, Result},
     guard::{GuardParts, LockGuard},
@@ -40,13 +42,14 @@ use super::{
 /// A handle to the lock service: cheap to clone, shared by every lock of a process.
 #[derive(Debug, Clone)]
 pub struct LockClient {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    /// The shared multiplexed, auto-reconnecting connection for every command.
-    pub(crate) conn: ConnectionManager,
+    /// The shared connection for every command: one server (multiplexed, auto-reconnecting) or
+    /// a Redis Cluster.
+    pub(crate) conn: LockConnection,
     /// The scripts, loaded once per server and called by SHA.
     pub(crate) scripts: Scripts,
     /// Settings.
@@ -54,7 +57,7 @@ pub(crate) struct Inner {
     /// The owner record as stored in Redis.
     pub(crate) owner_json: String,
     /// Hand-off messages for local waiters.
-    notifier: Arc<Notifier>,
+    pub(crate) notifier: Arc<Notifier>,
     /// Commands this client has sent (one per script call), for benchmarks and metrics.
     round_trips: AtomicU64,
     /// Acquisitions, timeouts, losses, wait and hold times (shared with the guards).
@@ -118,12 +121,14 @@ impl LockClient {
     }
 
     /// Builds a client on an existing connection (so one process shares one connection between
-    /// locks and other uses). `client` opens the pub/sub connection for hand-offs when needed.
+    /// locks and other uses): a [`ConnectionManager`] or a cluster [`LockConnection`]. `client`
+    /// opens the pub/sub connection for hand-offs when needed (on a cluster: any one node).
     pub fn with_connection(
         client: redis::Client,
-        conn: ConnectionManager,
+        conn: impl Into<LockConnection>,
         config: LockConfig,
     ) -> Self {
+        let conn = conn.into();
         let owner_json = config.owner.to_json();
         Self {
             inner: Arc::new(Inner {
@@ -149,7 +154,7 @@ impl LockClient {
     }
 
     /// A clone of the shared connection (for callers that need plain Redis commands).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> LockConnection {
         self.inner.conn.clone()
     }
 
@@ -490,7 +495,7 @@ impl LockClient {
     }
 
     /// The shared connection, counting the call about to be made.
-    fn conn_for_call(&self) -> ConnectionManager {
+    pub(crate) fn conn_for_call(&self) -> LockConnection {
         self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
         self.inner.conn.clone()
     }

@@ -3,13 +3,13 @@
 //! - When a resource is locked, then [`LockInfo`] shows its owner record, since when (Redis
 //!   server time), the TTL left and the fencing token, read in one `GET` + `PTTL` pipeline.
 //! - Listing is a `SCAN` over the prefix: not a snapshot; locks taken or released meanwhile may
-//!   or may not appear.
+//!   or may not appear. On a Redis Cluster listing is refused (a `SCAN` sees one node only).
 
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 
 use super::{
-    error::Result,
+    conn::LockConnection,
+    error::{LockError, Result},
     keys::{KeySpace, ResourceKeys},
     owner::LockOwner,
 };
@@ -48,7 +48,7 @@ fn parse(resource: &str, value: &str, pttl: i64) -> Option<LockInfo> {
 }
 
 pub(crate) async fn inspect(
-    conn: &ConnectionManager,
+    conn: &LockConnection,
     keys: &ResourceKeys,
 ) -> Result<Option<LockInfo>> {
     let mut conn = conn.clone();
@@ -60,7 +60,12 @@ pub(crate) async fn inspect(
     Ok(value.and_then(|value| parse(&keys.resource, &value, pttl)))
 }
 
-pub(crate) async fn list(conn: &ConnectionManager, space: &KeySpace) -> Result<Vec<LockInfo>> {
+pub(crate) async fn list(conn: &LockConnection, space: &KeySpace) -> Result<Vec<LockInfo>> {
+    if conn.is_cluster() {
+        return Err(LockError::InvalidArgument(
+            "listing held locks is not supported on a Redis Cluster (a SCAN sees one node); inspect resources by name".into(),
+        ));
+    }
     let mut conn = conn.clone();
     let pattern = space.lock_pattern();
     let mut cursor: u64 = 0;

@@ -9,6 +9,16 @@
 //! | `P:{R}:queue` | list of waiting acquirers, oldest first | until emptied |
 //! | `P:{R}:handoff` | pub/sub channel announcing hand-offs | — |
 //!
+//! The other primitives keep their own keys under the same `{R}` tag, so one resource name used
+//! with two primitives never mixes their state:
+//!
+//! | primitive | keys |
+//! |---|---|
+//! | [`super::Semaphore`] | `P:{R}:sem:holders` (zset token → expiry ms), `:sem:owners` (hash), `:sem:fence`, `:sem:queue` (list of waiting tokens), `:sem:waiters` (hash token → entry), channel `:sem:handoff` |
+//! | [`super::RwLock`] | `P:{R}:rw:writer` (string, PX ttl), `:rw:readers` (zset token → expiry ms), `:rw:owners`, `:rw:fence`, `:rw:queue`, `:rw:waiters`, channel `:rw:handoff` |
+//! | [`super::FairLock`] | `P:{R}:fair:lock` (string, PX ttl), `:fair:fence`, `:fair:queue`, `:fair:waiters`, channel `:fair:handoff` |
+//! | [`super::Redlock`] (on each instance) | `P:{R}:rl:lock` (string, PX ttl), `:rl:fence`, channel `:rl:released` |
+//!
 //! - When a script touches several keys of one resource, then they share the `{R}` hash tag, so
 //!   every script is valid on Redis Cluster (all keys in one slot).
 //! - Resource names may not contain `{`, `}` or control characters, so the hash tag is
@@ -39,6 +49,76 @@ pub struct ResourceKeys {
     pub queue: String,
     /// The hand-off pub/sub channel.
     pub handoff: String,
+}
+
+/// The key names of one resource's counting semaphore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SemaphoreKeys {
+    /// The resource name as given by the caller.
+    pub resource: String,
+    /// Sorted set of permit holders: token → expiry (Redis server time, ms).
+    pub holders: String,
+    /// Hash token → `fence\nsince_ms\nowner` of each holder.
+    pub owners: String,
+    /// The fencing-token counter.
+    pub fence: String,
+    /// The FIFO list of waiting tokens.
+    pub queue: String,
+    /// Hash token → `ttl_ms\nlease_expires_ms\nlease_ms\nowner` of each waiter.
+    pub waiters: String,
+    /// The hand-off pub/sub channel.
+    pub handoff: String,
+}
+
+/// The key names of one resource's read/write lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RwLockKeys {
+    /// The resource name as given by the caller.
+    pub resource: String,
+    /// The writer's lock string `token\nfence\nsince_ms\nowner` (PX ttl).
+    pub writer: String,
+    /// Sorted set of readers: token → expiry (Redis server time, ms).
+    pub readers: String,
+    /// Hash token → `fence\nsince_ms\nowner` of each reader.
+    pub owners: String,
+    /// The fencing-token counter (readers and writers draw from it).
+    pub fence: String,
+    /// The FIFO list of waiting tokens.
+    pub queue: String,
+    /// Hash token → `mode\nttl_ms\nlease_expires_ms\nlease_ms\nowner` of each waiter.
+    pub waiters: String,
+    /// The hand-off pub/sub channel.
+    pub handoff: String,
+}
+
+/// The key names of one resource's fair (strict FIFO) lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FairKeys {
+    /// The resource name as given by the caller.
+    pub resource: String,
+    /// The lock string `token\nfence\nsince_ms\nowner` (PX ttl).
+    pub lock: String,
+    /// The fencing-token counter.
+    pub fence: String,
+    /// The FIFO list of waiting tokens.
+    pub queue: String,
+    /// Hash token → `ttl_ms\nlease_expires_ms\nlease_ms\nowner` of each waiter.
+    pub waiters: String,
+    /// The hand-off pub/sub channel.
+    pub handoff: String,
+}
+
+/// The key names of one resource's Redlock, the same on every instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedlockKeys {
+    /// The resource name as given by the caller.
+    pub resource: String,
+    /// The lock string `token\nfence\nsince_ms\nowner` (PX ttl).
+    pub lock: String,
+    /// This instance's fencing-token counter (raised, never incremented on its own).
+    pub fence: String,
+    /// The pub/sub channel a release is announced on (wakes waiters).
+    pub released: String,
 }
 
 impl KeySpace {
@@ -74,6 +154,65 @@ impl KeySpace {
             queue: format!("{base}:queue"),
             handoff: format!("{base}:handoff"),
         })
+    }
+
+    /// The keys of `resource`'s counting semaphore.
+    pub fn semaphore(&self, resource: &str) -> Result<SemaphoreKeys> {
+        let base = self.base(resource)?;
+        Ok(SemaphoreKeys {
+            resource: resource.to_owned(),
+            holders: format!("{base}:sem:holders"),
+            owners: format!("{base}:sem:owners"),
+            fence: format!("{base}:sem:fence"),
+            queue: format!("{base}:sem:queue"),
+            waiters: format!("{base}:sem:waiters"),
+            handoff: format!("{base}:sem:handoff"),
+        })
+    }
+
+    /// The keys of `resource`'s read/write lock.
+    pub fn rwlock(&self, resource: &str) -> Result<RwLockKeys> {
+        let base = self.base(resource)?;
+        Ok(RwLockKeys {
+            resource: resource.to_owned(),
+            writer: format!("{base}:rw:writer"),
+            readers: format!("{base}:rw:readers"),
+            owners: format!("{base}:rw:owners"),
+            fence: format!("{base}:rw:fence"),
+            queue: format!("{base}:rw:queue"),
+            waiters: format!("{base}:rw:waiters"),
+            handoff: format!("{base}:rw:handoff"),
+        })
+    }
+
+    /// The keys of `resource`'s fair lock.
+    pub fn fair(&self, resource: &str) -> Result<FairKeys> {
+        let base = self.base(resource)?;
+        Ok(FairKeys {
+            resource: resource.to_owned(),
+            lock: format!("{base}:fair:lock"),
+            fence: format!("{base}:fair:fence"),
+            queue: format!("{base}:fair:queue"),
+            waiters: format!("{base}:fair:waiters"),
+            handoff: format!("{base}:fair:handoff"),
+        })
+    }
+
+    /// The keys of `resource`'s Redlock (the same names on every instance).
+    pub fn redlock(&self, resource: &str) -> Result<RedlockKeys> {
+        let base = self.base(resource)?;
+        Ok(RedlockKeys {
+            resource: resource.to_owned(),
+            lock: format!("{base}:rl:lock"),
+            fence: format!("{base}:rl:fence"),
+            released: format!("{base}:rl:released"),
+        })
+    }
+
+    /// `P:{R}` after checking the resource name.
+    fn base(&self, resource: &str) -> Result<String> {
+        validate_resource(resource)?;
+        Ok(format!("{}:{{{}}}", self.prefix, resource))
     }
 
     /// A `SCAN MATCH` pattern for every lock key under this prefix.
@@ -139,6 +278,37 @@ mod tests {
             assert!(key.contains("{product:7}"), "{key}");
         }
         assert_eq!(keys.lock, "app:{product:7}:lock");
+    }
+
+    #[test]
+    fn every_primitive_keeps_a_resource_in_one_slot() {
+        let space = KeySpace::new("app").unwrap();
+        let sem = space.semaphore("r").unwrap();
+        let rw = space.rwlock("r").unwrap();
+        let fair = space.fair("r").unwrap();
+        let red = space.redlock("r").unwrap();
+        for key in [
+            &sem.holders,
+            &sem.owners,
+            &sem.fence,
+            &sem.queue,
+            &sem.waiters,
+            &rw.writer,
+            &rw.readers,
+            &rw.owners,
+            &rw.fence,
+            &rw.queue,
+            &rw.waiters,
+            &fair.lock,
+            &fair.fence,
+            &fair.queue,
+            &fair.waiters,
+            &red.lock,
+            &red.fence,
+        ] {
+            assert!(key.starts_with("app:{r}:"), "{key}");
+        }
+        assert!(space.semaphore("a{b}").is_err());
     }
 
     #[test]

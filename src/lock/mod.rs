@@ -63,26 +63,41 @@
 //! ```
 
 mod client;
+mod conn;
 mod error;
+mod fair;
 mod guard;
+mod held;
 mod inspect;
 mod keys;
 mod metrics;
 mod notify;
 mod options;
 mod owner;
+mod redlock;
+mod rwlock;
 mod scripts;
+mod semaphore;
 mod token;
+mod waiting;
 mod with_lock;
 
 pub use client::{LockClient, ReleaseOutcome};
-pub use error::{LockError, Result};
+pub use conn::LockConnection;
+pub use error::{InstanceReply, InstanceReport, LockError, Result};
+pub use fair::{FairGuard, FairLock};
 pub use guard::{LockGuard, LockLease};
+pub use held::HoldLease;
 pub use inspect::LockInfo;
-pub use keys::{KeySpace, MAX_RESOURCE_LEN, ResourceKeys};
+pub use keys::{
+    FairKeys, KeySpace, MAX_RESOURCE_LEN, RedlockKeys, ResourceKeys, RwLockKeys, SemaphoreKeys,
+};
 pub use metrics::{
     DURATION_BUCKETS, DurationHistogram, HistogramSnapshot, LockMetrics, LockMetricsSnapshot,
 };
 pub use options::{Heartbeat, LockConfig, LockOptions};
 pub use owner::LockOwner;
+pub use redlock::{InstanceLock, Redlock, RedlockConfig, RedlockGuard};
+pub use rwlock::{ReadGuard, RwHolders, RwLock, WriteGuard};
+pub use semaphore::{DEFAULT_WAITER_LEASE, Semaphore, SemaphorePermit};
 pub use token::{FencingToken, LockToken};

@@ -12,6 +12,9 @@
 //!   reconnects. Messages published in between are lost: waiters then find out through their
 //!   fallback retries (an acquire with the same token reports a handed-over lock as theirs).
 //! - When the client is dropped, then the reader task ends and the connection closes.
+//! - Besides hand-offs to one token, a task can [`Notifier::watch`] a channel: any message on it
+//!   bumps a counter the task waits on (Redlock's releases wake every local waiter this way;
+//!   a message between the task's look and its wait is not missed).
 
 use std::{
     collections::HashMap,
@@ -21,7 +24,7 @@ use std::{
 
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// A channel with no waiter for this long is unsubscribed.
@@ -49,6 +52,8 @@ struct State {
     channels: HashMap<String, Instant>,
     /// How many local waiters use each channel right now (never unsubscribed while above 0).
     in_use: HashMap<String, usize>,
+    /// Channels watched for any message: a counter bumped per message.
+    watches: HashMap<String, watch::Sender<u64>>,
 }
 
 /// The process-wide hand-off listener of one lock client.
@@ -107,6 +112,24 @@ impl Notifier {
         }
     }
 
+    /// Watches `channel`: the returned receiver changes on every message published there. The
+    /// channel stays subscribed while the [`Watch`] lives; call [`Notifier::ensure_subscribed`]
+    /// before relying on it.
+    pub(crate) fn watch(self: &Arc<Self>, channel: &str) -> Watch {
+        let mut state = self.state();
+        let receiver = state
+            .watches
+            .entry(channel.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        *state.in_use.entry(channel.to_owned()).or_default() += 1;
+        Watch {
+            notifier: Arc::downgrade(self),
+            channel: channel.to_owned(),
+            receiver,
+        }
+    }
+
     /// Makes sure `channel` is subscribed; returns `false` when that could not be done quickly
     /// (the waiter then relies on its fallback retries).
     pub(crate) async fn ensure_subscribed(self: &Arc<Self>, channel: &str) -> bool {
@@ -154,7 +177,10 @@ impl Notifier {
         }
     }
 
-    fn dispatch(&self, payload: &str) {
+    fn dispatch(&self, channel: &str, payload: &str) {
+        if let Some(watchers) = self.state().watches.get(channel) {
+            watchers.send_modify(|count| *count += 1);
+        }
         let mut parts = payload.split('\n');
         let (Some(token), Some(fence), Some(server_ms), Some(ttl_ms)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -230,7 +256,7 @@ async fn read_messages(
                 match message {
                     Some(message) => {
                         if let Ok(payload) = message.get_payload::<String>() {
-                            notifier.dispatch(&payload);
+                            notifier.dispatch(message.get_channel_name(), &payload);
                         }
                     }
                     None => {
@@ -270,6 +296,40 @@ impl Drop for Registration {
                 if *count == 0 {
                     state.in_use.remove(&self.channel);
                 }
+            }
+            if let Some(used) = state.channels.get_mut(&self.channel) {
+                *used = Instant::now();
+            }
+        }
+    }
+}
+
+/// A task's watch on a channel; dropping it ends the watch.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    notifier: Weak<Notifier>,
+    channel: String,
+    /// Changes on every message on the channel.
+    pub(crate) receiver: watch::Receiver<u64>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(notifier) = self.notifier.upgrade() {
+            let mut state = notifier.state();
+            if let Some(count) = state.in_use.get_mut(&self.channel) {
+                *count -= 1;
+                if *count == 0 {
+                    state.in_use.remove(&self.channel);
+                }
+            }
+            // This receiver is the last one: nobody watches the channel any more.
+            if state
+                .watches
+                .get(&self.channel)
+                .is_some_and(|sender| sender.receiver_count() <= 1)
+            {
+                state.watches.remove(&self.channel);
             }
             if let Some(used) = state.channels.get_mut(&self.channel) {
                 *used = Instant::now();

@@ -8,7 +8,11 @@ mod redis_server;
 mod helpers;
 
 mod errors;
+mod fair;
 mod fencing;
 mod handoff;
 mod heartbeat;
 mod mutex;
+mod redlock;
+mod rwlock;
+mod semaphore;

@@ -1,0 +1,121 @@
+//! [`LockConnection`]: the one connection type every lock primitive talks over — one Redis
+//! server, or a Redis Cluster.
+//!
+//! - When the client was built on one server, then commands go over one multiplexed,
+//!   auto-reconnecting [`ConnectionManager`].
+//! - When it was built on a cluster, then each command (each script call) is routed by the slot
+//!   of its first key. Every key one script touches shares its resource's `{R}` hash tag (see
+//!   [`super::KeySpace`]), so every script runs whole on one node.
+//! - Pub/sub hand-off messages travel over a plain connection to one cluster node: a `PUBLISH`
+//!   on any node of a Redis Cluster reaches subscribers on every node.
+//! - Not supported on a cluster: [`super::LockClient::list_held`] (a `SCAN` sees one node only);
+//!   it returns [`super::LockError::InvalidArgument`] there.
+
+use std::{fmt, time::Duration};
+
+use redis::{
+    Cmd, Pipeline, RedisFuture, Value,
+    aio::{ConnectionLike, ConnectionManager},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+};
+
+use super::error::{LockError, Result};
+
+/// A connection to one Redis server or to a Redis Cluster. Cheap to clone (clones share the
+/// underlying connections).
+#[derive(Clone)]
+pub enum LockConnection {
+    /// One server, over an auto-reconnecting multiplexed connection.
+    Single(ConnectionManager),
+    /// A Redis Cluster; commands are routed by their first key's slot.
+    Cluster(ClusterConnection),
+}
+
+impl fmt::Debug for LockConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockConnection::Single(_) => f.write_str("LockConnection::Single"),
+            LockConnection::Cluster(_) => f.write_str("LockConnection::Cluster"),
+        }
+    }
+}
+
+impl LockConnection {
+    /// Whether this is a cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, LockConnection::Cluster(_))
+    }
+
+    /// Connects to a Redis Cluster through any of its `nodes` (`redis://host:port` each).
+    ///
+    /// - When a URL does not parse, then [`LockError::InvalidArgument`].
+    /// - When no node answers within `timeout`, then [`LockError::Connection`].
+    pub async fn cluster(nodes: &[&str], timeout: Duration) -> Result<Self> {
+        if nodes.is_empty() {
+            return Err(LockError::InvalidArgument(
+                "a cluster connection needs at least one node URL".into(),
+            ));
+        }
+        let client = ClusterClient::builder(nodes.iter().copied())
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(2)
+            .build()
+            .map_err(|e| {
+                LockError::InvalidArgument(format!(
+                    "cannot use the cluster node URLs: {}",
+                    e.detail().unwrap_or("invalid URL")
+                ))
+            })?;
+        let conn = tokio::time::timeout(timeout * 3, client.get_async_connection())
+            .await
+            .map_err(|_| {
+                LockError::Connection(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to the Redis Cluster timed out",
+                )))
+            })??;
+        Ok(LockConnection::Cluster(conn))
+    }
+}
+
+impl From<ConnectionManager> for LockConnection {
+    fn from(conn: ConnectionManager) -> Self {
+        LockConnection::Single(conn)
+    }
+}
+
+impl From<ClusterConnection> for LockConnection {
+    fn from(conn: ClusterConnection) -> Self {
+        LockConnection::Cluster(conn)
+    }
+}
+
+impl ConnectionLike for LockConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            LockConnection::Single(conn) => conn.req_packed_command(cmd),
+            LockConnection::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            LockConnection::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            LockConnection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            LockConnection::Single(conn) => conn.get_db(),
+            LockConnection::Cluster(conn) => conn.get_db(),
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The shape every primitive beyond the mutex shares once acquired: a heartbeat, a lost signal,
+//! a local safety deadline and an explicit release. [`super::SemaphorePermit`],
+//! [`super::ReadGuard`], [`super::WriteGuard`], [`super::FairGuard`] and
+//! [`super::RedlockGuard`] are thin wrappers over [`Held`]; [`super::LockGuard`] is the mutex's
+//! own, older copy of the same behaviour.
+//!
+//! - When a primitive is acquired, then the safety deadline is the instant the acquiring request
+//!   was *sent* (for a hand-off: the earliest local instant it can have happened) plus the TTL
+//!   minus the drift allowance; each successful extension moves it to that extension's send
+//!   instant plus the TTL minus the drift.
+//! - While held, the heartbeat extends every `ttl / 3` (see [`super::Heartbeat`]); the first
+//!   time after a third of the TTL the hold was *granted with* (a hand-off to a waiter is
+//!   granted with the waiter's lease at most, so a dead waiter cannot sit on it for a TTL). When an
+//!   extension finds the hold gone, then the lost signal fires at once; when extensions fail
+//!   (Redis unreachable, no majority), then they are retried quickly and the lost signal fires
+//!   at the safety deadline, before any Redis could expire the hold.
+//! - When the guard is released, then the heartbeat stops first; when it is dropped unreleased,
+//!   then the release is sent from a background task (the TTL is the safety net without a
+//!   runtime). No `Drop` does network I/O itself.
+//! - Not guaranteed: that the hold still exists at any instant. Only a fencing token checked by
+//!   the protected resource makes a stale holder's writes harmless.
+
+use std::{
+    fmt,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{client::ReleaseOutcome, error::Result, options::LockOptions, token::FencingToken};
+
+/// The Redis side of one hold: how to extend and release it.
+pub(crate) trait Holder: fmt::Debug + Send + Sync + 'static {
+    /// Resets the hold's TTL: `Ok(true)` still held, `Ok(false)` definitely gone or taken, `Err`
+    /// when that could not be found out (the heartbeat retries until the safety deadline).
+    fn extend(&self, ttl_ms: u64) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Gives the hold up (handing it on where the primitive does).
+    fn release(&self) -> impl Future<Output = Result<ReleaseOutcome>> + Send;
+}
+
+/// What a guard, its heartbeat and its leases share.
+#[derive(Debug)]
+struct State {
+    /// The resource name.
+    resource: String,
+    /// What is held, for logs ("semaphore permit", "write lock", ...).
+    what: &'static str,
+    /// The fencing token of this hold.
+    fence: FencingToken,
+    /// The local instant the hold is known to have been granted by.
+    acquired_at: Instant,
+    /// The local safety deadline; the lost signal fires when it passes.
+    deadline: Mutex<Instant>,
+    /// Fired when the hold is (or may be) lost.
+    lost: CancellationToken,
+    /// The TTL each extension sets.
+    ttl: Duration,
+    /// The drift allowance subtracted from the TTL for the safety deadline.
+    drift: Duration,
+}
+
+impl State {
+    fn deadline(&self) -> Instant {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_deadline(&self, deadline: Instant) {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = deadline;
+    }
+
+    fn lose(&self, why: &'static str) {
+        if !self.lost.is_cancelled() {
+            tracing::warn!(
+                resource = %self.resource,
+                what = self.what,
+                fence = self.fence.get(),
+                held_for_ms = self.acquired_at.elapsed().as_millis() as u64,
+                why,
+                "hold lost"
+            );
+            self.lost.cancel();
+        }
+    }
+}
+
+/// A held primitive: the state, the heartbeat task and the Redis side.
+#[derive(Debug)]
+pub(crate) struct Held<H: Holder> {
+    state: Arc<State>,
+    holder: Arc<H>,
+    /// Stops the heartbeat.
+    stop: CancellationToken,
+    heartbeat: Option<JoinHandle<()>>,
+    released: bool,
+}
+
+/// A cheap, clonable view of a held semaphore permit, read/write lock, fair lock or Redlock for
+/// the code running under it: its fencing token and lost signal. It does not keep the hold
+/// alive; the guard does.
+#[derive(Debug, Clone)]
+pub struct HoldLease {
+    state: Arc<State>,
+}
+
+impl<H: Holder> Held<H> {
+    /// Starts the heartbeat of a hold granted by `base` with `valid_for` of TTL left then.
+    pub(crate) fn start(
+        holder: H,
+        what: &'static str,
+        resource: &str,
+        fence: u64,
+        options: &LockOptions,
+        base: Instant,
+        valid_for: Duration,
+    ) -> Self {
+        let drift = options.drift();
+        let state = Arc::new(State {
+            resource: resource.to_owned(),
+            what,
+            fence: FencingToken(fence),
+            acquired_at: base,
+            deadline: Mutex::new(base + valid_for.saturating_sub(drift)),
+            lost: CancellationToken::new(),
+            ttl: options.ttl,
+            drift,
+        });
+        let holder = Arc::new(holder);
+        let stop = CancellationToken::new();
+        let first_extend = options
+            .heartbeat_period()
+            .map(|period| base + period.min(valid_for / 3));
+        let heartbeat = tokio::spawn(heartbeat(
+            holder.clone(),
+            state.clone(),
+            options.clone(),
+            stop.clone(),
+            first_extend,
+        ));
+        Self {
+            state,
+            holder,
+            stop,
+            heartbeat: Some(heartbeat),
+            released: false,
+        }
+    }
+
+    pub(crate) fn resource(&self) -> &str {
+        &self.state.resource
+    }
+
+    pub(crate) fn fence(&self) -> FencingToken {
+        self.state.fence
+    }
+
+    pub(crate) fn lost(&self) -> CancellationToken {
+        self.state.lost.clone()
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.state.lost.is_cancelled()
+    }
+
+    pub(crate) fn remaining(&self) -> Duration {
+        self.state
+            .deadline()
+            .saturating_duration_since(Instant::now())
+    }
+
+    pub(crate) fn held_for(&self) -> Duration {
+        self.state.acquired_at.elapsed()
+    }
+
+    pub(crate) fn lease(&self) -> HoldLease {
+        HoldLease {
+            state: self.state.clone(),
+        }
+    }
+
+    pub(crate) async fn extend(&self) -> Result<bool> {
+        let sent = Instant::now();
+        let ttl_ms = u64::try_from(self.state.ttl.as_millis()).unwrap_or(u64::MAX);
+        let still_held = self.holder.extend(ttl_ms).await?;
+        if still_held {
+            self.state
+                .set_deadline(sent + self.state.ttl.saturating_sub(self.state.drift));
+        } else {
+            self.state.lose("an extension found the hold gone or taken");
+        }
+        Ok(still_held)
+    }
+
+    pub(crate) async fn release(mut self) -> Result<ReleaseOutcome> {
+        self.stop.cancel();
+        if let Some(task) = self.heartbeat.take() {
+            task.abort();
+        }
+        self.released = true;
+        let outcome = self.holder.release().await?;
+        if outcome == ReleaseOutcome::NotHeld {
+            tracing::debug!(resource = %self.state.resource, what = self.state.what, "released a hold that was no longer held");
+        }
+        Ok(outcome)
+    }
+}
+
+impl<H: Holder> Drop for Held<H> {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if self.released {
+            return;
+        }
+        let holder = self.holder.clone();
+        let state = self.state.clone();
+        let heartbeat = self.heartbeat.take();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Some(task) = heartbeat {
+                    let _ = task.await;
+                }
+                if let Err(error) = holder.release().await {
+                    tracing::debug!(%error, resource = %state.resource, what = state.what, "background release failed; the TTL will free it");
+                }
+            });
+        }
+    }
+}
+
+impl HoldLease {
+    /// The resource held.
+    pub fn resource(&self) -> &str {
+        &self.state.resource
+    }
+
+    /// The fencing token of this hold.
+    pub fn fence(&self) -> FencingToken {
+        self.state.fence
+    }
+
+    /// Fires when the hold is lost, or may be (its safety deadline passed).
+    pub fn lost(&self) -> CancellationToken {
+        self.state.lost.clone()
+    }
+
+    /// Whether the lost signal has fired.
+    pub fn is_lost(&self) -> bool {
+        self.state.lost.is_cancelled()
+    }
+
+    /// Time left before the local safety deadline (zero once passed).
+    pub fn remaining(&self) -> Duration {
+        self.state
+            .deadline()
+            .saturating_duration_since(Instant::now())
+    }
+}
+
+/// The public methods every guard over [`Held`] shares (the guard keeps it in a `held` field).
+macro_rules! held_guard_methods {
+    () => {
+        /// The resource held.
+        pub fn resource(&self) -> &str {
+            self.held.resource()
+        }
+
+        /// The fencing token of this hold: hand it to the protected resource before reading.
+        pub fn fence(&self) -> $crate::lock::FencingToken {
+            self.held.fence()
+        }
+
+        /// Fires when the hold is lost, or may be (its safety deadline passed without a
+        /// successful extension). `select!` on `lost().cancelled()` around the critical section.
+        pub fn lost(&self) -> tokio_util::sync::CancellationToken {
+            self.held.lost()
+        }
+
+        /// Whether the lost signal has fired.
+        pub fn is_lost(&self) -> bool {
+            self.held.is_lost()
+        }
+
+        /// Time left before the local safety deadline (zero once passed).
+        pub fn remaining(&self) -> std::time::Duration {
+            self.held.remaining()
+        }
+
+        /// How long the hold has lasted.
+        pub fn held_for(&self) -> std::time::Duration {
+            self.held.held_for()
+        }
+
+        /// A clonable view (fence + lost signal) to hand to the code running under the hold.
+        pub fn lease(&self) -> $crate::lock::HoldLease {
+            self.held.lease()
+        }
+
+        /// Extends the TTL now (the heartbeat does this by itself). `Ok(false)` when the hold is
+        /// gone; the lost signal then fires too.
+        pub async fn extend(&self) -> $crate::lock::Result<bool> {
+            self.held.extend().await
+        }
+
+        /// Stops the heartbeat, then releases (handing on to waiters where the primitive does).
+        /// [`ReleaseOutcome::NotHeld`](crate::lock::ReleaseOutcome::NotHeld) means it had
+        /// expired or been taken: nothing was changed.
+        pub async fn release(self) -> $crate::lock::Result<$crate::lock::ReleaseOutcome> {
+            self.held.release().await
+        }
+    };
+}
+pub(crate) use held_guard_methods;
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Extends the hold, fires the lost signal, logs hold-time warnings; ends on `stop`.
+async fn heartbeat<H: Holder>(
+    holder: Arc<H>,
+    state: Arc<State>,
+    options: LockOptions,
+    stop: CancellationToken,
+    first_extend: Option<Instant>,
+) {
+    let period = options.heartbeat_period();
+    let ttl = options.ttl;
+    let ttl_ms = options.ttl_ms();
+    let drift = options.drift();
+    let retry_after = period.map(|p| (p / 4).max(Duration::from_millis(5)));
+    let mut next_extend = first_extend;
+    let mut warnings = 1u32;
+    let mut warn_at = options.warn_after.map(|w| state.acquired_at + w);
+
+    loop {
+        let deadline = state.deadline();
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep_until(deadline.into()) => {
+                state.lose("safety deadline passed without a successful extension");
+                return;
+            }
+            () = sleep_until_some(warn_at) => {
+                tracing::warn!(
+                    resource = %state.resource,
+                    what = state.what,
+                    held_for_ms = state.acquired_at.elapsed().as_millis() as u64,
+                    "held longer than the warning threshold"
+                );
+                warnings += 1;
+                warn_at = options.warn_after.map(|w| state.acquired_at + w * warnings);
+            }
+            () = sleep_until_some(next_extend) => {
+                if options.max_hold.is_some_and(|cap| state.acquired_at.elapsed() >= cap) {
+                    tracing::warn!(
+                        resource = %state.resource,
+                        what = state.what,
+                        "reached its maximum hold time; no longer extending it"
+                    );
+                    next_extend = None;
+                    continue;
+                }
+                let sent = Instant::now();
+                let answer = tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep_until(deadline.into()) => None,
+                    answer = holder.extend(ttl_ms) => Some(answer),
+                };
+                match answer {
+                    Some(Ok(true)) => {
+                        state.set_deadline(sent + ttl.saturating_sub(drift));
+                        next_extend = period.map(|p| sent + p);
+                    }
+                    Some(Ok(false)) => {
+                        state.lose("an extension found the hold gone or taken");
+                        return;
+                    }
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, resource = %state.resource, what = state.what, "extension failed; retrying");
+                        next_extend = retry_after.map(|r| Instant::now() + r);
+                    }
+                    None => {} // deadline reached; the next turn fires the lost signal
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,47 @@
+-- One instance's part of a Redlock acquisition: takes the lock when it is free and raises this
+-- instance's fence counter to the caller's proposed token, in one step; reports the counter as
+-- it was, so the caller can tell whether its proposal beat every counter it read.
+--
+-- An instance that restarted less than the quarantine ago refuses: it may have lost locks that
+-- are still valid elsewhere (a restart without persistence), so granting could let a second
+-- holder in. The restart instant comes from INFO (uptime_in_seconds, whole seconds; one second
+-- is taken off, so the quarantine errs long, by up to two seconds, never short).
+--
+-- KEYS[1]: lock key      (string "token\nfence\nsince_ms\nowner", PX ttl)
+-- KEYS[2]: fence counter (integer, never expires; only ever raised)
+-- ARGV[1]: token (the caller's UUID)
+-- ARGV[2]: ttl in milliseconds (> 0)
+-- ARGV[3]: owner description (JSON, one line)
+-- ARGV[4]: proposed fencing token (integer below 2^53)
+-- ARGV[5]: restart quarantine in milliseconds ("0" = none)
+-- Returns: {1, counter_before}          acquired (or already the caller's, on a retried call)
+--          {0, counter, pttl_ms}        held by another token
+--          {-1, ready_in_ms}            this instance restarted too recently; refused
+local quarantine = tonumber(ARGV[5])
+if quarantine > 0 then
+  local info = redis.call('INFO', 'server')
+  -- Whole seconds of both the clock and the start time: the true uptime may be a second less.
+  local uptime = math.max(0, (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0) - 1)
+  if uptime * 1000 < quarantine then
+    return {-1, quarantine - uptime * 1000}
+  end
+end
+
+local token = ARGV[1]
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
+local value = redis.call('GET', KEYS[1])
+if value then
+  if string.sub(value, 1, #token + 1) == token .. '\n' then
+    return {1, counter}
+  end
+  return {0, counter, redis.call('PTTL', KEYS[1])}
+end
+
+local proposed = tonumber(ARGV[4])
+if counter < proposed then
+  redis.call('SET', KEYS[2], ARGV[4])
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[1], token .. '\n' .. ARGV[4] .. '\n' .. now .. '\n' .. ARGV[3], 'PX', ARGV[2])
+return {1, counter}

@@ -1,0 +1,23 @@
+-- The write-back of a Redlock fencing token: raises this instance's counter to the token and,
+-- where the caller's lock is still present, records the token in the lock value. Only an
+-- instance where the lock is still the caller's counts towards the majority the token needs
+-- before it is handed out.
+--
+-- KEYS[1]: lock key      (string "token\nfence\nsince_ms\nowner", PX ttl)
+-- KEYS[2]: fence counter (integer, only ever raised)
+-- ARGV[1]: token of the caller
+-- ARGV[2]: the fencing token (integer below 2^53)
+-- Returns: 1 written under the caller's lock, 0 the lock is not the caller's here (the counter
+--          was raised anyway: raising is always safe)
+local fence = tonumber(ARGV[2])
+if tonumber(redis.call('GET', KEYS[2]) or '0') < fence then
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+local token = ARGV[1]
+local value = redis.call('GET', KEYS[1])
+if not value or string.sub(value, 1, #token + 1) ~= token .. '\n' then
+  return 0
+end
+local since, owner = string.match(value, '^[^\n]*\n[^\n]*\n([^\n]*)\n(.*)$')
+redis.call('SET', KEYS[1], token .. '\n' .. ARGV[2] .. '\n' .. (since or '0') .. '\n' .. (owner or ''), 'KEEPTTL')
+return 1
