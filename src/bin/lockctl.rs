@@ -171,10 +171,25 @@ struct ContenderArgs {
     end_at_us: u64,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     init_tracing("warn");
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // A contender process runs one task; a single-threaded runtime saves it the hop between
+    // the I/O driver and a worker thread on every hand-off.
+    let runtime = match command {
+        Command::BenchContender(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+    .context("starting the async runtime")?;
+    runtime.block_on(run(command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Migrate { database } => {
             let store = connect_store(&database).await?;
             println!("migrations applied to {}", mask_url(&database.database_url));
