@@ -26,6 +26,24 @@ pub struct DatabaseArgs {
     pub database_url: String,
 }
 
+impl DatabaseArgs {
+    /// Opens a pool of up to `max_connections` and applies the migrations (safe when several
+    /// processes start at once); errors name the database with its password masked.
+    pub async fn open_store(
+        &self,
+        max_connections: u32,
+    ) -> anyhow::Result<crate::store::OrderStore> {
+        use anyhow::Context;
+        let store = crate::store::OrderStore::connect_lazy(&self.database_url, max_connections)
+            .with_context(|| format!("configuring Postgres at {}", mask_url(&self.database_url)))?;
+        store
+            .migrate()
+            .await
+            .with_context(|| format!("migrating Postgres at {}", mask_url(&self.database_url)))?;
+        Ok(store)
+    }
+}
+
 /// A URL with its password replaced by `***`, for logs and error messages.
 pub fn mask_url(url: &str) -> String {
     match url::Url::parse(url) {

@@ -13,7 +13,6 @@ use lockstock::{
     queue::{JobQueue, QueueConfig},
     redis_conn,
     shutdown::spawn_signal_handler,
-    store::OrderStore,
     telemetry::init_tracing,
 };
 use tokio_util::sync::CancellationToken;
@@ -88,19 +87,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("API_TOKEN is not set: mutating routes are open to whoever can connect");
     }
 
-    let store = OrderStore::connect_lazy(&cli.database.database_url, cli.max_connections)
-        .with_context(|| {
-            format!(
-                "configuring Postgres at {}",
-                mask_url(&cli.database.database_url)
-            )
-        })?;
-    store.migrate().await.with_context(|| {
-        format!(
-            "migrating Postgres at {}",
-            mask_url(&cli.database.database_url)
-        )
-    })?;
+    let store = cli.database.open_store(cli.max_connections).await?;
     let (client, conn) = redis_conn::connect(&cli.redis.redis_url)
         .await
         .with_context(|| format!("connecting to Redis at {}", mask_url(&cli.redis.redis_url)))?;

@@ -231,17 +231,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn connect_store(database: &DatabaseArgs) -> anyhow::Result<OrderStore> {
-    let store = OrderStore::connect_lazy(&database.database_url, 2).with_context(|| {
-        format!(
-            "configuring Postgres at {}",
-            mask_url(&database.database_url)
-        )
-    })?;
-    store
-        .migrate()
-        .await
-        .with_context(|| format!("migrating Postgres at {}", mask_url(&database.database_url)))?;
-    Ok(store)
+    database.open_store(2).await
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {

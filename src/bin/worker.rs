@@ -12,7 +12,6 @@ use lockstock::{
     queue::{JobQueue, QueueConfig, default_worker_id},
     redis_conn,
     shutdown::spawn_signal_handler,
-    store::OrderStore,
     telemetry::init_tracing,
     worker::{Worker, WorkerConfig},
 };
@@ -87,22 +86,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let worker_id = cli.worker_id.clone().unwrap_or_else(default_worker_id);
 
-    let store = OrderStore::connect_lazy(
-        &cli.database.database_url,
-        cli.max_connections.unwrap_or(cli.concurrency + 2),
-    )
-    .with_context(|| {
-        format!(
-            "configuring Postgres at {}",
-            mask_url(&cli.database.database_url)
-        )
-    })?;
-    store.migrate().await.with_context(|| {
-        format!(
-            "migrating Postgres at {}",
-            mask_url(&cli.database.database_url)
-        )
-    })?;
+    let store = cli
+        .database
+        .open_store(cli.max_connections.unwrap_or(cli.concurrency + 2))
+        .await?;
     let (client, conn) = redis_conn::connect(&cli.redis.redis_url)
         .await
         .with_context(|| format!("connecting to Redis at {}", mask_url(&cli.redis.redis_url)))?;
