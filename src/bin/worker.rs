@@ -8,12 +8,12 @@ use clap::Parser;
 use lockstock::{
     api::metrics::{WorkerMetrics, serve_worker_metrics},
     config::{DatabaseArgs, RedisArgs, mask_url},
-    lock::{LockClient, LockConfig, LockOwner},
+    lock::{LockClient, LockConfig, LockOptions, LockOwner, Redlock, RedlockConfig},
     queue::{JobQueue, QueueConfig, default_worker_id},
     redis_conn,
     shutdown::spawn_signal_handler,
     telemetry::init_tracing,
-    worker::{Worker, WorkerConfig},
+    worker::{ProductLocks, Worker, WorkerConfig},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +49,16 @@ struct Cli {
     /// Prefix of the lock keys.
     #[arg(long, env = "LOCK_PREFIX", default_value = "lockstock")]
     lock_prefix: String,
+    /// Take product locks with Redlock over these independent Redis masters: comma-separated,
+    /// an odd number of at least 3 (e.g. `redis://a:6379,redis://b:6379,redis://c:6379`). One
+    /// URL: the single-instance lock on that server. Unset: the lock on `--redis-url`. The queue
+    /// always stays on `--redis-url`.
+    #[arg(long, env = "LOCK_REDIS_URLS", value_delimiter = ',')]
+    lock_redis_urls: Vec<String>,
+    /// How long one product-lock acquisition waits before its failure is logged and it is
+    /// retried, in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    lock_wait_ms: u64,
     /// This worker's id (default: host-pid-random). Reusing an id after a crash lets the new
     /// process take over the old one's processing list at once.
     #[arg(long, env = "WORKER_ID")]
@@ -104,11 +114,42 @@ async fn main() -> anyhow::Result<()> {
         .with_prefix(cli.lock_prefix)
         .context("configuring the locks")?
         .with_owner(LockOwner::this_process(worker_id.clone()));
-    let locks = LockClient::with_connection(client, conn, lock_config);
+    let locks = LockClient::with_connection(client, conn, lock_config.clone());
+    let lock_urls: Vec<&str> = cli
+        .lock_redis_urls
+        .iter()
+        .map(|url| url.trim())
+        .filter(|url| !url.is_empty())
+        .collect();
+    let product_locks: ProductLocks = match lock_urls.as_slice() {
+        [] => locks.clone().into(),
+        [url] => LockClient::connect(url, lock_config.clone())
+            .await
+            .with_context(|| format!("connecting to the lock Redis at {}", mask_url(url)))?
+            .into(),
+        urls => {
+            let config = RedlockConfig {
+                keys: lock_config.keys.clone(),
+                owner: lock_config.owner.clone(),
+                ..RedlockConfig::default()
+            };
+            let redlock = Redlock::connect(urls, config)
+                .await
+                .context("configuring Redlock from LOCK_REDIS_URLS")?;
+            redlock
+                .check_options(&LockOptions::with_ttl(Duration::from_millis(
+                    cli.lock_ttl_ms,
+                )))
+                .context("checking --lock-ttl-ms against Redlock")?;
+            tracing::info!(instances = ?redlock.instances(), quorum = redlock.quorum(), "product locks use Redlock");
+            redlock.into()
+        }
+    };
     let config = WorkerConfig {
         worker_id,
         concurrency: cli.concurrency as usize,
         lock_ttl: Duration::from_millis(cli.lock_ttl_ms),
+        lock_wait: Duration::from_millis(cli.lock_wait_ms),
         work: Duration::from_millis(cli.work_ms),
         use_lock: !cli.no_lock,
         batch_limit: cli.batch_limit as usize,
@@ -117,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
         recovery_interval: Duration::from_millis(cli.recovery_interval_ms),
         ..WorkerConfig::default()
     };
-    let worker = Worker::new(queue.clone(), locks.clone(), store, config)
+    let worker = Worker::new(queue.clone(), product_locks, store, config)
         .context("configuring the worker")?;
 
     let root = CancellationToken::new();

@@ -324,7 +324,7 @@ impl Redlock {
         resource: &str,
         options: &LockOptions,
     ) -> Result<Option<RedlockGuard>> {
-        self.validate(options)?;
+        self.check_options(options)?;
         let keys = self.keys().redlock(resource)?;
         let token = LockToken::new().to_string();
         match self.attempt(&keys, &token, options).await {
@@ -349,7 +349,7 @@ impl Redlock {
         options: &LockOptions,
         wait: Duration,
     ) -> Result<RedlockGuard> {
-        self.validate(options)?;
+        self.check_options(options)?;
         let keys = self.keys().redlock(resource)?;
         let token = LockToken::new().to_string();
         let started = Instant::now();
@@ -463,7 +463,10 @@ impl Redlock {
         Ok(join_all(views).await)
     }
 
-    fn validate(&self, options: &LockOptions) -> Result<()> {
+    /// Refuses options that cannot work with these instances (besides
+    /// [`LockOptions::validate`]: a TTL not above the per-instance timeout plus the drift), so a
+    /// process can check its settings at start-up.
+    pub fn check_options(&self, options: &LockOptions) -> Result<()> {
         options.validate()?;
         if options.ttl <= self.inner.config.instance_timeout + options.drift() {
             return Err(LockError::InvalidArgument(format!(

@@ -27,6 +27,7 @@
 
 mod error;
 mod lanes;
+mod locker;
 pub mod process;
 mod stats;
 
@@ -40,13 +41,14 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use self::{
     error::ProcessError,
+    locker::ProductLocks,
     stats::{StatsSnapshot, WorkerStats},
 };
 use self::{
     lanes::{Admitted, Job, Lanes, Task},
     process::Backoff,
 };
-use crate::{lock::LockClient, order::decode, queue::JobQueue, store::OrderStore};
+use crate::{order::decode, queue::JobQueue, store::OrderStore};
 
 /// How a worker behaves. `WorkerConfig::default()` matches the `worker` binary's defaults.
 #[derive(Debug, Clone)]
@@ -114,7 +116,7 @@ pub enum WorkerError {
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) queue: JobQueue,
-    pub(crate) locks: LockClient,
+    pub(crate) locks: ProductLocks,
     pub(crate) store: OrderStore,
     pub(crate) config: WorkerConfig,
     pub(crate) stats: Arc<WorkerStats>,
@@ -194,10 +196,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker over a queue (whose worker id names this worker), a lock client and a store.
+    /// A worker over a queue (whose worker id names this worker), its product locks (a
+    /// [`crate::lock::LockClient`] or a [`crate::lock::Redlock`]) and a store.
     pub fn new(
         queue: JobQueue,
-        locks: LockClient,
+        locks: impl Into<ProductLocks>,
         store: OrderStore,
         mut config: WorkerConfig,
     ) -> Result<Self, WorkerError> {
@@ -224,7 +227,7 @@ impl Worker {
         Ok(Self {
             ctx: Arc::new(Ctx {
                 queue,
-                locks,
+                locks: locks.into(),
                 store,
                 lanes,
                 config,

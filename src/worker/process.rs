@@ -20,9 +20,15 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{Ctx, error::ProcessError, lanes::Job, stats::WorkerStats};
+use super::{
+    Ctx,
+    error::ProcessError,
+    lanes::Job,
+    locker::{ProductGuard, ProductLease},
+    stats::WorkerStats,
+};
 use crate::{
-    lock::{LockError, LockGuard, LockLease, LockOptions, ReleaseOutcome},
+    lock::{LockError, LockOptions, ReleaseOutcome},
     order::{Outcome, Poison, ProductId, PurchaseOrder, RejectReason},
     store::{BatchCommit, CommitResult, Decision, StoreError},
 };
@@ -81,7 +87,7 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
 }
 
 /// Takes the product's lock, waiting and retrying until it is had or the worker stops hard.
-async fn take_lock(ctx: &Ctx, product: ProductId) -> Option<LockGuard> {
+async fn take_lock(ctx: &Ctx, product: ProductId) -> Option<ProductGuard> {
     let resource = product_resource(product);
     let options = LockOptions::with_ttl(ctx.config.lock_ttl).warn_after(ctx.config.lock_ttl);
     let mut backoff = Backoff::default();
@@ -117,7 +123,7 @@ enum Claim {
 /// Decides `batch` (orders of one product) while holding the product's lock: claims the row with
 /// the lock's fence, runs each order's slow step, decides them in order from the stock, and
 /// commits them in one statement. Decided jobs leave `batch`; what is left must be retried.
-async fn hold(ctx: &Ctx, guard: &LockGuard, batch: &mut Vec<Job>) -> HoldEnd {
+async fn hold(ctx: &Ctx, guard: &ProductGuard, batch: &mut Vec<Job>) -> HoldEnd {
     let product = guard_product(batch);
     let fence = guard.fence().get();
     let lease = guard.lease();
@@ -254,7 +260,7 @@ fn guard_product(batch: &[Job]) -> ProductId {
 /// already-decided ones are acknowledged without effect.
 async fn decide_one_by_one(
     ctx: &Ctx,
-    lease: &LockLease,
+    lease: &ProductLease,
     batch: &mut Vec<Job>,
     fence: u64,
     stock: i32,
@@ -283,7 +289,7 @@ async fn decide_one_by_one(
 /// Registers the fence on the product row and reads the stock; `Err(pause)` to retry the hold.
 async fn claim(
     ctx: &Ctx,
-    lease: &LockLease,
+    lease: &ProductLease,
     product: ProductId,
     fence: u64,
 ) -> Result<Claim, Duration> {
@@ -327,7 +333,7 @@ async fn claim(
 /// The slow step, the decision and the fenced commit of one order; acknowledges it when decided.
 async fn decide_and_commit(
     ctx: &Ctx,
-    lease: &LockLease,
+    lease: &ProductLease,
     job: &mut Job,
     fence: u64,
     stock: &mut Option<i32>,

@@ -11,4 +11,5 @@ mod helpers;
 mod exactly_once;
 mod failures;
 mod messages;
+mod redlock;
 mod shutdown;

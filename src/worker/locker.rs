@@ -1,0 +1,127 @@
+//! Product locks behind one small interface: the single-instance fenced mutex, or Redlock over
+//! several independent Redis masters (`LOCK_REDIS_URLS`).
+//!
+//! - When the worker uses [`ProductLocks::Single`], then product locks are the mutex of
+//!   [`LockClient`] (FIFO hand-off between processes), usually on the queue's Redis.
+//! - When it uses [`ProductLocks::Redlock`], then each product lock needs a majority of the
+//!   instances; with one instance down locking carries on, with a majority down acquisitions
+//!   fail (and are retried: orders wait in the queue, none is lost). The queue stays on its own
+//!   Redis either way.
+//! - Either way the processing code sees the same three things: a fencing token, a lost signal,
+//!   and an explicit release; every commit is fenced in Postgres.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::lock::{
+    FencingToken, HoldLease, LockClient, LockError, LockGuard, LockLease, LockOptions, Redlock,
+    RedlockGuard, ReleaseOutcome,
+};
+
+/// Where a worker takes its product locks.
+#[derive(Debug, Clone)]
+pub enum ProductLocks {
+    /// The single-instance fenced mutex.
+    Single(LockClient),
+    /// Redlock over several independent masters.
+    Redlock(Redlock),
+}
+
+impl From<LockClient> for ProductLocks {
+    fn from(client: LockClient) -> Self {
+        ProductLocks::Single(client)
+    }
+}
+
+impl From<Redlock> for ProductLocks {
+    fn from(redlock: Redlock) -> Self {
+        ProductLocks::Redlock(redlock)
+    }
+}
+
+/// A held product lock of either kind.
+#[derive(Debug)]
+pub(crate) enum ProductGuard {
+    Single(LockGuard),
+    Redlock(RedlockGuard),
+}
+
+/// The fencing token and lost signal of a held product lock, for the code running under it.
+#[derive(Debug, Clone)]
+pub(crate) enum ProductLease {
+    Single(LockLease),
+    Redlock(HoldLease),
+}
+
+impl ProductLocks {
+    /// Takes `resource`'s lock, waiting up to `wait`.
+    pub(crate) async fn acquire(
+        &self,
+        resource: &str,
+        options: &LockOptions,
+        wait: Duration,
+    ) -> Result<ProductGuard, LockError> {
+        match self {
+            ProductLocks::Single(client) => client
+                .acquire(resource, options, wait)
+                .await
+                .map(ProductGuard::Single),
+            ProductLocks::Redlock(redlock) => redlock
+                .acquire(resource, options, wait)
+                .await
+                .map(ProductGuard::Redlock),
+        }
+    }
+
+    /// Raises `resource`'s fence counter(s) to at least `floor`.
+    pub(crate) async fn raise_fence_floor(
+        &self,
+        resource: &str,
+        floor: u64,
+    ) -> Result<FencingToken, LockError> {
+        match self {
+            ProductLocks::Single(client) => client.raise_fence_floor(resource, floor).await,
+            ProductLocks::Redlock(redlock) => redlock.raise_fence_floor(resource, floor).await,
+        }
+    }
+}
+
+impl ProductGuard {
+    pub(crate) fn fence(&self) -> FencingToken {
+        match self {
+            ProductGuard::Single(guard) => guard.fence(),
+            ProductGuard::Redlock(guard) => guard.fence(),
+        }
+    }
+
+    pub(crate) fn lease(&self) -> ProductLease {
+        match self {
+            ProductGuard::Single(guard) => ProductLease::Single(guard.lease()),
+            ProductGuard::Redlock(guard) => ProductLease::Redlock(guard.lease()),
+        }
+    }
+
+    pub(crate) async fn release(self) -> Result<ReleaseOutcome, LockError> {
+        match self {
+            ProductGuard::Single(guard) => guard.release().await,
+            ProductGuard::Redlock(guard) => guard.release().await,
+        }
+    }
+}
+
+impl ProductLease {
+    pub(crate) fn lost(&self) -> CancellationToken {
+        match self {
+            ProductLease::Single(lease) => lease.lost(),
+            ProductLease::Redlock(lease) => lease.lost(),
+        }
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        match self {
+            ProductLease::Single(lease) => lease.is_lost(),
+            ProductLease::Redlock(lease) => lease.is_lost(),
+        }
+    }
+}
