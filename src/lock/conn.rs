@@ -20,7 +20,11 @@ use redis::{
     cluster_async::ClusterConnection,
 };
 
-use super::error::{LockError, Result};
+use super::{
+    client::LockClient,
+    error::{LockError, Result},
+    options::LockConfig,
+};
 
 /// A connection to one Redis server or to a Redis Cluster. Cheap to clone (clones share the
 /// underlying connections).
@@ -47,10 +51,12 @@ impl LockConnection {
         matches!(self, LockConnection::Cluster(_))
     }
 
-    /// Connects to a Redis Cluster through any of its `nodes` (`redis://host:port` each).
+    /// Connects to a Redis Cluster through any of its `nodes` (`redis://host:port` each); each
+    /// command may take `timeout`.
     ///
     /// - When a URL does not parse, then [`LockError::InvalidArgument`].
-    /// - When no node answers within `timeout`, then [`LockError::Connection`].
+    /// - When no node answers within about three times `timeout`, then
+    ///   [`LockError::Connection`].
     pub async fn cluster(nodes: &[&str], timeout: Duration) -> Result<Self> {
         if nodes.is_empty() {
             return Err(LockError::InvalidArgument(
@@ -117,5 +123,31 @@ impl ConnectionLike for LockConnection {
             LockConnection::Single(conn) => conn.get_db(),
             LockConnection::Cluster(conn) => conn.get_db(),
         }
+    }
+}
+
+impl LockClient {
+    /// Connects to a Redis Cluster through any of its `nodes` (`redis://host:port` each): every
+    /// primitive's scripts then run on the node owning the resource's slot, and hand-off
+    /// messages are received over one pub/sub connection to the first node.
+    ///
+    /// ```rust,no_run
+    /// use lockstock::lock::{LockClient, LockConfig};
+    ///
+    /// # async fn demo() -> Result<(), lockstock::lock::LockError> {
+    /// let nodes = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000", "redis://10.0.0.3:7000"];
+    /// let locks = LockClient::connect_cluster(&nodes, LockConfig::default()).await?;
+    /// # let _ = locks; Ok(()) }
+    /// ```
+    pub async fn connect_cluster(nodes: &[&str], config: LockConfig) -> Result<Self> {
+        let conn = LockConnection::cluster(nodes, config.response_timeout).await?;
+        let first = nodes.first().copied().unwrap_or_default();
+        let pubsub = redis::Client::open(first).map_err(|e| {
+            LockError::InvalidArgument(format!(
+                "cannot parse the cluster node URL: {}",
+                e.detail().unwrap_or("invalid URL")
+            ))
+        })?;
+        Ok(Self::with_connection(pubsub, conn, config))
     }
 }

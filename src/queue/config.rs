@@ -23,7 +23,7 @@ impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             pending_key: "orders:pending".to_owned(),
-            dead_key: "orders:dead".to_owned(),
+            dead_key: super::keys::DEFAULT_DEAD_KEY.to_owned(),
             worker_id: default_worker_id(),
             reply_grace: Duration::from_secs(2),
             push_chunk: 100,

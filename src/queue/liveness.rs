@@ -158,14 +158,15 @@ impl JobQueue {
         let pattern = self.keys.processing_pattern();
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
+            // On a cluster, SCAN the node holding the queue's slot (not a random one).
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
+                .arg(1000);
+            let (next, keys): (u64, Vec<Vec<u8>>) =
+                conn.query_at(&scan, self.keys.pending()).await?;
             workers.extend(keys.into_iter().filter_map(|key| {
                 String::from_utf8(key)
                     .ok()

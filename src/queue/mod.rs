@@ -32,8 +32,12 @@
 //!   delivered to someone else while it may still finish them: again, at-least-once delivery.
 //! - When the same payload bytes are pushed twice, then they are two messages; the queue does not
 //!   de-duplicate.
-//! - When used with Redis Cluster, then the scripts need all their keys in one slot: give the
-//!   pending and dead keys the same hash tag (e.g. `{orders}:pending`, `{orders}:dead`).
+//! - When used with Redis Cluster ([`JobQueue::connect_cluster`]), then every key of the queue
+//!   must live in one slot: give the pending key a hash tag (e.g. `{orders}:pending`, or
+//!   `--queue-key '{orders}:pending'` on the binaries). Processing lists, liveness keys and the
+//!   worker registry derive from the pending key and inherit its tag; the default dead key
+//!   follows it too (`{orders}:dead`, see [`QueueKeys::new`]). A cluster queue whose keys do not
+//!   share the tag is refused with [`QueueError::Config`] before anything is sent.
 //!
 //! ```rust,no_run
 //! use std::time::Duration;
@@ -51,6 +55,7 @@
 //! ```
 
 mod config;
+mod conn;
 mod dead;
 mod error;
 mod keys;
@@ -59,18 +64,17 @@ mod scripts;
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use redis::{
-    AsyncConnectionConfig, Client,
-    aio::{ConnectionManager, MultiplexedConnection},
-};
+use redis::{Client, aio::ConnectionManager};
 use tokio::sync::{Mutex, MutexGuard};
+
+use self::conn::{Blocking, Opener, QueueConnection};
 
 use self::scripts::SCRIPTS;
 pub use self::{
     config::{QueueConfig, default_worker_id},
     dead::DeadLetter,
     error::{QueueError, Result},
-    keys::QueueKeys,
+    keys::{QueueKeys, hash_tag},
     liveness::{QueueStats, WorkerState},
 };
 
@@ -82,11 +86,12 @@ pub use self::{
 #[derive(Clone)]
 pub struct JobQueue {
     /// Builds the dedicated blocking connection (again after a failure).
-    client: Client,
-    /// The process's shared multiplexed connection, for every non-blocking command.
-    conn: ConnectionManager,
+    opener: Opener,
+    /// The process's shared connection (one server, or a cluster), for every non-blocking
+    /// command.
+    conn: QueueConnection,
     /// The dedicated connection for `BLMOVE`; `None` until first used and after a failure.
-    blocking: Arc<Mutex<Option<MultiplexedConnection>>>,
+    blocking: Arc<Mutex<Option<Blocking>>>,
     /// Every key name, derived once from the config.
     keys: QueueKeys,
     /// This consumer's id (names its processing list and liveness key).
@@ -116,6 +121,31 @@ impl JobQueue {
     ///
     /// - When a key, the worker id or `push_chunk` is empty/zero, then [`QueueError::Config`].
     pub fn new(client: Client, conn: ConnectionManager, config: QueueConfig) -> Result<Self> {
+        Self::build(
+            Opener::Single(Box::new(client)),
+            QueueConnection::Single(conn),
+            config,
+        )
+    }
+
+    /// A queue on a Redis Cluster reached through any of its `nodes` (`redis://host:port`).
+    ///
+    /// - When the pending key has no hash tag, or the dead key carries another one, then
+    ///   [`QueueError::Config`]: the queue's scripts need every key in one slot.
+    /// - When no node answers, then the cluster client's error is returned.
+    pub async fn connect_cluster(nodes: &[&str], config: QueueConfig) -> Result<Self> {
+        let keys = QueueKeys::new(config.pending_key.clone(), config.dead_key.clone());
+        keys.check_one_slot()?;
+        let (shared, blocking) = conn::cluster_clients(nodes)?;
+        let conn = shared.get_async_connection().await?;
+        Self::build(
+            Opener::Cluster(Box::new(blocking)),
+            QueueConnection::Cluster(conn),
+            config,
+        )
+    }
+
+    fn build(opener: Opener, conn: QueueConnection, config: QueueConfig) -> Result<Self> {
         if config.pending_key.is_empty() || config.dead_key.is_empty() {
             return Err(QueueError::Config("queue keys must not be empty"));
         }
@@ -127,7 +157,7 @@ impl JobQueue {
         }
         let keys = QueueKeys::new(config.pending_key, config.dead_key);
         Ok(Self {
-            client,
+            opener,
             conn,
             blocking: Arc::new(Mutex::new(None)),
             processing: keys.processing(&config.worker_id),
@@ -215,12 +245,7 @@ impl JobQueue {
             armed: true,
         };
         if slot.slot.is_none() {
-            let config = AsyncConnectionConfig::new().set_response_timeout(None);
-            let conn = self
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            *slot.slot = Some(conn);
+            *slot.slot = Some(self.opener.open().await?);
         }
         let Some(conn) = slot.slot.as_mut() else {
             return Err(QueueError::Config(
@@ -230,17 +255,14 @@ impl JobQueue {
         // BLMOVE takes seconds as a decimal since Redis 6; 0 would mean "forever".
         let seconds = timeout.as_secs_f64().max(0.001);
         let deadline = timeout + self.reply_grace;
-        let reply = tokio::time::timeout(
-            deadline,
-            redis::cmd("BLMOVE")
-                .arg(self.keys.pending())
-                .arg(&self.processing)
-                .arg("RIGHT")
-                .arg("LEFT")
-                .arg(seconds)
-                .query_async::<Option<Vec<u8>>>(conn),
-        )
-        .await;
+        let mut blmove = redis::cmd("BLMOVE");
+        blmove
+            .arg(self.keys.pending())
+            .arg(&self.processing)
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(seconds);
+        let reply = tokio::time::timeout(deadline, conn.query::<Option<Vec<u8>>>(&blmove)).await;
         match reply {
             Ok(Ok(item)) => {
                 slot.armed = false;
@@ -349,7 +371,7 @@ impl JobQueue {
 /// still blocking on the server. Dropping the connection is not network I/O: its driver task
 /// closes the socket.
 struct DropConnectionUnlessDisarmed<'a> {
-    slot: MutexGuard<'a, Option<MultiplexedConnection>>,
+    slot: MutexGuard<'a, Option<Blocking>>,
     armed: bool,
 }
 
