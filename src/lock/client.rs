@@ -182,7 +182,7 @@ impl LockClient {
         let token = LockToken::new();
         let sent = Instant::now();
         match self
-            .attempt(&keys, &token, options, Duration::ZERO, "")
+            .attempt(&keys, &token, options, Duration::ZERO, "", "")
             .await?
         {
             Attempt::Acquired { fence, pttl_ms } => {
@@ -226,10 +226,13 @@ impl LockClient {
         // Fast path: one round trip when the lock is free. Skipped when this process already
         // listens on the resource's channel (it was contended lately): then the first call
         // already queues.
-        if !notifier.is_subscribed(&keys.handoff) {
+        // This client's own hand-off channel for the resource: a release wakes only the process
+        // whose waiter is next, not every process that waits on the resource.
+        let channel = notifier.channel_for(&keys.handoff);
+        if !notifier.is_subscribed(&channel) {
             let sent = Instant::now();
             if let Attempt::Acquired { fence, pttl_ms } = self
-                .attempt(&keys, &token, options, Duration::ZERO, "")
+                .attempt(&keys, &token, options, Duration::ZERO, "", "")
                 .await?
             {
                 return Ok(self.guard(keys, token, fence, options, sent, pttl_ms));
@@ -240,11 +243,11 @@ impl LockClient {
                     waited: started.elapsed(),
                 });
             }
-            notifier.ensure_subscribed(&keys.handoff).await;
+            notifier.ensure_subscribed(&channel).await;
         }
 
         let token_text = token.to_string();
-        let mut registration = notifier.register(&token_text, &keys.handoff);
+        let mut registration = notifier.register(&token_text, &channel);
         let mut queued = QueuedEntry {
             client: self.clone(),
             keys: keys.clone(),
@@ -259,7 +262,7 @@ impl LockClient {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let sent = Instant::now();
             let attempt = self
-                .attempt(&keys, &token, options, remaining, &queued.entry)
+                .attempt(&keys, &token, options, remaining, &queued.entry, &channel)
                 .await;
             let pttl_ms = match attempt {
                 Ok(Attempt::Acquired { fence, pttl_ms }) => {
@@ -322,7 +325,7 @@ impl LockClient {
                         return Ok(self.guard(keys, token, fence, options, base, ttl_ms));
                     }
                     // The notifier went away; continue with retries only.
-                    registration = notifier.register(&token_text, &keys.handoff);
+                    registration = notifier.register(&token_text, &channel);
                 }
                 () = tokio::time::sleep(nap) => {}
             }
@@ -337,6 +340,7 @@ impl LockClient {
         options: &LockOptions,
         queue_for: Duration,
         entry: &str,
+        channel: &str,
     ) -> Result<Attempt> {
         let mut conn = self.conn_for_call();
         let reply: Vec<Value> = self
@@ -351,6 +355,7 @@ impl LockClient {
             .arg(&self.inner.owner_json)
             .arg(queue_for.as_millis() as u64)
             .arg(entry)
+            .arg(channel)
             .invoke_async(&mut conn)
             .await?;
         let bad = |detail: &str| LockError::UnexpectedReply {
@@ -409,7 +414,6 @@ impl LockClient {
             .key(&keys.fence)
             .key(&keys.queue)
             .arg(token.to_string())
-            .arg(&keys.handoff)
             .invoke_async(&mut conn)
             .await?;
         match reply {

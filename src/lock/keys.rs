@@ -7,7 +7,7 @@
 //! | `P:{R}:lock` | string `token\nfence\nsince_ms\nowner` | the lock's TTL |
 //! | `P:{R}:fence` | integer counter | never expires |
 //! | `P:{R}:queue` | list of waiting acquirers, oldest first | until emptied |
-//! | `P:{R}:handoff` | pub/sub channel announcing hand-offs | — |
+//! | `P:{R}:handoff:<client>` | pub/sub channel announcing hand-offs to one client's waiters | — |
 //!
 //! The other primitives keep their own keys under the same `{R}` tag, so one resource name used
 //! with two primitives never mixes their state:

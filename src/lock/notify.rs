@@ -1,8 +1,9 @@
 //! Hand-off notifications: one shared pub/sub subscription per [`super::LockClient`].
 //!
 //! `release.lua` hands a lock straight to the oldest waiter and publishes
-//! `token\nfence\nserver_ms\nttl_ms` on the resource's channel. This module delivers that message
-//! to the one local task waiting with that token.
+//! `token\nfence\nserver_ms\nttl_ms` on that waiter's client's own channel for the resource
+//! (`<handoff>:<client id>`, see [`Notifier::channel_for`]), so only the process whose waiter is
+//! next wakes up. This module delivers the message to the one local task waiting with that token.
 //!
 //! - When the first waiter of the process needs a channel, then one pub/sub connection is opened
 //!   (lazily: a process that never waits never opens it) and the channel is subscribed; the call
@@ -67,6 +68,8 @@ pub(crate) struct Notifier {
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     /// Cancelled when the notifier is dropped, ending the reader task.
     closed: CancellationToken,
+    /// Distinguishes this client's own hand-off channels from other processes'.
+    client_id: String,
 }
 
 impl Drop for Notifier {
@@ -82,7 +85,15 @@ impl Notifier {
             state: Mutex::new(State::default()),
             sink: tokio::sync::Mutex::new(None),
             closed: CancellationToken::new(),
+            client_id: uuid::Uuid::new_v4().simple().to_string(),
         })
+    }
+
+    /// This client's own channel under `base` (a resource's hand-off channel name): a release
+    /// that hands the lock to one of this client's waiters publishes there, so only this process
+    /// wakes up.
+    pub(crate) fn channel_for(&self, base: &str) -> String {
+        format!("{base}:{}", self.client_id)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

@@ -2,8 +2,9 @@
 --
 -- The lock value is "token\nfence\nsince_ms\nowner": the holder's token, its fencing token, the
 -- server time it was granted (Redis TIME, never a client clock) and an owner description (JSON).
--- A queue entry is "token\nttl_ms\nexpires_ms\nowner"; release.lua hands the lock to the oldest
--- entry that has not expired.
+-- A queue entry is "token\nttl_ms\nexpires_ms\nchannel\nowner"; release.lua hands the lock to
+-- the oldest entry that has not expired and announces it on the entry's channel (the waiting
+-- client's own, so only that process wakes up).
 --
 -- KEYS[1]: lock key       (string, PX ttl)
 -- KEYS[2]: fence counter  (integer, never expires)
@@ -13,6 +14,7 @@
 -- ARGV[3]: owner description (JSON, one line)
 -- ARGV[4]: how long to stay queued in ms; "0" = do not queue
 -- ARGV[5]: the caller's queue entry from an earlier call, or "" when it has none
+-- ARGV[6]: the caller's hand-off channel (used when it joins the queue)
 -- Returns: {1, fence, pttl_ms, server_ms}  acquired, or already ours (a retried call, a hand-off
 --                                          whose message was missed): fence is the held token
 --          {0, pttl_ms, server_ms, entry}  held by another; entry is the caller's queue entry
@@ -30,7 +32,7 @@ if value then
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local entry = ARGV[5]
   if ARGV[4] ~= '0' and entry == '' then
-    entry = token .. '\n' .. ARGV[2] .. '\n' .. (now + tonumber(ARGV[4])) .. '\n' .. ARGV[3]
+    entry = token .. '\n' .. ARGV[2] .. '\n' .. (now + tonumber(ARGV[4])) .. '\n' .. ARGV[6] .. '\n' .. ARGV[3]
     redis.call('RPUSH', KEYS[3], entry)
   end
   return {0, redis.call('PTTL', KEYS[1]), now, entry}
