@@ -6,7 +6,9 @@
 //! - `concurrent`: 50 tasks sharing one client, distinct keys;
 //! - `contended`: 10 contenders (own connections, or own processes with `--processes`) on one
 //!   key, hold 0: acquisitions/s, owner switches/s, acquire wait, switch wait (from a release to
-//!   the next owner's acquisition), and per-contender fairness.
+//!   the next owner's acquisition), and per-contender fairness;
+//! - `redlock-uncontended`, `redlock-contended`, `semaphore`, `rwlock`, `fair`: the other
+//!   primitives (see [`super::primitives`]).
 //!
 //! Redis command counts come from the server's `INFO stats` before and after, so calls made
 //! inside Lua scripts count too; the client's own round trips are reported beside them.
@@ -21,11 +23,21 @@ use anyhow::{Context, bail};
 use redis::aio::ConnectionManager;
 use tokio::io::AsyncReadExt;
 
-use super::{report::Report, stats::percentile_us};
+use super::{primitives, report::Report, stats::percentile_us};
 use crate::lock::{LockClient, LockConfig, LockOptions, LockOwner};
 
 /// The scenarios `lockctl bench` knows, in the order they run.
-pub const SCENARIOS: [&str; 4] = ["raw", "uncontended", "concurrent", "contended"];
+pub const SCENARIOS: [&str; 9] = [
+    "raw",
+    "uncontended",
+    "concurrent",
+    "contended",
+    "redlock-uncontended",
+    "redlock-contended",
+    "semaphore",
+    "rwlock",
+    "fair",
+];
 
 /// Settings of one `lockctl bench` run.
 #[derive(Debug, Clone)]
@@ -42,6 +54,8 @@ pub struct LockBench {
     pub contenders: usize,
     /// Run contenders as separate processes of this executable (`lockctl bench-contender`).
     pub processes: Option<PathBuf>,
+    /// Redlock instances for the `redlock-*` scenarios; empty = start three local ones.
+    pub lock_urls: Vec<String>,
 }
 
 impl LockBench {
@@ -71,7 +85,12 @@ impl LockBench {
                 "raw" => self.raw(&prefix).await?,
                 "uncontended" => self.uncontended(&prefix).await?,
                 "concurrent" => self.concurrent(&prefix).await?,
-                _ => self.contended(&prefix).await?,
+                "contended" => self.contended(&prefix).await?,
+                "redlock-uncontended" => primitives::redlock_uncontended(self, &prefix).await?,
+                "redlock-contended" => primitives::redlock_contended(self, &prefix).await?,
+                "semaphore" => primitives::semaphore(self, &prefix).await?,
+                "rwlock" => primitives::rwlock(self, &prefix).await?,
+                _ => primitives::fair(self, &prefix).await?,
             };
             // The INFO call that read `before` is counted in `after`; take it off.
             let after = commands_processed(&admin).await?.saturating_sub(1);
@@ -83,7 +102,7 @@ impl LockBench {
                 if !wanted("raw") {
                     continue; // measured only as the reference for the ratios
                 }
-            } else if let Some(raw) = raw_rate {
+            } else if let (Some(raw), None) = (raw_rate, report.ratio_to_raw) {
                 report.ratio_to_raw = Some(report.ops_per_sec / raw);
             }
             emit(&report);
@@ -347,7 +366,11 @@ fn parse_record(line: &str) -> anyhow::Result<Acquisition> {
     })
 }
 
-fn contended_report(mut records: Vec<Acquisition>, contenders: usize, processes: bool) -> Report {
+pub(super) fn contended_report(
+    mut records: Vec<Acquisition>,
+    contenders: usize,
+    processes: bool,
+) -> Report {
     records.sort_by_key(|r| r.acquired_us);
     let span_us = match (records.first(), records.last()) {
         (Some(first), Some(last)) => (last.released_us.saturating_sub(first.acquired_us)).max(1),
@@ -397,7 +420,7 @@ fn contended_report(mut records: Vec<Acquisition>, contenders: usize, processes:
     }
 }
 
-fn finish(
+pub(super) fn finish(
     name: &str,
     mut latencies: Vec<Duration>,
     elapsed: Duration,
@@ -471,7 +494,7 @@ async fn delete_prefix(conn: &ConnectionManager, prefix: &str) -> anyhow::Result
     }
 }
 
-fn unix_us() -> u64 {
+pub(super) fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)

@@ -6,6 +6,7 @@
 
 pub mod lock;
 pub mod pipeline;
+pub mod primitives;
 pub mod report;
 pub mod stats;
 

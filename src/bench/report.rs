@@ -46,7 +46,7 @@ impl Report {
     /// The table header matching [`Report::table_row`].
     pub fn table_header() -> String {
         format!(
-            "{:<14} {:>12} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9}  {}",
+            "{:<19} {:>12} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9}  {}",
             "scenario",
             "ops/s",
             "p50 µs",
@@ -64,7 +64,7 @@ impl Report {
     pub fn table_row(&self) -> String {
         let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
         format!(
-            "{:<14} {:>12.0} {:>9} {:>9} {:>9.2} {:>9} {:>10} {:>9} {:>9}  {}",
+            "{:<19} {:>12.0} {:>9} {:>9} {:>9.2} {:>9} {:>10} {:>9} {:>9}  {}",
             self.scenario,
             self.ops_per_sec,
             self.p50_us,

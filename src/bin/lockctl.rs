@@ -64,13 +64,19 @@ enum Command {
 struct BenchArgs {
     #[command(flatten)]
     redis: RedisArgs,
-    /// Run only this scenario (repeatable): raw, uncontended, concurrent, contended.
+    /// Run only this scenario (repeatable): raw, uncontended, concurrent, contended,
+    /// redlock-uncontended, redlock-contended, semaphore, rwlock, fair.
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
+    /// Redlock instances for the redlock-* scenarios (comma-separated, odd, at least 3);
+    /// unset = start three local redis-server processes for the run.
+    #[arg(long, env = "LOCK_REDIS_URLS", value_delimiter = ',')]
+    lock_redis_urls: Vec<String>,
     /// Seconds each of raw/uncontended/concurrent runs.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
-    /// Seconds the contended scenario runs.
+    /// Seconds each contended scenario runs (contended, redlock-contended, semaphore, rwlock,
+    /// fair).
     #[arg(long, default_value_t = 10.0)]
     contended_seconds: f64,
     /// Tasks in the concurrent scenario.
@@ -315,6 +321,12 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         } else {
             None
         },
+        lock_urls: args
+            .lock_redis_urls
+            .iter()
+            .map(|url| url.trim().to_owned())
+            .filter(|url| !url.is_empty())
+            .collect(),
     };
     if !args.json {
         println!("{}", Report::table_header());

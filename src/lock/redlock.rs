@@ -2,10 +2,12 @@
 //! majority agrees, with fencing tokens that keep increasing while instances fail and recover.
 //!
 //! # How it works
-//! 1. **Acquire**: the same script runs on every instance concurrently, each call cut off after
-//!    a short per-instance timeout. It sets the lock (`SET NX PX ttl`) and, in the same atomic
-//!    step, raises that instance's fence counter to the caller's *proposed* token, reporting the
-//!    counter as it was.
+//! 1. **Acquire**: the same script runs on every instance concurrently, under one short
+//!    per-instance deadline. It sets the lock (`SET NX PX ttl`) and, in the same atomic step,
+//!    raises that instance's fence counter to the caller's *proposed* token, reporting the
+//!    counter as it was. Every phase (acquire, write-back, extend, release) is decided as soon as
+//!    a majority has agreed: the caller waits for the quorum, not for the slowest instance, and
+//!    the remaining calls complete in the background (still under the deadline).
 //! 2. The acquisition stands only when a majority granted it *and* time is left:
 //!    `validity = ttl − elapsed − drift` must be positive, `elapsed` counted from the send
 //!    instant. Otherwise the lock is undone on every instance (including those that did not
@@ -42,9 +44,11 @@
 //! therefore read a counter of at least `t` on `m` and took a token of at least `t + 1`.
 //!
 //! The argument needs `m` to have kept its counter. Data loss is covered as follows:
-//! - the write goes to *every* instance that holds H's lock (normally all N), so with N = 3 and
-//!   all three written, H′'s majority shares *two* written instances with `W`: one of them may
-//!   restart empty and the other still carries `t`;
+//! - the write goes to *every* instance that holds H's lock (normally all N; the calls to the
+//!   instances beyond the first majority land in the background), so with N = 3 and all three
+//!   written, H′'s majority shares *two* written instances with `W`: one of them may restart
+//!   empty and the other still carries `t`. (H′ reads the counters of the instances that
+//!   answered before its acquisition was decided: at least a majority.)
 //! - extensions and releases raise the counter of every instance they reach to the holder's
 //!   token, so an instance that restarted empty is brought up to date by the current holder's
 //!   next heartbeat, within its restart quarantine;
@@ -65,7 +69,9 @@
 //!   instance whose clock jumps forward, can let a second holder in while the first still
 //!   believes it holds. Fencing tokens, checked by the protected resource, keep that harmless.
 //! - Fairness: waiters are not queued (no instance can order them alone); they retry when any
-//!   instance announces a release, and after a jittered back-off bounded by the holder's TTL.
+//!   instance announces a release (after a random delay of up to 0.4 ms, so that waiters woken
+//!   together split the votes less often), and after a jittered back-off bounded by the holder's
+//!   TTL.
 //! - An operator's `FLUSHALL` on an instance is not detected (its uptime does not change): flush
 //!   by restarting, or raise the fence floor afterwards.
 //! - Redlock keys live on independent masters; it is not meant for a Redis Cluster (use the
@@ -97,8 +103,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use futures_util::future::join_all;
-use redis::{Value, aio::ConnectionManager};
+use futures_util::{StreamExt, future::join_all, stream::FuturesUnordered};
+use redis::{Script, ToRedisArgs, Value, aio::ConnectionManager};
 
 use super::{
     client::ReleaseOutcome,
@@ -106,7 +112,7 @@ use super::{
     held::{Held, Holder, held_guard_methods},
     inspect::LockInfo,
     keys::{KeySpace, RedlockKeys},
-    notify::Notifier,
+    notify::{Notifier, Watch},
     options::LockOptions,
     owner::LockOwner,
     scripts::PRIMITIVES,
@@ -354,7 +360,7 @@ impl Redlock {
         let token = LockToken::new().to_string();
         let started = Instant::now();
         let deadline = started + wait;
-        let mut watches = None;
+        let mut watches: Option<Vec<Watch>> = None;
         let mut backoff = self.inner.config.retry_min;
         loop {
             let (held, retry_in, error) = match self.attempt(&keys, &token, options).await {
@@ -386,9 +392,14 @@ impl Redlock {
                 .map_or(jittered, |r| r.min(jittered))
                 .min(deadline.saturating_duration_since(now));
             let changed = watches.iter_mut().map(|w| Box::pin(w.receiver.changed()));
-            tokio::select! {
-                _ = futures_util::future::select_all(changed) => {}
-                () = tokio::time::sleep(nap) => {}
+            let announced = tokio::select! {
+                _ = futures_util::future::select_all(changed) => true,
+                () = tokio::time::sleep(nap) => false,
+            };
+            if announced {
+                // Every waiter hears the same announcement: a short random delay spreads their
+                // attempts, so fewer of them split the instances' votes between them.
+                tokio::time::sleep(Duration::from_micros(fastrand::u64(0..400))).await;
             }
         }
     }
@@ -399,9 +410,12 @@ impl Redlock {
     pub async fn raise_fence_floor(&self, resource: &str, floor: u64) -> Result<FencingToken> {
         let keys = self.keys().redlock(resource)?;
         let replies = self
-            .on_all(&PRIMITIVES.raise_fence, |call| {
-                call.key(&keys.fence).arg(floor);
-            })
+            .on_all(
+                Call::new(&PRIMITIVES.raise_fence)
+                    .key(&keys.fence)
+                    .arg(floor),
+                |_| false,
+            )
             .await;
         let mut reports = Vec::new();
         let mut agreed = 0;
@@ -505,31 +519,70 @@ impl Redlock {
         }
     }
 
-    /// Runs one script invocation on every instance concurrently, each under the per-instance
-    /// timeout; results in instance order.
-    async fn on_all<F>(&self, script: &'static redis::Script, build: F) -> Vec<Result<Value>>
-    where
-        F: Fn(&mut redis::ScriptInvocation<'static>),
-    {
-        let timeout = self.inner.config.instance_timeout;
-        let build = &build;
-        let calls = self.inner.instances.iter().map(|instance| {
-            let mut conn = instance.conn.clone();
-            async move {
-                let mut call = script.prepare_invoke();
-                build(&mut call);
-                match tokio::time::timeout(timeout, call.invoke_async::<Value>(&mut conn)).await {
-                    Ok(Ok(Value::ServerError(error))) => Err(LockError::UnexpectedReply {
-                        operation: "redlock script",
-                        detail: format!("{error:?}"),
-                    }),
-                    Ok(Ok(value)) => Ok(value),
-                    Ok(Err(error)) => Err(LockError::from(error)),
-                    Err(_) => Err(timed_out_error()),
+    /// Runs `call` on every instance concurrently under one per-instance deadline; results in
+    /// instance order (an instance that did not answer by the deadline: a timeout error).
+    ///
+    /// When a majority has answered so that `agreed` holds, then this returns at once and the
+    /// other calls finish in the background (still bounded by the deadline): the caller waits
+    /// for the quorum, not for the slowest instance. Their replies are then reported as
+    /// timeouts, which only matters to a caller that failed anyway (it waited for all).
+    async fn on_all(&self, call: Call, agreed: impl Fn(&Value) -> bool) -> Vec<Result<Value>> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.instance_timeout;
+        let call = Arc::new(call);
+        let mut pending: FuturesUnordered<_> = self
+            .inner
+            .instances
+            .iter()
+            .enumerate()
+            .map(|(index, instance)| {
+                let mut conn = instance.conn.clone();
+                let call = call.clone();
+                async move {
+                    let mut invocation = call.script.prepare_invoke();
+                    for key in &call.keys {
+                        invocation.key(key.as_slice());
+                    }
+                    for arg in &call.args {
+                        invocation.arg(arg.as_slice());
+                    }
+                    let reply = match invocation.invoke_async::<Value>(&mut conn).await {
+                        Ok(Value::ServerError(error)) => Err(LockError::UnexpectedReply {
+                            operation: "redlock script",
+                            detail: format!("{error:?}"),
+                        }),
+                        Ok(value) => Ok(value),
+                        Err(error) => Err(LockError::from(error)),
+                    };
+                    (index, reply)
                 }
+            })
+            .collect();
+        let mut replies: Vec<Option<Result<Value>>> =
+            (0..self.inner.instances.len()).map(|_| None).collect();
+        let mut agreeing = 0;
+        while agreeing < self.inner.quorum {
+            match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(Some((index, reply))) => {
+                    if reply.as_ref().is_ok_and(&agreed) {
+                        agreeing += 1;
+                    }
+                    if let Some(slot) = replies.get_mut(index) {
+                        *slot = Some(reply);
+                    }
+                }
+                Ok(None) | Err(_) => break,
             }
-        });
-        join_all(calls).await
+        }
+        if !pending.is_empty() && tokio::time::Instant::now() < deadline {
+            // Decided by a majority: let the rest land (a grant, a release) in the background.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout_at(deadline, pending.collect::<Vec<_>>()).await;
+            });
+        }
+        replies
+            .into_iter()
+            .map(|reply| reply.unwrap_or_else(|| Err(timed_out_error())))
+            .collect()
     }
 
     async fn attempt(&self, keys: &RedlockKeys, token: &str, options: &LockOptions) -> Attempt {
@@ -538,20 +591,23 @@ impl Redlock {
         let ttl_ms = options.ttl_ms();
         let sent = Instant::now();
         let replies = self
-            .on_all(&PRIMITIVES.redlock_acquire, |call| {
-                call.key(&keys.lock)
+            .on_all(
+                Call::new(&PRIMITIVES.redlock_acquire)
+                    .key(&keys.lock)
                     .key(&keys.fence)
                     .arg(token)
                     .arg(ttl_ms)
                     .arg(&self.inner.owner_json)
                     .arg(proposal)
-                    .arg(quarantine);
-            })
+                    .arg(quarantine),
+                |reply| matches!(reply, Value::Array(items) if matches!(items.first(), Some(Value::Int(1)))),
+            )
             .await;
         let mut reports = Vec::with_capacity(replies.len());
         let mut granted = 0;
         let mut highest = 0u64;
         let mut held = false;
+        let mut unknown = false; // an instance failed or timed out: it may have granted
         let mut retry_in: Option<u64> = None;
         for (instance, reply) in self.inner.instances.iter().zip(replies) {
             let reply = match reply {
@@ -578,6 +634,7 @@ impl Redlock {
                 Ok(other) => failed(unexpected("redlock_acquire", &[other])),
                 Err(error) => failed(error),
             };
+            unknown |= matches!(reply, InstanceReply::Failed(_) | InstanceReply::TimedOut);
             reports.push(report(instance, reply));
         }
 
@@ -585,7 +642,9 @@ impl Redlock {
             |now: Instant| options.ttl.saturating_sub(now.duration_since(sent)) > options.drift();
         let retry_in = retry_in.map(|ms| Duration::from_millis(ms + fastrand::u64(0..3)));
         if granted < self.inner.quorum || !valid(Instant::now()) {
-            self.undo(keys, token).await;
+            if granted > 0 || unknown {
+                self.undo(keys, token).await;
+            }
             let agreed = granted;
             let error = if granted >= self.inner.quorum {
                 LockError::Timeout {
@@ -638,9 +697,14 @@ impl Redlock {
         fence: u64,
     ) -> (usize, Vec<InstanceReport>) {
         let replies = self
-            .on_all(&PRIMITIVES.redlock_fence, |call| {
-                call.key(&keys.lock).key(&keys.fence).arg(token).arg(fence);
-            })
+            .on_all(
+                Call::new(&PRIMITIVES.redlock_fence)
+                    .key(&keys.lock)
+                    .key(&keys.fence)
+                    .arg(token)
+                    .arg(fence),
+                |reply| matches!(reply, Value::Int(1)),
+            )
             .await;
         let mut agreed = 0;
         let reports = self
@@ -664,25 +728,34 @@ impl Redlock {
         (agreed, reports)
     }
 
-    /// Deletes the caller's lock on every instance (a failed acquisition's partial grants).
+    /// Deletes the caller's lock on every instance (a failed acquisition's partial grants),
+    /// waiting for every instance (or the deadline).
     async fn undo(&self, keys: &RedlockKeys, token: &str) {
-        let _ = self.release_all(keys, token, 0).await;
+        let _ = self.release_all(keys, token, 0, |_| false).await;
     }
 
-    async fn release_all(&self, keys: &RedlockKeys, token: &str, fence: u64) -> Vec<Result<Value>> {
-        self.on_all(&PRIMITIVES.redlock_release, |call| {
-            call.key(&keys.lock)
+    async fn release_all(
+        &self,
+        keys: &RedlockKeys,
+        token: &str,
+        fence: u64,
+        agreed: impl Fn(&Value) -> bool,
+    ) -> Vec<Result<Value>> {
+        self.on_all(
+            Call::new(&PRIMITIVES.redlock_release)
+                .key(&keys.lock)
                 .key(&keys.fence)
                 .arg(token)
                 .arg(fence)
-                .arg(&keys.released);
-        })
+                .arg(&keys.released),
+            agreed,
+        )
         .await
     }
 
     /// Watches every instance's release channel (subscribing in the background, so a slow or
     /// dead instance does not delay the waiter).
-    fn watch_releases(&self, channel: &str) -> Vec<super::notify::Watch> {
+    fn watch_releases(&self, channel: &str) -> Vec<Watch> {
         self.inner
             .instances
             .iter()
@@ -739,15 +812,17 @@ impl Holder for RedlockHold {
             .restart_quarantine
             .map_or(ttl_ms, |q| u64::try_from(q.as_millis()).unwrap_or(u64::MAX));
         let replies = redlock
-            .on_all(&PRIMITIVES.redlock_extend, |call| {
-                call.key(&self.keys.lock)
+            .on_all(
+                Call::new(&PRIMITIVES.redlock_extend)
+                    .key(&self.keys.lock)
                     .key(&self.keys.fence)
                     .arg(&self.token)
                     .arg(ttl_ms)
                     .arg(self.fence)
                     .arg(&redlock.inner.owner_json)
-                    .arg(quarantine);
-            })
+                    .arg(quarantine),
+                |reply| matches!(reply, Value::Int(1 | 2)),
+            )
             .await;
         let mut agreed = 0;
         let mut taken = 0;
@@ -788,7 +863,9 @@ impl Holder for RedlockHold {
     async fn release(&self) -> Result<ReleaseOutcome> {
         let redlock = &self.redlock;
         let replies = redlock
-            .release_all(&self.keys, &self.token, self.fence)
+            .release_all(&self.keys, &self.token, self.fence, |reply| {
+                matches!(reply, Value::Int(1))
+            })
             .await;
         let mut released = 0;
         let mut answered = 0;
@@ -822,6 +899,35 @@ impl Holder for RedlockHold {
                 reports,
             })
         }
+    }
+}
+
+/// One script call to send to every instance, with owned keys and arguments (so calls still in
+/// flight when a majority has decided can finish in the background).
+#[derive(Debug)]
+struct Call {
+    script: &'static Script,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Call {
+    fn new(script: &'static Script) -> Self {
+        Self {
+            script,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    fn key(mut self, key: impl ToRedisArgs) -> Self {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+
+    fn arg(mut self, arg: impl ToRedisArgs) -> Self {
+        self.args.extend(arg.to_redis_args());
+        self
     }
 }
 
