@@ -82,6 +82,8 @@ struct FairOps {
     client: LockClient,
     keys: Arc<FairKeys>,
     token: String,
+    /// This client's own hand-off channel for the resource (kept in the queue entry).
+    channel: String,
     ttl_ms: u64,
 }
 
@@ -132,13 +134,14 @@ impl FairLock {
             client: self.client.clone(),
             keys: self.keys.clone(),
             token: LockToken::new().to_string(),
+            channel: self.client.inner.notifier.channel_for(&self.keys.handoff),
             ttl_ms: options.ttl_ms(),
         };
         let grant = waiting::acquire(
             &ops,
             WaitPlan {
                 notifier: &self.client.inner.notifier,
-                channel: &self.keys.handoff,
+                channel: &ops.channel,
                 token: &ops.token,
                 resource: &self.keys.resource,
                 wait,
@@ -211,7 +214,7 @@ impl QueuedOps for FairOps {
             .arg(self.ttl_ms)
             .arg(self.client.owner_json())
             .arg(lease_ms)
-            .arg(&self.keys.handoff)
+            .arg(&self.channel)
             .invoke_async(&mut conn)
             .await?;
         waiting::parse_attempt("fair_acquire", &reply)
@@ -226,7 +229,6 @@ impl QueuedOps for FairOps {
             .key(&self.keys.queue)
             .key(&self.keys.waiters)
             .arg(&self.token)
-            .arg(&self.keys.handoff)
             .invoke_async(&mut conn)
             .await?;
         waiting::parse_cancel("fair_cancel", &reply)
@@ -259,7 +261,6 @@ impl Holder for FairOps {
             .key(&self.keys.queue)
             .key(&self.keys.waiters)
             .arg(&self.token)
-            .arg(&self.keys.handoff)
             .invoke_async(&mut conn)
             .await?;
         release_outcome("fair_release", reply)

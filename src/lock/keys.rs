@@ -14,9 +14,9 @@
 //!
 //! | primitive | keys |
 //! |---|---|
-//! | [`super::Semaphore`] | `P:{R}:sem:holders` (zset token → expiry ms), `:sem:owners` (hash), `:sem:fence`, `:sem:queue` (list of waiting tokens), `:sem:waiters` (hash token → entry), channel `:sem:handoff` |
-//! | [`super::RwLock`] | `P:{R}:rw:writer` (string, PX ttl), `:rw:readers` (zset token → expiry ms), `:rw:owners`, `:rw:fence`, `:rw:queue`, `:rw:waiters`, channel `:rw:handoff` |
-//! | [`super::FairLock`] | `P:{R}:fair:lock` (string, PX ttl), `:fair:fence`, `:fair:queue`, `:fair:waiters`, channel `:fair:handoff` |
+//! | [`super::Semaphore`] | `P:{R}:sem:holders` (zset token → expiry ms), `:sem:owners` (hash), `:sem:fence`, `:sem:queue` (list of waiting tokens), `:sem:waiters` (hash token → entry), channels `:sem:handoff:<client>` |
+//! | [`super::RwLock`] | `P:{R}:rw:writer` (string, PX ttl), `:rw:readers` (zset token → expiry ms), `:rw:owners`, `:rw:fence`, `:rw:queue`, `:rw:waiters`, channels `:rw:handoff:<client>` |
+//! | [`super::FairLock`] | `P:{R}:fair:lock` (string, PX ttl), `:fair:fence`, `:fair:queue`, `:fair:waiters`, channels `:fair:handoff:<client>` |
 //! | [`super::Redlock`] (on each instance) | `P:{R}:rl:lock` (string, PX ttl), `:rl:fence`, channel `:rl:released` |
 //!
 //! - When a script touches several keys of one resource, then they share the `{R}` hash tag, so
@@ -64,7 +64,7 @@ pub struct SemaphoreKeys {
     pub fence: String,
     /// The FIFO list of waiting tokens.
     pub queue: String,
-    /// Hash token → `ttl_ms\nlease_expires_ms\nlease_ms\nowner` of each waiter.
+    /// Hash token → `ttl_ms\nlease_expires_ms\nlease_ms\nchannel\nowner` of each waiter.
     pub waiters: String,
     /// The hand-off pub/sub channel.
     pub handoff: String,
@@ -85,7 +85,7 @@ pub struct RwLockKeys {
     pub fence: String,
     /// The FIFO list of waiting tokens.
     pub queue: String,
-    /// Hash token → `mode\nttl_ms\nlease_expires_ms\nlease_ms\nowner` of each waiter.
+    /// Hash token → `mode\nttl_ms\nlease_expires_ms\nlease_ms\nchannel\nowner` of each waiter.
     pub waiters: String,
     /// The hand-off pub/sub channel.
     pub handoff: String,
@@ -102,7 +102,7 @@ pub struct FairKeys {
     pub fence: String,
     /// The FIFO list of waiting tokens.
     pub queue: String,
-    /// Hash token → `ttl_ms\nlease_expires_ms\nlease_ms\nowner` of each waiter.
+    /// Hash token → `ttl_ms\nlease_expires_ms\nlease_ms\nchannel\nowner` of each waiter.
     pub waiters: String,
     /// The hand-off pub/sub channel.
     pub handoff: String,

@@ -101,6 +101,8 @@ struct RwOps {
     client: LockClient,
     keys: Arc<RwLockKeys>,
     token: String,
+    /// This client's own hand-off channel for the resource (kept in the queue entry).
+    channel: String,
     mode: Mode,
     ttl_ms: u64,
 }
@@ -185,6 +187,7 @@ impl RwLock {
             client: self.client.clone(),
             keys: self.keys.clone(),
             token: LockToken::new().to_string(),
+            channel: self.client.inner.notifier.channel_for(&self.keys.handoff),
             mode,
             ttl_ms: options.ttl_ms(),
         };
@@ -192,7 +195,7 @@ impl RwLock {
             &ops,
             WaitPlan {
                 notifier: &self.client.inner.notifier,
-                channel: &self.keys.handoff,
+                channel: &ops.channel,
                 token: &ops.token,
                 resource: &self.keys.resource,
                 wait,
@@ -273,7 +276,7 @@ impl QueuedOps for RwOps {
             .arg(self.ttl_ms)
             .arg(self.client.owner_json())
             .arg(lease_ms)
-            .arg(&self.keys.handoff)
+            .arg(&self.channel)
             .invoke_async(&mut conn)
             .await?;
         waiting::parse_attempt("rw_acquire", &reply)
@@ -291,7 +294,6 @@ impl QueuedOps for RwOps {
             .key(&self.keys.waiters)
             .arg(&self.token)
             .arg(self.mode.arg())
-            .arg(&self.keys.handoff)
             .invoke_async(&mut conn)
             .await?;
         waiting::parse_cancel("rw_cancel", &reply)
@@ -340,7 +342,6 @@ impl Holder for RwOps {
             .key(&self.keys.waiters)
             .arg(&self.token)
             .arg(self.mode.arg())
-            .arg(&self.keys.handoff)
             .invoke_async(&mut conn)
             .await?;
         release_outcome("rw_release", reply)

@@ -82,6 +82,8 @@ struct PermitOps {
     client: LockClient,
     keys: Arc<SemaphoreKeys>,
     token: String,
+    /// This client's own hand-off channel for the resource (kept in the queue entry).
+    channel: String,
     ttl_ms: u64,
     permits: u32,
 }
@@ -133,6 +135,7 @@ impl Semaphore {
             client: self.client.clone(),
             keys: self.keys.clone(),
             token: LockToken::new().to_string(),
+            channel: self.client.inner.notifier.channel_for(&self.keys.handoff),
             ttl_ms: options.ttl_ms(),
             permits: self.permits,
         }
@@ -156,7 +159,7 @@ impl Semaphore {
             &ops,
             WaitPlan {
                 notifier: &self.client.inner.notifier,
-                channel: &self.keys.handoff,
+                channel: &ops.channel,
                 token: &ops.token,
                 resource: &self.keys.resource,
                 wait,
@@ -210,7 +213,7 @@ impl QueuedOps for PermitOps {
             .arg(self.client.owner_json())
             .arg(lease_ms)
             .arg(self.permits)
-            .arg(&self.keys.handoff)
+            .arg(&self.channel)
             .invoke_async(&mut conn)
             .await?;
         waiting::parse_attempt("sem_acquire", &reply)
@@ -227,7 +230,6 @@ impl QueuedOps for PermitOps {
             .key(&self.keys.waiters)
             .arg(&self.token)
             .arg(self.permits)
-            .arg(&self.keys.handoff)
             .invoke_async(&mut conn)
             .await?;
         waiting::parse_cancel("sem_cancel", &reply)
@@ -262,7 +264,6 @@ impl Holder for PermitOps {
             .key(&self.keys.waiters)
             .arg(&self.token)
             .arg(self.permits)
-            .arg(&self.keys.handoff)
             .invoke_async(&mut conn)
             .await?;
         release_outcome("sem_release", reply)

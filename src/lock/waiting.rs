@@ -7,9 +7,10 @@
 //!
 //! - `acquire` grants when the primitive allows it and no older live waiter is ahead, else
 //!   (when asked to) queues the caller or renews its lease; it prunes dead waiters at the head
-//!   and hands free capacity to the oldest live waiters first, announcing each hand-off on the
-//!   resource's channel as `token\nfence\nserver_ms\nttl_ms` (the mutex's format, so the shared
-//!   [`Notifier`] delivers it).
+//!   and hands free capacity to the oldest live waiters first, announcing each hand-off as
+//!   `token\nfence\nserver_ms\nttl_ms` (the mutex's format, so the shared [`Notifier`] delivers
+//!   it) on the channel the waiter's entry names: its own client's channel for the resource
+//!   ([`Notifier::channel_for`]), so a hand-off wakes only the process it is for.
 //! - `cancel` leaves the queue unless the caller was handed the hold meanwhile.
 //!
 //! What this loop guarantees:

@@ -1,25 +1,26 @@
 -- A fair-lock waiter gives up: leaves the queue, unless the lock was handed to it meanwhile.
 -- When the lock is free, it then goes to the oldest live waiter (the caller may have been the
--- head everyone waited for), announced on the channel as "token\nfence\nserver_ms\nttl_ms".
+-- head everyone waited for), announced on that waiter's own channel as
+-- "token\nfence\nserver_ms\nttl_ms".
 --
 -- KEYS[1]: lock key      (string "token\nfence\nsince_ms\nowner", PX ttl)
 -- KEYS[2]: fence counter
 -- KEYS[3]: queue         (list of waiting tokens, oldest first)
--- KEYS[4]: waiters       (hash token -> "ttl_ms\nlease_expires_ms\nlease_ms\nowner")
+-- KEYS[4]: waiters       (hash token -> "ttl_ms\nlease_expires_ms\nlease_ms\nchannel\nowner")
 -- ARGV[1]: token of the waiter
--- ARGV[2]: hand-off channel
 -- Returns: {1, fence, pttl_ms}  the lock is the waiter's after all (handed over just before)
 --          {0}                  not held by the waiter; its queue entry is gone
 
 -- A waiter's entry -> the TTL it is handed the hold with (its TTL, but no longer than its
 -- lease: a waiter that died just before the hand-off keeps the hold one lease at most; a live
--- one extends it at once), its lease expiry, its owner.
+-- one extends it at once), its lease expiry, its client's hand-off channel, its owner.
 local function claim(entry)
-  local ttl, lease, span, owner = string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
+  local ttl, lease, span, channel, owner =
+    string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
   if tonumber(ttl) and tonumber(span) then
     ttl = tostring(math.min(tonumber(ttl), tonumber(span)))
   end
-  return ttl, lease, owner
+  return ttl, lease, channel, owner
 end
 
 local token = ARGV[1]
@@ -39,12 +40,12 @@ while true do
   if not head then return {0} end
   local entry = redis.call('HGET', KEYS[4], head)
   redis.call('HDEL', KEYS[4], head)
-  local ttl, lease, owner
-  if entry then ttl, lease, owner = claim(entry) end
+  local ttl, lease, channel, owner
+  if entry then ttl, lease, channel, owner = claim(entry) end
   if tonumber(lease) and tonumber(lease) > now and tonumber(ttl) then
     local fence = redis.call('INCR', KEYS[2])
     redis.call('SET', KEYS[1], head .. '\n' .. fence .. '\n' .. now .. '\n' .. owner, 'PX', ttl)
-    redis.call('PUBLISH', ARGV[2], head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
+    redis.call('PUBLISH', channel, head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
     return {0}
   end
 end

@@ -6,22 +6,22 @@
 -- KEYS[3]: owners   (hash reader token -> "fence\nsince_ms\nowner")
 -- KEYS[4]: fence counter
 -- KEYS[5]: queue    (list of waiting tokens, oldest first)
--- KEYS[6]: waiters  (hash token -> "mode\nttl_ms\nlease_expires_ms\nlease_ms\nowner")
+-- KEYS[6]: waiters  (hash token -> "mode\nttl_ms\nlease_expires_ms\nlease_ms\nchannel\nowner")
 -- ARGV[1]: token of the waiter
 -- ARGV[2]: mode wanted: "r" or "w"
--- ARGV[3]: hand-off channel
 -- Returns: {1, fence, pttl_ms}  the waiter holds the lock after all (granted just before)
 --          {0}                  not held; the waiter's queue entry is gone
 
 -- A waiter's entry -> its mode, the TTL it is handed the hold with (its TTL, but no longer
 -- than its lease: a waiter that died just before the hand-off keeps the hold one lease at most;
--- a live one extends it at once), its lease expiry, its owner.
+-- a live one extends it at once), its lease expiry, its client's hand-off channel, its owner.
 local function claim(entry)
-  local m, ttl, lease, span, owner = string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
+  local m, ttl, lease, span, channel, owner =
+    string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
   if tonumber(ttl) and tonumber(span) then
     ttl = tostring(math.min(tonumber(ttl), tonumber(span)))
   end
-  return m, ttl, lease, owner
+  return m, ttl, lease, channel, owner
 end
 
 local t = redis.call('TIME')
@@ -52,8 +52,8 @@ while true do
   local head = redis.call('LINDEX', KEYS[5], 0)
   if not head then break end
   local entry = redis.call('HGET', KEYS[6], head)
-  local m, ttl, lease, owner
-  if entry then m, ttl, lease, owner = claim(entry) end
+  local m, ttl, lease, channel, owner
+  if entry then m, ttl, lease, channel, owner = claim(entry) end
   if not (tonumber(lease) and tonumber(lease) > now and tonumber(ttl)) then
     redis.call('LPOP', KEYS[5])
     redis.call('HDEL', KEYS[6], head)
@@ -75,7 +75,7 @@ while true do
       redis.call('ZADD', KEYS[2], now + tonumber(ttl), head)
       redis.call('HSET', KEYS[3], head, fence .. '\n' .. now .. '\n' .. owner)
     end
-    redis.call('PUBLISH', ARGV[3], head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
+    redis.call('PUBLISH', channel, head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
   end
 end
 return {0}

@@ -1,28 +1,28 @@
 -- Releases a read or write hold if the caller still has it, then grants the oldest live
 -- waiters that fit (a run of readers at the head together; a writer alone), each hand-off
--- announced on the channel as "token\nfence\nserver_ms\nttl_ms".
+-- announced on that waiter's own channel as "token\nfence\nserver_ms\nttl_ms".
 --
 -- KEYS[1]: writer   (string "token\nfence\nsince_ms\nowner", PX ttl)
 -- KEYS[2]: readers  (zset token -> expiry ms)
 -- KEYS[3]: owners   (hash reader token -> "fence\nsince_ms\nowner")
 -- KEYS[4]: fence counter
 -- KEYS[5]: queue    (list of waiting tokens, oldest first)
--- KEYS[6]: waiters  (hash token -> "mode\nttl_ms\nlease_expires_ms\nlease_ms\nowner")
+-- KEYS[6]: waiters  (hash token -> "mode\nttl_ms\nlease_expires_ms\nlease_ms\nchannel\nowner")
 -- ARGV[1]: token of the caller
 -- ARGV[2]: mode held: "r" or "w"
--- ARGV[3]: hand-off channel
 -- Returns: 1 released, nobody granted; 2 released and waiters granted;
 --          0 not held (expired or taken): nothing changed for the caller
 
 -- A waiter's entry -> its mode, the TTL it is handed the hold with (its TTL, but no longer
 -- than its lease: a waiter that died just before the hand-off keeps the hold one lease at most;
--- a live one extends it at once), its lease expiry, its owner.
+-- a live one extends it at once), its lease expiry, its client's hand-off channel, its owner.
 local function claim(entry)
-  local m, ttl, lease, span, owner = string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
+  local m, ttl, lease, span, channel, owner =
+    string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
   if tonumber(ttl) and tonumber(span) then
     ttl = tostring(math.min(tonumber(ttl), tonumber(span)))
   end
-  return m, ttl, lease, owner
+  return m, ttl, lease, channel, owner
 end
 
 local t = redis.call('TIME')
@@ -54,8 +54,8 @@ while true do
   local head = redis.call('LINDEX', KEYS[5], 0)
   if not head then break end
   local entry = redis.call('HGET', KEYS[6], head)
-  local m, ttl, lease, owner
-  if entry then m, ttl, lease, owner = claim(entry) end
+  local m, ttl, lease, channel, owner
+  if entry then m, ttl, lease, channel, owner = claim(entry) end
   if not (tonumber(lease) and tonumber(lease) > now and tonumber(ttl)) then
     redis.call('LPOP', KEYS[5])
     redis.call('HDEL', KEYS[6], head)
@@ -77,7 +77,7 @@ while true do
       redis.call('ZADD', KEYS[2], now + tonumber(ttl), head)
       redis.call('HSET', KEYS[3], head, fence .. '\n' .. now .. '\n' .. owner)
     end
-    redis.call('PUBLISH', ARGV[3], head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
+    redis.call('PUBLISH', channel, head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
     handed = handed + 1
   end
 end

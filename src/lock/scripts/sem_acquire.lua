@@ -2,34 +2,36 @@
 -- else, when asked to, queues the caller (or renews its queue entry's lease).
 --
 -- Expired holders (crashed, or paused past their TTL) give their permits back first. Free
--- permits go to the oldest live waiters before the caller, each hand-off announced on the
--- channel as "token\nfence\nserver_ms\nttl_ms"; waiters whose lease ran out (gave up or died)
--- are dropped from the head of the queue.
+-- permits go to the oldest live waiters before the caller, each hand-off announced on that
+-- waiter's own channel as "token\nfence\nserver_ms\nttl_ms"; waiters whose lease ran out (gave
+-- up or died) are dropped from the head of the queue.
 --
 -- KEYS[1]: holders  (zset token -> expiry, Redis server time in ms)
 -- KEYS[2]: owners   (hash token -> "fence\nsince_ms\nowner")
 -- KEYS[3]: fence counter (integer, never expires)
 -- KEYS[4]: queue    (list of waiting tokens, oldest first)
--- KEYS[5]: waiters  (hash token -> "ttl_ms\nlease_expires_ms\nlease_ms\nowner")
+-- KEYS[5]: waiters  (hash token -> "ttl_ms\nlease_expires_ms\nlease_ms\nchannel\nowner")
 -- ARGV[1]: token (the caller's UUID)
 -- ARGV[2]: ttl in milliseconds (> 0)
 -- ARGV[3]: owner description (JSON, one line)
 -- ARGV[4]: lease in milliseconds of the caller's queue entry; "0" = do not queue
 -- ARGV[5]: permits N (>= 1)
--- ARGV[6]: hand-off channel
+-- ARGV[6]: the caller's own hand-off channel (kept in its queue entry: a hand-off to it is
+--          published there, so only its process wakes)
 -- Returns: {1, fence, pttl_ms, server_ms}  the caller holds a permit (new, or handed over)
 --          {0, wake_ms, server_ms}         no permit; wake_ms = ms until the earliest holder
 --                                          expires (-1 when unknown)
 
 -- A waiter's entry -> the TTL it is handed the hold with (its TTL, but no longer than its
 -- lease: a waiter that died just before the hand-off keeps the hold one lease at most; a live
--- one extends it at once), its lease expiry, its owner.
+-- one extends it at once), its lease expiry, its client's hand-off channel, its owner.
 local function claim(entry)
-  local ttl, lease, span, owner = string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
+  local ttl, lease, span, channel, owner =
+    string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
   if tonumber(ttl) and tonumber(span) then
     ttl = tostring(math.min(tonumber(ttl), tonumber(span)))
   end
-  return ttl, lease, owner
+  return ttl, lease, channel, owner
 end
 
 local t = redis.call('TIME')
@@ -60,8 +62,8 @@ while free > 0 do
   local head = redis.call('LINDEX', KEYS[4], 0)
   if not head then break end
   local entry = redis.call('HGET', KEYS[5], head)
-  local ttl, lease, owner
-  if entry then ttl, lease, owner = claim(entry) end
+  local ttl, lease, channel, owner
+  if entry then ttl, lease, channel, owner = claim(entry) end
   redis.call('LPOP', KEYS[4])
   redis.call('HDEL', KEYS[5], head)
   if head == token then
@@ -69,7 +71,7 @@ while free > 0 do
   end
   if tonumber(lease) and tonumber(lease) > now and tonumber(ttl) then
     local fence = grant(head, tonumber(ttl), owner)
-    redis.call('PUBLISH', ARGV[6], head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
+    redis.call('PUBLISH', channel, head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
     free = free - 1
   end
 end
@@ -83,7 +85,7 @@ if ARGV[4] ~= '0' then
   if redis.call('HEXISTS', KEYS[5], token) == 0 then
     redis.call('RPUSH', KEYS[4], token)
   end
-  redis.call('HSET', KEYS[5], token, ARGV[2] .. '\n' .. (now + tonumber(ARGV[4])) .. '\n' .. ARGV[4] .. '\n' .. ARGV[3])
+  redis.call('HSET', KEYS[5], token, ARGV[2] .. '\n' .. (now + tonumber(ARGV[4])) .. '\n' .. ARGV[4] .. '\n' .. ARGV[6] .. '\n' .. ARGV[3])
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local wake = -1

@@ -5,22 +5,22 @@
 -- KEYS[2]: owners   (hash token -> "fence\nsince_ms\nowner")
 -- KEYS[3]: fence counter
 -- KEYS[4]: queue    (list of waiting tokens, oldest first)
--- KEYS[5]: waiters  (hash token -> "ttl_ms\nlease_expires_ms\nlease_ms\nowner")
+-- KEYS[5]: waiters  (hash token -> "ttl_ms\nlease_expires_ms\nlease_ms\nchannel\nowner")
 -- ARGV[1]: token of the waiter
 -- ARGV[2]: permits N (>= 1)
--- ARGV[3]: hand-off channel
 -- Returns: {1, fence, pttl_ms}  the waiter holds a permit after all (handed over just before)
 --          {0}                  no permit; the waiter's queue entry is gone
 
 -- A waiter's entry -> the TTL it is handed the hold with (its TTL, but no longer than its
 -- lease: a waiter that died just before the hand-off keeps the hold one lease at most; a live
--- one extends it at once), its lease expiry, its owner.
+-- one extends it at once), its lease expiry, its client's hand-off channel, its owner.
 local function claim(entry)
-  local ttl, lease, span, owner = string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
+  local ttl, lease, span, channel, owner =
+    string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
   if tonumber(ttl) and tonumber(span) then
     ttl = tostring(math.min(tonumber(ttl), tonumber(span)))
   end
-  return ttl, lease, owner
+  return ttl, lease, channel, owner
 end
 
 local t = redis.call('TIME')
@@ -46,13 +46,13 @@ while free > 0 do
   if not head then break end
   local entry = redis.call('HGET', KEYS[5], head)
   redis.call('HDEL', KEYS[5], head)
-  local ttl, lease, owner
-  if entry then ttl, lease, owner = claim(entry) end
+  local ttl, lease, channel, owner
+  if entry then ttl, lease, channel, owner = claim(entry) end
   if tonumber(lease) and tonumber(lease) > now and tonumber(ttl) then
     local fence = redis.call('INCR', KEYS[3])
     redis.call('ZADD', KEYS[1], now + tonumber(ttl), head)
     redis.call('HSET', KEYS[2], head, fence .. '\n' .. now .. '\n' .. owner)
-    redis.call('PUBLISH', ARGV[3], head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
+    redis.call('PUBLISH', channel, head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
     free = free - 1
   end
 end
