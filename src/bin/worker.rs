@@ -73,7 +73,7 @@ struct Cli {
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..))]
     recovery_interval_ms: u64,
     /// Most orders processed under one lock hold.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     batch_limit: u32,
     /// Postgres connections in this process's pool (default: concurrency + 2).
     #[arg(long)]

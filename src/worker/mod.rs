@@ -65,9 +65,12 @@ pub struct WorkerConfig {
     pub use_lock: bool,
     /// How long one lock acquisition waits before it is retried (and logged). Default 30 s.
     pub lock_wait: Duration,
-    /// Most orders processed under one lock hold before giving other processes a turn. Default 16.
+    /// Most orders decided under one lock hold (one commit statement) before giving other
+    /// processes a turn. Default 64.
     pub batch_limit: usize,
-    /// Most orders parked in product lanes at once. Default 1024.
+    /// Most orders parked in product lanes or waiting for a slot at once (a few hundred bytes
+    /// each). Default 8192: large enough that a hot product cannot stop the puller from reaching
+    /// other products' orders.
     pub backlog_limit: usize,
     /// How long a graceful shutdown waits for in-flight orders. Default 30 s.
     pub drain_timeout: Duration,
@@ -92,8 +95,8 @@ impl Default for WorkerConfig {
             work: Duration::ZERO,
             use_lock: true,
             lock_wait: Duration::from_secs(30),
-            batch_limit: 16,
-            backlog_limit: 1024,
+            batch_limit: 64,
+            backlog_limit: 8192,
             drain_timeout: Duration::from_secs(30),
             liveness_ttl: Duration::from_secs(10),
             recovery_interval: Duration::from_secs(5),
