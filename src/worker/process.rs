@@ -5,18 +5,20 @@
 //! 1. take the product's lock (FIFO hand-off between processes; heartbeat while held);
 //! 2. **claim** the product row with the lock's fencing token *before reading*: one statement
 //!    raises the row's `last_fence` to the token and returns the stock;
-//! 3. for each order of the product's lane (up to `batch_limit`): wait the slow step (abandoned if
-//!    the lost signal fires), decide from the stock, commit in one transaction that applies only
-//!    if the row still carries the token, then acknowledge the message;
-//! 4. release the lock.
+//! 3. take the orders waiting in the product's lane (up to `batch_limit`), run each one's slow
+//!    step (abandoned if the lost signal fires), decide them in order from the stock;
+//! 4. commit them in ONE statement (one transaction) that applies only if the row still carries
+//!    the token: every outcome row and the total stock decrement, or nothing;
+//! 5. acknowledge the messages (one pipelined round trip), release the lock.
 //!
 //! - When a stale holder (paused past its TTL) resumes, then its commit is refused by the fence
 //!   whatever the timing, because the next holder's claim raised the row's fence before that
 //!   holder read anything. The lost signal only saves wasted work.
 //! - When the database refuses a fresh token as stale (Redis lost its fence counters), then the
 //!   lock's counter is raised above the row's fence and the lock is taken again.
-//! - When an order already has an outcome (redelivery), then the commit changes nothing and the
-//!   message is acknowledged.
+//! - When an order already has an outcome (redelivery), then the batch commit writes nothing and
+//!   the batch is decided again order by order, so the redelivered one is acknowledged with no
+//!   second effect.
 
 use std::{sync::Arc, time::Duration};
 
