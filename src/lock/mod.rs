@@ -3,6 +3,22 @@
 //! This module knows Redis and nothing else: no orders, products or Postgres. It could become its
 //! own crate unchanged.
 //!
+//! # Primitives
+//! Every primitive hands out a guard of the same shape — a fencing token, a heartbeat that
+//! extends every `ttl / 3`, a lost signal, a local safety deadline and an explicit `release` —
+//! and states its own guarantees and non-guarantees in its type's docs.
+//!
+//! | type | holders | waiting | module guide |
+//! |---|---|---|---|
+//! | [`LockClient`] (mutex) | one | FIFO among waiters; a free lock goes to whoever asks | below |
+//! | [`FairLock`] | one | strict FIFO of arrival, dead waiters leave by their lease | [`FairLock`] |
+//! | [`Semaphore`] | at most N | FIFO, permits handed to the oldest waiter | [`Semaphore`] |
+//! | [`RwLock`] | many readers or one writer | FIFO; a waiting writer is not starved | [`RwLock`] |
+//! | [`Redlock`] | one, on a majority of N independent masters | retries woken by releases | [`Redlock`] |
+//!
+//! On a Redis Cluster ([`LockClient::connect_cluster`]) every primitive but Redlock works
+//! unchanged: each resource's keys share its `{R}` hash tag ([`KeySpace`]).
+//!
 //! # Guarantees
 //! - When [`LockClient::acquire`] or [`LockClient::try_acquire`] succeeds, then the caller's
 //!   random token was set on the resource's key with a millisecond TTL in one atomic script, and
