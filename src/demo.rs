@@ -5,6 +5,8 @@
 //! worker processes until every order has an outcome, and counts: first with `--no-lock` (the
 //! race: several workers read the same stock before any sells), then with locks.
 //!
+//! - Each run resets product 1's stock and deletes its earlier outcome rows: run the demo against
+//!   a development database, not one holding real orders for product 1.
 //! - When a locked run oversells, then [`DemoReport::locked_oversold`] is above zero (the demo's
 //!   exit status says so).
 //! - The unlocked run *usually* oversells; how much depends on timing, and nothing is promised.
