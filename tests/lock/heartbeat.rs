@@ -64,7 +64,7 @@ async fn the_lost_signal_fires_when_the_key_is_deleted() {
         .await
         .expect("lost signal did not fire");
     assert!(
-        deleted_at.elapsed() <= period + Duration::from_millis(60),
+        deleted_at.elapsed() <= period * 2,
         "took {:?}",
         deleted_at.elapsed()
     );
