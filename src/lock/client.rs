@@ -29,7 +29,7 @@ use super::conn::LockConnection;
 
 use super::{
     error::{LockError, Result},
-    guard::{GuardParts, LockGuard},
+    guard::LockGuard,
     inspect::LockInfo,
     keys::{KeySpace, ResourceKeys},
     metrics::LockMetrics,
@@ -388,15 +388,15 @@ impl LockClient {
         base: Instant,
         pttl_ms: u64,
     ) -> LockGuard {
-        LockGuard::start(GuardParts {
-            client: self.clone(),
+        LockGuard::start(
+            self.clone(),
             keys,
             token,
-            fence: FencingToken(fence),
-            options: options.clone(),
+            fence,
+            options,
             base,
-            valid_for: Duration::from_millis(pttl_ms),
-        })
+            Duration::from_millis(pttl_ms),
+        )
     }
 
     /// Releases by token (what [`LockGuard::release`] calls after stopping its heartbeat).

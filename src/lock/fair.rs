@@ -265,4 +265,8 @@ impl Holder for FairOps {
             .await?;
         release_outcome("fair_release", reply)
     }
+
+    fn owner(&self) -> &str {
+        self.client.owner_json()
+    }
 }

@@ -1,8 +1,7 @@
-//! The shape every primitive beyond the mutex shares once acquired: a heartbeat, a lost signal,
-//! a local safety deadline and an explicit release. [`super::SemaphorePermit`],
+//! The shape every primitive shares once acquired: a heartbeat, a lost signal, a local safety
+//! deadline and an explicit release. [`super::LockGuard`], [`super::SemaphorePermit`],
 //! [`super::ReadGuard`], [`super::WriteGuard`], [`super::FairGuard`] and
-//! [`super::RedlockGuard`] are thin wrappers over [`Held`]; [`super::LockGuard`] is the mutex's
-//! own, older copy of the same behaviour.
+//! [`super::RedlockGuard`] are thin wrappers over [`Held`], each with its own [`Holder`].
 //!
 //! - When a primitive is acquired, then the safety deadline is the instant the acquiring request
 //!   was *sent* (for a hand-off: the earliest local instant it can have happened) plus the TTL
@@ -14,6 +13,11 @@
 //!   extension finds the hold gone, then the lost signal fires at once; when extensions fail
 //!   (Redis unreachable, no majority), then they are retried quickly and the lost signal fires
 //!   at the safety deadline, before any Redis could expire the hold.
+//! - When `max_hold` is set and reached, then renewal stops (a wedged holder loses the hold at its
+//!   deadline); when `warn_after` is set, then a warning naming the owner is logged at each
+//!   multiple of it.
+//! - When the [`Holder`] has [`LockMetrics`] (the mutex: its client's), then the lost signal
+//!   counts one loss per hold and the release (explicit, or by drop) records the hold time.
 //! - When the guard is released, then the heartbeat stops first; when it is dropped unreleased,
 //!   then the release is sent from a background task (the TTL is the safety net without a
 //!   runtime). No `Drop` does network I/O itself.
@@ -30,7 +34,10 @@ use std::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{client::ReleaseOutcome, error::Result, options::LockOptions, token::FencingToken};
+use super::{
+    client::ReleaseOutcome, error::Result, metrics::LockMetrics, options::LockOptions,
+    token::FencingToken,
+};
 
 /// The Redis side of one hold: how to extend and release it.
 pub(crate) trait Holder: fmt::Debug + Send + Sync + 'static {
@@ -40,6 +47,23 @@ pub(crate) trait Holder: fmt::Debug + Send + Sync + 'static {
 
     /// Gives the hold up (handing it on where the primitive does).
     fn release(&self) -> impl Future<Output = Result<ReleaseOutcome>> + Send;
+
+    /// Who holds it, as logged with hold-time warnings.
+    fn owner(&self) -> &str {
+        ""
+    }
+
+    /// Where losses and hold times are counted, if anywhere.
+    fn metrics(&self) -> Option<Arc<LockMetrics>> {
+        None
+    }
+
+    /// How long after the grant the first extension is due, given the heartbeat `period` and the
+    /// TTL the hold was granted with: a third of that when sooner (a hand-off granted with a
+    /// waiter's short lease must be extended before the lease runs out).
+    fn first_extend_after(&self, period: Duration, valid_for: Duration) -> Duration {
+        period.min(valid_for / 3)
+    }
 }
 
 /// What a guard, its heartbeat and its leases share.
@@ -61,6 +85,8 @@ struct State {
     ttl: Duration,
     /// The drift allowance subtracted from the TTL for the safety deadline.
     drift: Duration,
+    /// Where the loss and the hold time are counted, if anywhere.
+    metrics: Option<Arc<LockMetrics>>,
 }
 
 impl State {
@@ -82,7 +108,17 @@ impl State {
                 why,
                 "hold lost"
             );
+            if let Some(metrics) = &self.metrics {
+                metrics.lost();
+            }
             self.lost.cancel();
+        }
+    }
+
+    /// Records the hold time (once, when the hold ends).
+    fn ended(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.released(self.acquired_at.elapsed());
         }
     }
 }
@@ -98,8 +134,8 @@ pub(crate) struct Held<H: Holder> {
     released: bool,
 }
 
-/// A cheap, clonable view of a held semaphore permit, read/write lock, fair lock or Redlock for
-/// the code running under it: its fencing token and lost signal. It does not keep the hold
+/// A cheap, clonable view of a held lock, semaphore permit, read/write lock, fair lock or Redlock
+/// for the code running under it: its fencing token and lost signal. It does not keep the hold
 /// alive; the guard does.
 #[derive(Debug, Clone)]
 pub struct HoldLease {
@@ -127,12 +163,13 @@ impl<H: Holder> Held<H> {
             lost: CancellationToken::new(),
             ttl: options.ttl,
             drift,
+            metrics: holder.metrics(),
         });
-        let holder = Arc::new(holder);
         let stop = CancellationToken::new();
         let first_extend = options
             .heartbeat_period()
-            .map(|period| base + period.min(valid_for / 3));
+            .map(|period| base + holder.first_extend_after(period, valid_for));
+        let holder = Arc::new(holder);
         let heartbeat = tokio::spawn(heartbeat(
             holder.clone(),
             state.clone(),
@@ -151,6 +188,11 @@ impl<H: Holder> Held<H> {
 
     pub(crate) fn resource(&self) -> &str {
         &self.state.resource
+    }
+
+    /// The Redis side (for primitive-specific accessors such as the mutex's token).
+    pub(crate) fn holder(&self) -> &H {
+        &self.holder
     }
 
     pub(crate) fn fence(&self) -> FencingToken {
@@ -200,6 +242,7 @@ impl<H: Holder> Held<H> {
             task.abort();
         }
         self.released = true;
+        self.state.ended();
         let outcome = self.holder.release().await?;
         if outcome == ReleaseOutcome::NotHeld {
             tracing::debug!(resource = %self.state.resource, what = self.state.what, "released a hold that was no longer held");
@@ -214,6 +257,7 @@ impl<H: Holder> Drop for Held<H> {
         if self.released {
             return;
         }
+        self.state.ended();
         let holder = self.holder.clone();
         let state = self.state.clone();
         let heartbeat = self.heartbeat.take();
@@ -337,6 +381,7 @@ async fn heartbeat<H: Holder>(
     let mut next_extend = first_extend;
     let mut warnings = 1u32;
     let mut warn_at = options.warn_after.map(|w| state.acquired_at + w);
+    let owner = holder.owner();
 
     loop {
         let deadline = state.deadline();
@@ -351,6 +396,7 @@ async fn heartbeat<H: Holder>(
                 tracing::warn!(
                     resource = %state.resource,
                     what = state.what,
+                    owner = %owner,
                     held_for_ms = state.acquired_at.elapsed().as_millis() as u64,
                     "held longer than the warning threshold"
                 );
@@ -362,6 +408,8 @@ async fn heartbeat<H: Holder>(
                     tracing::warn!(
                         resource = %state.resource,
                         what = state.what,
+                        owner = %owner,
+                        held_for_ms = state.acquired_at.elapsed().as_millis() as u64,
                         "reached its maximum hold time; no longer extending it"
                     );
                     next_extend = None;

@@ -900,6 +900,10 @@ impl Holder for RedlockHold {
             })
         }
     }
+
+    fn owner(&self) -> &str {
+        &self.redlock.inner.owner_json
+    }
 }
 
 /// One script call to send to every instance, with owned keys and arguments (so calls still in

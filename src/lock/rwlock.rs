@@ -346,4 +346,8 @@ impl Holder for RwOps {
             .await?;
         release_outcome("rw_release", reply)
     }
+
+    fn owner(&self) -> &str {
+        self.client.owner_json()
+    }
 }

@@ -268,6 +268,10 @@ impl Holder for PermitOps {
             .await?;
         release_outcome("sem_release", reply)
     }
+
+    fn owner(&self) -> &str {
+        self.client.owner_json()
+    }
 }
 
 /// Maps a release script's `1 | 2 | 0` reply.
