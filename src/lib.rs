@@ -27,7 +27,7 @@
 //! | [`worker`] | all of the above | the only module that composes queue + lock + store |
 //! | [`producer`] | queue, order | builds and pushes orders |
 //! | [`config`], [`telemetry`], [`shutdown`], [`redis_conn`] | — | what the binaries share |
-//! | [`demo`], [`fleet`], [`bench`] | — | the race demo, worker processes, benchmarks |
+//! | [`demo`], [`fleet`], [`bench`](mod@bench) | — | the race demo, worker processes, benchmarks |
 //!
 //! ## Guarantees
 //! - When a worker commits an order, then the product row carried that worker's fencing token

@@ -64,7 +64,7 @@ pub(crate) struct Inner {
     metrics: Arc<LockMetrics>,
 }
 
-/// What [`LockClient::release`]-style calls found.
+/// What releasing a lock found ([`LockGuard::release`] and the other guards' `release`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReleaseOutcome {
     /// The lock was ours and is now free.
