@@ -50,7 +50,7 @@ use redis::Value;
 
 use super::{
     client::{LockClient, ReleaseOutcome},
-    error::{LockError, Result},
+    error::Result,
     held::{Held, Holder, held_guard_methods},
     inspect::LockInfo,
     keys::FairKeys,
@@ -101,13 +101,7 @@ impl FairLock {
     /// Sets how long a waiter's queue entry lives without renewal (the longest a dead waiter
     /// can block the queue); refuses leases under 30 ms.
     pub fn with_waiter_lease(mut self, lease: Duration) -> Result<Self> {
-        if lease < waiting::MIN_WAITER_LEASE {
-            return Err(LockError::InvalidArgument(format!(
-                "the waiter lease must be at least {:?} (got {lease:?})",
-                waiting::MIN_WAITER_LEASE
-            )));
-        }
-        self.waiter_lease = lease;
+        self.waiter_lease = waiting::check_waiter_lease(lease)?;
         Ok(self)
     }
 
@@ -118,11 +112,7 @@ impl FairLock {
 
     /// Takes the lock if it is free and nobody is queued; `Ok(None)` otherwise.
     pub async fn try_acquire(&self, options: &LockOptions) -> Result<Option<FairGuard>> {
-        match self.acquire(options, Duration::ZERO).await {
-            Ok(guard) => Ok(Some(guard)),
-            Err(LockError::Timeout { .. }) => Ok(None),
-            Err(error) => Err(error),
-        }
+        waiting::none_on_timeout(self.acquire(options, Duration::ZERO).await)
     }
 
     /// Takes the lock in arrival order, waiting up to `wait` ([`LockError::Timeout`] after

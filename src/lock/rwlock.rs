@@ -46,7 +46,7 @@ use redis::Value;
 
 use super::{
     client::{LockClient, ReleaseOutcome},
-    error::{LockError, Result},
+    error::Result,
     held::{Held, Holder, held_guard_methods},
     inspect::LockInfo,
     keys::RwLockKeys,
@@ -129,13 +129,7 @@ impl RwLock {
 
     /// Sets how long a waiter's queue entry lives without renewal; refuses leases under 30 ms.
     pub fn with_waiter_lease(mut self, lease: Duration) -> Result<Self> {
-        if lease < waiting::MIN_WAITER_LEASE {
-            return Err(LockError::InvalidArgument(format!(
-                "the waiter lease must be at least {:?} (got {lease:?})",
-                waiting::MIN_WAITER_LEASE
-            )));
-        }
-        self.waiter_lease = lease;
+        self.waiter_lease = waiting::check_waiter_lease(lease)?;
         Ok(self)
     }
 
@@ -160,20 +154,12 @@ impl RwLock {
 
     /// A read hold if one can be had right now without waiting; `Ok(None)` otherwise.
     pub async fn try_read(&self, options: &LockOptions) -> Result<Option<ReadGuard>> {
-        match self.read(options, Duration::ZERO).await {
-            Ok(guard) => Ok(Some(guard)),
-            Err(LockError::Timeout { .. }) => Ok(None),
-            Err(error) => Err(error),
-        }
+        waiting::none_on_timeout(self.read(options, Duration::ZERO).await)
     }
 
     /// The write hold if it can be had right now without waiting; `Ok(None)` otherwise.
     pub async fn try_write(&self, options: &LockOptions) -> Result<Option<WriteGuard>> {
-        match self.write(options, Duration::ZERO).await {
-            Ok(guard) => Ok(Some(guard)),
-            Err(LockError::Timeout { .. }) => Ok(None),
-            Err(error) => Err(error),
-        }
+        waiting::none_on_timeout(self.write(options, Duration::ZERO).await)
     }
 
     async fn acquire(

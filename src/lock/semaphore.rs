@@ -110,13 +110,7 @@ impl Semaphore {
     /// Sets how long a waiter's queue entry lives without renewal (renewed every third of it
     /// while the waiter lives); refuses leases under 30 ms.
     pub fn with_waiter_lease(mut self, lease: Duration) -> Result<Self> {
-        if lease < waiting::MIN_WAITER_LEASE {
-            return Err(LockError::InvalidArgument(format!(
-                "the waiter lease must be at least {:?} (got {lease:?})",
-                waiting::MIN_WAITER_LEASE
-            )));
-        }
-        self.waiter_lease = lease;
+        self.waiter_lease = waiting::check_waiter_lease(lease)?;
         Ok(self)
     }
 
@@ -143,11 +137,7 @@ impl Semaphore {
 
     /// Takes a permit if one is free and nobody is queued; `Ok(None)` otherwise.
     pub async fn try_acquire(&self, options: &LockOptions) -> Result<Option<SemaphorePermit>> {
-        match self.acquire(options, Duration::ZERO).await {
-            Ok(permit) => Ok(Some(permit)),
-            Err(LockError::Timeout { .. }) => Ok(None),
-            Err(error) => Err(error),
-        }
+        waiting::none_on_timeout(self.acquire(options, Duration::ZERO).await)
     }
 
     /// Takes a permit, queueing up to `wait` for one ([`LockError::Timeout`] after that).

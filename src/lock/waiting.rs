@@ -40,6 +40,25 @@ use super::{
 /// The shortest waiter lease accepted.
 pub(crate) const MIN_WAITER_LEASE: Duration = Duration::from_millis(30);
 
+/// Refuses a waiter lease shorter than [`MIN_WAITER_LEASE`], with a sentence saying why.
+pub(crate) fn check_waiter_lease(lease: Duration) -> Result<Duration> {
+    if lease < MIN_WAITER_LEASE {
+        return Err(LockError::InvalidArgument(format!(
+            "the waiter lease must be at least {MIN_WAITER_LEASE:?} (got {lease:?})"
+        )));
+    }
+    Ok(lease)
+}
+
+/// A zero-wait acquisition's answer as `try_*` methods give it: a timeout is `Ok(None)`.
+pub(crate) fn none_on_timeout<T>(result: Result<T>) -> Result<Option<T>> {
+    match result {
+        Ok(held) => Ok(Some(held)),
+        Err(LockError::Timeout { .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// What one `acquire` script call found.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Attempt {
