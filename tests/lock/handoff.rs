@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use lockstock::lock::{Heartbeat, LockError, LockOptions, ReleaseOutcome};
 
-use crate::helpers::{TestRedis, llen, wait_for};
+use crate::helpers::{TestRedis, held_with_a_queued_waiter, llen, wait_for};
 
 /// A queued waiter gets the lock promptly when the holder releases it (the release hands it over
 /// and announces it; no polling). The bound is generous; the real figure is in the benchmark.
@@ -144,23 +144,9 @@ async fn a_timed_out_waiter_reports_timeout_and_leaves_the_queue() {
 #[tokio::test]
 async fn a_cancelled_waiter_leaves_the_queue() {
     let redis = TestRedis::new();
-    let (a, b) = (redis.client("a").await, redis.client("b").await);
     let raw = redis.raw().await;
     let queue = redis.queue_key("r");
-    let held = a
-        .try_acquire("r", &LockOptions::default())
-        .await
-        .unwrap()
-        .unwrap();
-
-    let waiter = tokio::spawn(async move {
-        b.acquire("r", &LockOptions::default(), Duration::from_secs(30))
-            .await
-    });
-    wait_for("b to queue", Duration::from_secs(2), || async {
-        llen(&raw, &queue).await == 1
-    })
-    .await;
+    let (held, waiter) = held_with_a_queued_waiter(&redis, "r", Duration::from_secs(30)).await;
     waiter.abort();
     wait_for(
         "the cancelled waiter to leave",
@@ -176,23 +162,9 @@ async fn a_cancelled_waiter_leaves_the_queue() {
 #[tokio::test]
 async fn a_lost_handoff_message_is_recovered_by_the_fallback_retry() {
     let redis = TestRedis::new();
-    let (a, b) = (redis.client("a").await, redis.client("b").await);
+    let a = redis.client("observer").await;
     let raw = redis.raw().await;
-    let queue = redis.queue_key("r");
-    let held = a
-        .try_acquire("r", &LockOptions::default())
-        .await
-        .unwrap()
-        .unwrap();
-
-    let waiter = tokio::spawn(async move {
-        b.acquire("r", &LockOptions::default(), Duration::from_secs(10))
-            .await
-    });
-    wait_for("b to queue", Duration::from_secs(2), || async {
-        llen(&raw, &queue).await == 1
-    })
-    .await;
+    let (held, waiter) = held_with_a_queued_waiter(&redis, "r", Duration::from_secs(10)).await;
     let mut conn = raw.clone();
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")

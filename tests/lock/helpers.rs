@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use lockstock::lock::{LockClient, LockConfig, LockOwner};
+use lockstock::lock::{LockClient, LockConfig, LockGuard, LockOptions, LockOwner};
 use redis::aio::ConnectionManager;
 
 use crate::redis_server::RedisServer;
@@ -90,4 +90,32 @@ pub async fn llen(conn: &ConnectionManager, key: &str) -> usize {
         .query_async(&mut conn)
         .await
         .expect("LLEN")
+}
+
+/// Arrange step shared by the hand-off tests: client `a` holds `resource`; client `b` waits for
+/// it (up to `wait`) in a spawned task and is queued in Redis when this returns.
+pub async fn held_with_a_queued_waiter(
+    redis: &TestRedis,
+    resource: &str,
+    wait: Duration,
+) -> (
+    LockGuard,
+    tokio::task::JoinHandle<lockstock::lock::Result<LockGuard>>,
+) {
+    let (a, b) = (redis.client("a").await, redis.client("b").await);
+    let held = a
+        .try_acquire(resource, &LockOptions::default())
+        .await
+        .expect("try_acquire")
+        .expect("the resource is free");
+    let owned = resource.to_owned();
+    let waiter =
+        tokio::spawn(async move { b.acquire(&owned, &LockOptions::default(), wait).await });
+    let raw = redis.raw().await;
+    let queue = redis.queue_key(resource);
+    wait_for("b to queue", Duration::from_secs(2), || async {
+        llen(&raw, &queue).await == 1
+    })
+    .await;
+    (held, waiter)
 }
