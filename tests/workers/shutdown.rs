@@ -62,7 +62,12 @@ async fn a_second_signal_exits_at_once_and_recovery_finishes_the_work(pool: PgPo
     .await;
 
     worker.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(100)).await; // let the first signal be handled
+    wait_for(
+        "the first signal to be handled",
+        Duration::from_secs(5),
+        || async { worker.log().contains("shutdown requested") },
+    )
+    .await;
     worker.signal("TERM");
     let status = worker.wait_exit(Duration::from_secs(3)).await;
     assert_eq!(status.code(), Some(130), "{}", worker.log());
