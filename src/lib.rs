@@ -20,7 +20,7 @@
 //! ## Module map
 //! | module | knows | role |
 //! |---|---|---|
-//! | [`lock`] | Redis only | the fenced mutex: acquire, hand-off, heartbeat, lost signal, inspect |
+//! | [`lockstock_lock`] (own crate) | Redis only | the fenced mutex and the other primitives: acquire, hand-off, heartbeat, lost signal, inspect |
 //! | [`queue`] | Redis lists only | reliable queue: reserve into a processing list, ack, dead letters, liveness, recovery |
 //! | [`order`] | nothing | purchase orders, validation, poison classification, outcomes |
 //! | [`store`] | Postgres | fenced claims and commits, idempotent by order id |
@@ -48,7 +48,6 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod fleet;
-pub mod lock;
 pub mod redis_conn;
 pub mod shutdown;
 pub mod telemetry;

@@ -19,11 +19,11 @@ use axum::{
 use serde_json::json;
 
 use crate::{
-    lock::LockError,
     order::{OrderError, OrderId},
     queue::QueueError,
     store::StoreError,
 };
+use lockstock_lock::LockError;
 
 /// A boxed internal cause (logged, never sent).
 pub type Cause = Box<dyn StdError + Send + Sync + 'static>;

@@ -13,7 +13,7 @@ use axum::{Json, extract::State};
 use serde::Serialize;
 
 use super::{AppState, error::ApiError};
-use crate::lock::{LockClient, LockError, LockOwner};
+use lockstock_lock::{LockClient, LockError, LockOwner};
 
 /// One held lock.
 #[derive(Debug, Clone, Serialize)]

@@ -2,7 +2,7 @@
 //! (`worker --metrics-addr`).
 //!
 //! A tiny hand-written exposition (text format 0.0.4): the counters live where the work happens
-//! (the lock client's [`LockMetrics`](crate::lock::LockMetrics), the worker's
+//! (the lock client's [`LockMetrics`](lockstock_lock::LockMetrics), the worker's
 //! [`WorkerStats`], [`ApiMetrics`]) and are read at scrape time, together with the queue depth
 //! from Redis and the decided orders from Postgres.
 //!
@@ -48,11 +48,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use crate::{
-    lock::{HistogramSnapshot, LockClient, LockMetricsSnapshot},
     queue::JobQueue,
     store::OutcomeCount,
     worker::{StatsSnapshot, WorkerStats},
 };
+use lockstock_lock::{HistogramSnapshot, LockClient, LockMetricsSnapshot};
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -418,7 +418,7 @@ pub async fn serve_worker_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::LockMetrics;
+    use lockstock_lock::LockMetrics;
 
     /// Label values are escaped and histograms end with +Inf, _sum and _count.
     #[test]

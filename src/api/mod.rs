@@ -72,7 +72,9 @@ pub use self::{
     error::ApiError,
     metrics::ApiMetrics,
 };
-use crate::{lock::LockClient, order::ProductId, queue::JobQueue, store::OrderStore};
+use lockstock_lock::LockClient;
+
+use crate::{order::ProductId, queue::JobQueue, store::OrderStore};
 
 /// How the API behaves. `ApiConfig::default()` matches the `api` binary's defaults.
 #[derive(Clone)]

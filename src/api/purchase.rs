@@ -33,11 +33,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppState, Authorized, error::ApiError, parse_body, parse_product_id};
 use crate::{
-    lock::{LockGuard, LockOptions, ReleaseOutcome},
     order::{Outcome, ProductId, PurchaseOrder, Quantity, RejectReason},
     store::{CommitResult, StoreError},
     worker::process::product_resource,
 };
+use lockstock_lock::{LockGuard, LockOptions, ReleaseOutcome};
 
 /// Most lock holds one locked purchase goes through (lost locks, stale fences) before 503.
 pub const MAX_LOCK_HOLDS: u32 = 5;

@@ -11,10 +11,8 @@ use super::{
     locks::{HeldLock, held_locks},
     queue::{QueueView, queue_view},
 };
-use crate::{
-    lock::{LockClient, LockError},
-    queue::{DeadLetter, JobQueue, QueueError},
-};
+use crate::queue::{DeadLetter, JobQueue, QueueError};
+use lockstock_lock::{LockClient, LockError};
 
 /// Why the report could not be collected.
 #[derive(Debug, thiserror::Error)]

@@ -24,7 +24,7 @@ use redis::aio::ConnectionManager;
 use tokio::io::AsyncReadExt;
 
 use super::{primitives, report::Report, stats::percentile_us};
-use crate::lock::{LockClient, LockConfig, LockOptions, LockOwner};
+use lockstock_lock::{LockClient, LockConfig, LockOptions, LockOwner};
 
 /// The scenarios `lockctl bench` knows, in the order they run.
 pub const SCENARIOS: [&str; 9] = [

@@ -36,7 +36,7 @@ use super::{
     lock::{Acquisition, LockBench, bench_client, contended_report, finish, unix_us},
     report::Report,
 };
-use crate::lock::{FairLock, LockOptions, LockOwner, Redlock, RedlockConfig, RwLock, Semaphore};
+use lockstock_lock::{FairLock, LockOptions, LockOwner, Redlock, RedlockConfig, RwLock, Semaphore};
 
 /// Redis servers the bench started for Redlock; killed when dropped.
 #[derive(Debug)]

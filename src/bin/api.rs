@@ -9,12 +9,12 @@ use clap::Parser;
 use lockstock::{
     api::{ApiConfig, AppState, check_bind, serve},
     config::{DatabaseArgs, RedisArgs, mask_url},
-    lock::{LockClient, LockConfig, LockOwner},
     queue::{JobQueue, QueueConfig},
     redis_conn,
     shutdown::spawn_signal_handler,
     telemetry::init_tracing,
 };
+use lockstock_lock::{LockClient, LockConfig, LockOwner};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]

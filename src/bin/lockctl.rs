@@ -13,13 +13,13 @@ use lockstock::{
     },
     config::{DatabaseArgs, RedisArgs, mask_url},
     demo::{DemoConfig, run_demo},
-    lock::{LockClient, LockConfig},
     order::ProductId,
     queue::{JobQueue, QueueConfig},
     redis_conn,
     store::OrderStore,
     telemetry::init_tracing,
 };
+use lockstock_lock::{LockClient, LockConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "lockctl", version, about = "Operate and measure lockstock")]

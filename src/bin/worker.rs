@@ -8,13 +8,13 @@ use clap::Parser;
 use lockstock::{
     api::metrics::{WorkerMetrics, serve_worker_metrics},
     config::{DatabaseArgs, RedisArgs, mask_url},
-    lock::{LockClient, LockConfig, LockOptions, LockOwner, Redlock, RedlockConfig},
     queue::{JobQueue, QueueConfig, default_worker_id},
     redis_conn,
     shutdown::spawn_signal_handler,
     telemetry::init_tracing,
     worker::{ProductLocks, Worker, WorkerConfig},
 };
+use lockstock_lock::{LockClient, LockConfig, LockOptions, LockOwner, Redlock, RedlockConfig};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]

@@ -1,6 +1,8 @@
 //! What can stop one order's processing, and what happens next.
 
-use crate::{lock::LockError, queue::QueueError, store::StoreError};
+use lockstock_lock::LockError;
+
+use crate::{queue::QueueError, store::StoreError};
 
 /// Why processing an order stopped before it was acknowledged.
 ///

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::lock::{
+use lockstock_lock::{
     FencingToken, HoldLease, LockClient, LockError, LockGuard, LockLease, LockOptions, Redlock,
     RedlockGuard, ReleaseOutcome,
 };

@@ -200,7 +200,7 @@ pub struct Worker {
 
 impl Worker {
     /// A worker over a queue (whose worker id names this worker), its product locks (a
-    /// [`crate::lock::LockClient`] or a [`crate::lock::Redlock`]) and a store.
+    /// [`lockstock_lock::LockClient`] or a [`lockstock_lock::Redlock`]) and a store.
     pub fn new(
         queue: JobQueue,
         locks: impl Into<ProductLocks>,

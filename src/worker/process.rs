@@ -30,10 +30,10 @@ use super::{
     stats::WorkerStats,
 };
 use crate::{
-    lock::{LockError, LockOptions, ReleaseOutcome},
     order::{Outcome, Poison, ProductId, PurchaseOrder, RejectReason},
     store::{BatchCommit, CommitResult, Decision, StoreError},
 };
+use lockstock_lock::{LockError, LockOptions, ReleaseOutcome};
 
 /// How a lock hold ended.
 enum HoldEnd {

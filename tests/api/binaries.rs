@@ -127,7 +127,7 @@ async fn lockctl_status_and_dead_letters(pool: PgPool) {
     let guard = locks
         .acquire(
             "product:3",
-            &lockstock::lock::LockOptions::default(),
+            &lockstock_lock::LockOptions::default(),
             Duration::from_secs(1),
         )
         .await

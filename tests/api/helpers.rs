@@ -9,11 +9,11 @@ use std::{
 
 use lockstock::{
     api::{ApiConfig, AppState, serve},
-    lock::{LockClient, LockConfig, LockOwner},
     queue::{JobQueue, QueueConfig},
     redis_conn,
     store::OrderStore,
 };
+use lockstock_lock::{LockClient, LockConfig, LockOwner};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use sqlx::PgPool;

@@ -4,7 +4,7 @@
 //! 100-request accuracy comparison, and an end-to-end check of the live page in headless Chromium.
 #![allow(unreachable_pub)]
 
-#[path = "../support/redis_server.rs"]
+#[path = "../../crates/lockstock-lock/tests/support/redis_server.rs"]
 mod redis_server;
 
 mod helpers;

@@ -4,9 +4,9 @@ use std::{sync::Arc, time::Duration};
 
 use lockstock::{
     api::metrics::{WorkerMetrics, serve_worker_metrics},
-    lock::LockOptions,
     worker::WorkerStats,
 };
+use lockstock_lock::LockOptions;
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use lockstock::{
-    lock::LockOptions,
     order::decode,
     worker::{Worker, WorkerConfig},
 };
+use lockstock_lock::LockOptions;
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;

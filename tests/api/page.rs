@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use lockstock::lock::LockOptions;
+use lockstock_lock::LockOptions;
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;

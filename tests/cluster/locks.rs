@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lockstock::lock::{
+use lockstock_lock::{
     FairLock, LockClient, LockConfig, LockOptions, LockOwner, ReleaseOutcome, RwLock, Semaphore,
 };
 

@@ -3,7 +3,7 @@
 //! No mocks; each test its own cluster and a unique key prefix.
 #![allow(unreachable_pub)]
 
-#[path = "../support/redis_server.rs"]
+#[path = "../../crates/lockstock-lock/tests/support/redis_server.rs"]
 mod redis_server;
 
 #[path = "../support/redis_cluster.rs"]

@@ -5,7 +5,7 @@
 //! migrated database from `DATABASE_URL`.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-#[path = "../support/redis_server.rs"]
+#[path = "../../crates/lockstock-lock/tests/support/redis_server.rs"]
 mod redis_server;
 
 mod helpers;

@@ -3,7 +3,7 @@
 //! `#[sqlx::test]`). Each test states its invariant and checks it on the stored data.
 #![allow(unreachable_pub)]
 
-#[path = "../support/redis_server.rs"]
+#[path = "../../crates/lockstock-lock/tests/support/redis_server.rs"]
 mod redis_server;
 
 mod helpers;

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use lockstock::lock::{Heartbeat, LockOptions, ReleaseOutcome};
+use lockstock_lock::{Heartbeat, LockOptions, ReleaseOutcome};
 
 use crate::helpers::{TestRedis, wait_for};
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use lockstock::lock::{Heartbeat, LockError, LockOptions, ReleaseOutcome};
+use lockstock_lock::{Heartbeat, LockError, LockOptions, ReleaseOutcome};
 
 use crate::helpers::{TestRedis, held_with_a_queued_waiter, llen, wait_for};
 

@@ -312,7 +312,7 @@ macro_rules! held_guard_methods {
         }
 
         /// The fencing token of this hold: hand it to the protected resource before reading.
-        pub fn fence(&self) -> $crate::lock::FencingToken {
+        pub fn fence(&self) -> $crate::FencingToken {
             self.held.fence()
         }
 
@@ -338,20 +338,20 @@ macro_rules! held_guard_methods {
         }
 
         /// A clonable view (fence + lost signal) to hand to the code running under the hold.
-        pub fn lease(&self) -> $crate::lock::HoldLease {
+        pub fn lease(&self) -> $crate::HoldLease {
             self.held.lease()
         }
 
         /// Extends the TTL now (the heartbeat does this by itself). `Ok(false)` when the hold is
         /// gone; the lost signal then fires too.
-        pub async fn extend(&self) -> $crate::lock::Result<bool> {
+        pub async fn extend(&self) -> $crate::Result<bool> {
             self.held.extend().await
         }
 
         /// Stops the heartbeat, then releases (handing on to waiters where the primitive does).
-        /// [`ReleaseOutcome::NotHeld`](crate::lock::ReleaseOutcome::NotHeld) means it had
+        /// [`ReleaseOutcome::NotHeld`](crate::ReleaseOutcome::NotHeld) means it had
         /// expired or been taken: nothing was changed.
-        pub async fn release(self) -> $crate::lock::Result<$crate::lock::ReleaseOutcome> {
+        pub async fn release(self) -> $crate::Result<$crate::ReleaseOutcome> {
             self.held.release().await
         }
     };

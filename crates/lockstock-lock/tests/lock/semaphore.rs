@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lockstock::lock::{Heartbeat, LockError, LockOptions, ReleaseOutcome, Semaphore};
+use lockstock_lock::{Heartbeat, LockError, LockOptions, ReleaseOutcome, Semaphore};
 
 use crate::helpers::{TestRedis, llen, wait_for};
 

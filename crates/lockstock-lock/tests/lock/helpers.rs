@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use lockstock::lock::{LockClient, LockConfig, LockGuard, LockOptions, LockOwner};
+use lockstock_lock::{LockClient, LockConfig, LockGuard, LockOptions, LockOwner};
 use redis::aio::ConnectionManager;
 
 use crate::redis_server::RedisServer;
@@ -100,7 +100,7 @@ pub async fn held_with_a_queued_waiter(
     wait: Duration,
 ) -> (
     LockGuard,
-    tokio::task::JoinHandle<lockstock::lock::Result<LockGuard>>,
+    tokio::task::JoinHandle<lockstock_lock::Result<LockGuard>>,
 ) {
     let (a, b) = (redis.client("a").await, redis.client("b").await);
     let held = a

@@ -80,9 +80,9 @@
 //! # Example
 //! ```rust,no_run
 //! use std::time::Duration;
-//! use lockstock::lock::{LockOptions, Redlock, RedlockConfig};
+//! use lockstock_lock::{LockOptions, Redlock, RedlockConfig};
 //!
-//! # async fn demo() -> Result<(), lockstock::lock::LockError> {
+//! # async fn demo() -> Result<(), lockstock_lock::LockError> {
 //! let redlock = Redlock::connect(
 //!     &["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"],
 //!     RedlockConfig::default(),

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lockstock::lock::{Heartbeat, LockClient, LockOptions, ReleaseOutcome};
+use lockstock_lock::{Heartbeat, LockClient, LockOptions, ReleaseOutcome};
 
 use crate::{
     helpers::{TestRedis, wait_for},

@@ -21,9 +21,9 @@ impl LockClient {
     /// token + lost signal), then releases the lock on success, error and panic.
     ///
     /// ```rust,no_run
-    /// # async fn demo(client: lockstock::lock::LockClient) -> Result<(), lockstock::lock::LockError> {
+    /// # async fn demo(client: lockstock_lock::LockClient) -> Result<(), lockstock_lock::LockError> {
     /// use std::time::Duration;
-    /// use lockstock::lock::LockOptions;
+    /// use lockstock_lock::LockOptions;
     ///
     /// let fence = client
     ///     .with_lock("invoice:42", &LockOptions::default(), Duration::from_secs(5), |lease| async move {

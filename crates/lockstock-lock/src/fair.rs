@@ -33,9 +33,9 @@
 //! # Example
 //! ```rust,no_run
 //! use std::time::Duration;
-//! use lockstock::lock::{FairLock, LockClient, LockConfig, LockOptions};
+//! use lockstock_lock::{FairLock, LockClient, LockConfig, LockOptions};
 //!
-//! # async fn demo() -> Result<(), lockstock::lock::LockError> {
+//! # async fn demo() -> Result<(), lockstock_lock::LockError> {
 //! let client = LockClient::connect("redis://127.0.0.1:6379", LockConfig::default()).await?;
 //! let turn = FairLock::new(&client, "printer")?;
 //! let guard = turn.acquire(&LockOptions::default(), Duration::from_secs(30)).await?;

@@ -132,9 +132,9 @@ impl LockClient {
     /// messages are received over one pub/sub connection to the first node.
     ///
     /// ```rust,no_run
-    /// use lockstock::lock::{LockClient, LockConfig};
+    /// use lockstock_lock::{LockClient, LockConfig};
     ///
-    /// # async fn demo() -> Result<(), lockstock::lock::LockError> {
+    /// # async fn demo() -> Result<(), lockstock_lock::LockError> {
     /// let nodes = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000", "redis://10.0.0.3:7000"];
     /// let locks = LockClient::connect_cluster(&nodes, LockConfig::default()).await?;
     /// # let _ = locks; Ok(()) }

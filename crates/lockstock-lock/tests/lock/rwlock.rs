@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lockstock::lock::{Heartbeat, LockOptions, RwLock};
+use lockstock_lock::{Heartbeat, LockOptions, RwLock};
 
 use crate::helpers::{TestRedis, llen, wait_for};
 

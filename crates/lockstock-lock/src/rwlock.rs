@@ -24,9 +24,9 @@
 //! # Example
 //! ```rust,no_run
 //! use std::time::Duration;
-//! use lockstock::lock::{LockClient, LockConfig, LockOptions, RwLock};
+//! use lockstock_lock::{LockClient, LockConfig, LockOptions, RwLock};
 //!
-//! # async fn demo() -> Result<(), lockstock::lock::LockError> {
+//! # async fn demo() -> Result<(), lockstock_lock::LockError> {
 //! let client = LockClient::connect("redis://127.0.0.1:6379", LockConfig::default()).await?;
 //! let catalog = RwLock::new(&client, "catalog")?;
 //!

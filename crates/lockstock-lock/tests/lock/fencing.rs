@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use lockstock::lock::{Heartbeat, LockOptions};
+use lockstock_lock::{Heartbeat, LockOptions};
 
 use crate::helpers::{TestRedis, wait_for};
 

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lockstock::lock::{FairLock, Heartbeat, LockError, LockOptions, ReleaseOutcome};
+use lockstock_lock::{FairLock, Heartbeat, LockError, LockOptions, ReleaseOutcome};
 
 use crate::helpers::{TestRedis, wait_for};
 

@@ -51,7 +51,7 @@
 //! # Example
 //! ```rust,no_run
 //! use std::time::Duration;
-//! use lockstock::lock::{LockClient, LockConfig, LockOptions, LockOwner, ReleaseOutcome};
+//! use lockstock_lock::{LockClient, LockConfig, LockOptions, LockOwner, ReleaseOutcome};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = LockConfig::default().with_owner(LockOwner::this_process("worker-1"));

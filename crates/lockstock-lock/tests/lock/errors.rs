@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use lockstock::lock::{Heartbeat, LockClient, LockConfig, LockError, LockOptions};
+use lockstock_lock::{Heartbeat, LockClient, LockConfig, LockError, LockOptions};
 
 use crate::{helpers::TestRedis, redis_server::free_port};
 

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lockstock::lock::{
+use lockstock_lock::{
     Heartbeat, InstanceReply, LockError, LockOptions, LockOwner, Redlock, RedlockConfig,
     ReleaseOutcome,
 };
