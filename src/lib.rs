@@ -27,7 +27,8 @@
 //! | [`worker`] | all of the above | the only module that composes queue + lock + store |
 //! | [`producer`] | queue, order | builds and pushes orders |
 //! | [`config`], [`telemetry`], [`shutdown`], [`redis_conn`] | — | what the binaries share |
-//! | [`demo`], [`fleet`], [`bench`](mod@bench) | — | the race demo, worker processes, benchmarks |
+//! | [`product_lock`] | lock crate | product locks over the mutex or Redlock: one type for the worker and the API |
+//! | `tools` (hidden) | — | the race demo, worker processes, benchmarks: not library API |
 //!
 //! ## Guarantees
 //! - When a worker commits an order, then the product row carried that worker's fencing token
@@ -44,14 +45,15 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
-pub mod bench;
 pub mod config;
-pub mod demo;
-pub mod fleet;
 pub mod redis_conn;
 pub mod shutdown;
 pub mod telemetry;
 pub mod worker;
+
+pub mod product_lock;
+#[doc(hidden)]
+pub mod tools;
 
 pub mod order;
 pub mod producer;

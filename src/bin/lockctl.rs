@@ -6,18 +6,20 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lockstock::{
     api::status::{StatusReport, dead_letters_table},
-    bench::{
-        Report,
-        lock::{LockBench, bench_client, format_run, run_contender},
-        pipeline::{PipelineBench, PipelineReport},
-    },
     config::{DatabaseArgs, RedisArgs, mask_url},
-    demo::{DemoConfig, run_demo},
     order::ProductId,
     queue::{JobQueue, QueueConfig},
     redis_conn,
     store::OrderStore,
     telemetry::init_tracing,
+    tools::{
+        bench::{
+            Report,
+            lock::{LockBench, bench_client, format_run, run_contender},
+            pipeline::{PipelineBench, PipelineReport},
+        },
+        demo::{DemoConfig, run_demo},
+    },
 };
 use lockstock_lock::{LockClient, LockConfig};
 

@@ -8,11 +8,12 @@ use clap::Parser;
 use lockstock::{
     api::metrics::{WorkerMetrics, serve_worker_metrics},
     config::{DatabaseArgs, RedisArgs, mask_url},
+    product_lock::ProductLocks,
     queue::{JobQueue, QueueConfig, default_worker_id},
     redis_conn,
     shutdown::spawn_signal_handler,
     telemetry::init_tracing,
-    worker::{ProductLocks, Worker, WorkerConfig},
+    worker::{Worker, WorkerConfig},
 };
 use lockstock_lock::{LockClient, LockConfig, LockOptions, LockOwner, Redlock, RedlockConfig};
 use tokio_util::sync::CancellationToken;

@@ -27,7 +27,7 @@
 
 mod error;
 mod lanes;
-mod locker;
+
 pub mod process;
 mod stats;
 
@@ -39,9 +39,10 @@ use std::{
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use crate::product_lock::ProductLocks;
+
 pub use self::{
     error::ProcessError,
-    locker::ProductLocks,
     stats::{StatsSnapshot, WorkerStats},
 };
 use self::{

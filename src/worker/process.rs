@@ -22,15 +22,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{
-    Ctx,
-    error::ProcessError,
-    lanes::Job,
-    locker::{ProductGuard, ProductLease},
-    stats::WorkerStats,
-};
+use super::{Ctx, error::ProcessError, lanes::Job, stats::WorkerStats};
 use crate::{
     order::{Outcome, Poison, ProductId, PurchaseOrder, RejectReason},
+    product_lock::{ProductGuard, ProductLease},
     store::{BatchCommit, CommitResult, Decision, StoreError},
 };
 use lockstock_lock::{LockError, LockOptions, ReleaseOutcome};

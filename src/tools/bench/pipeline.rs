@@ -26,10 +26,10 @@ use uuid::Uuid;
 
 use super::stats::percentile_us;
 use crate::{
-    fleet::{Fleet, sibling_binary},
     order::{ProductId, PurchaseOrder, Quantity},
     queue::{JobQueue, QueueConfig},
     store::OrderStore,
+    tools::fleet::{Fleet, sibling_binary},
 };
 
 /// Settings of one `lockctl bench-pipeline` run.

@@ -20,11 +20,11 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::{
-    fleet::{Fleet, sibling_binary},
     order::{ProductId, Quantity},
     producer::OrderProducer,
     queue::{JobQueue, QueueConfig},
     store::OrderStore,
+    tools::fleet::{Fleet, sibling_binary},
 };
 
 /// Settings of a demo run.
