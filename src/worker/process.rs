@@ -48,16 +48,24 @@ pub(crate) fn product_resource(product: ProductId) -> String {
 pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
     let product = first.order.product_id;
     let mut batch = vec![first];
+    // Copies of an order already in the batch (redeliveries): each waits for a later hold.
+    let mut copies: Vec<Job> = Vec::new();
     loop {
         if batch.is_empty() {
-            match ctx.lanes.next(product) {
-                Some(job) => batch.push(job),
-                None => return, // the lane is closed
+            if copies.is_empty() {
+                match ctx.lanes.next(product) {
+                    Some(job) => batch.push(job),
+                    None => return, // the lane is closed
+                }
+            } else {
+                for job in std::mem::take(&mut copies) {
+                    add_once(&mut batch, &mut copies, job);
+                }
             }
         }
         while batch.len() < ctx.config.batch_limit {
             match ctx.lanes.pop_parked(product) {
-                Some(job) => batch.push(job),
+                Some(job) => add_once(&mut batch, &mut copies, job),
                 None => break,
             }
         }
@@ -80,6 +88,18 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
         {
             return;
         }
+    }
+}
+
+/// Adds `job` to `batch` unless the batch already holds its order id: then the copy waits in
+/// `copies` for a later hold, where the store finds the order decided and the copy is
+/// acknowledged without a decision. Deciding both in one hold would count the order twice
+/// against the stock (only one row is written), refusing a later order a unit that remains.
+fn add_once(batch: &mut Vec<Job>, copies: &mut Vec<Job>, job: Job) {
+    if batch.iter().any(|held| held.order.id == job.order.id) {
+        copies.push(job);
+    } else {
+        batch.push(job);
     }
 }
 

@@ -121,3 +121,43 @@ async fn poison_messages_are_rejected_or_dead_lettered_and_the_worker_carries_on
         worker.log()
     );
 }
+
+/// Hardening hole 5: a redelivered copy inside one batch must not count twice against the stock.
+/// Stock 3; orders A, X, X (a copy of X), Y are pulled in this order, so X's copy waits in the
+/// same product lane as the original and lands in one lock hold with it. Exactly one row per
+/// order, every one of A, X and Y fulfilled (3 units for stock 3, none lost to the copy), the
+/// stock at 0 and both copies of X acknowledged.
+#[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
+async fn a_copy_in_the_same_batch_does_not_cost_a_later_order_its_unit(pool: PgPool) {
+    let env = Env::new(pool).await;
+    env.products(1, 3).await;
+    let (a, x, y) = (order(1, 1), order(1, 1), order(1, 1));
+    // Queued before the worker starts: one pull takes all four, in this order, into one lane.
+    env.push_raw(&[a.to_json(), x.to_json(), x.to_json(), y.to_json()])
+        .await;
+    let worker = env.worker("w", &["--work-ms", "20"]);
+
+    wait_for(
+        "every message acknowledged",
+        Duration::from_secs(15),
+        || async {
+            env.decided().await == 3
+                && env.llen(&env.pending_key()).await == 0
+                && env.processing_total().await == 0
+        },
+    )
+    .await;
+    let outcomes = env.outcomes().await;
+    for (name, o) in [("A", &a), ("X", &x), ("Y", &y)] {
+        assert_eq!(
+            outcomes
+                .get(&o.id.as_uuid())
+                .map(|(status, _)| status.as_str()),
+            Some("fulfilled"),
+            "order {name}: {outcomes:?}\n{}",
+            worker.log()
+        );
+    }
+    assert_eq!(env.sold(1).await, 3);
+    assert_eq!(env.stock(1).await, 0);
+}
