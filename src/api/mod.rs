@@ -74,7 +74,7 @@ pub use self::{
 };
 use lockstock_lock::LockClient;
 
-use crate::{order::ProductId, queue::JobQueue, store::OrderStore};
+use crate::{order::ProductId, product_lock::ProductLocks, queue::JobQueue, store::OrderStore};
 
 /// How the API behaves. `ApiConfig::default()` matches the `api` binary's defaults.
 #[derive(Clone)]
@@ -135,8 +135,11 @@ pub struct AppState {
 struct StateInner {
     /// Products and outcomes in Postgres.
     store: OrderStore,
-    /// Product locks, the same key space the workers use.
+    /// The lock client on the queue's Redis: what `/locks`, `/readyz` and `/metrics` look at.
     locks: LockClient,
+    /// Where locked purchases take product locks: built like the workers' (`LOCK_REDIS_URLS`),
+    /// so purchases and queued orders for one product exclude each other.
+    product_locks: ProductLocks,
     /// The producer's pending list (POST /orders pushes here) and the workers' bookkeeping.
     queue: JobQueue,
     /// Settings.
@@ -148,11 +151,28 @@ struct StateInner {
 impl AppState {
     /// State over a store, a lock client (its key prefix must match the workers') and a queue
     /// handle on the producer's list.
+    ///
+    /// Locked purchases take product locks from `locks` (the single-instance mutex); see
+    /// [`AppState::with_product_locks`] for Redlock.
     pub fn new(store: OrderStore, locks: LockClient, queue: JobQueue, config: ApiConfig) -> Self {
+        let product_locks = ProductLocks::from(locks.clone());
+        Self::with_product_locks(store, locks, product_locks, queue, config)
+    }
+
+    /// Like [`AppState::new`], with locked purchases taking product locks from `product_locks`
+    /// (as the workers do: build both with [`ProductLocks::connect`]).
+    pub fn with_product_locks(
+        store: OrderStore,
+        locks: LockClient,
+        product_locks: ProductLocks,
+        queue: JobQueue,
+        config: ApiConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(StateInner {
                 store,
                 locks,
+                product_locks,
                 queue,
                 config,
                 metrics: ApiMetrics::default(),
@@ -165,9 +185,14 @@ impl AppState {
         &self.inner.store
     }
 
-    /// The lock client.
+    /// The lock client on the queue's Redis.
     pub fn locks(&self) -> &LockClient {
         &self.inner.locks
+    }
+
+    /// Where locked purchases take product locks.
+    pub fn product_locks(&self) -> &ProductLocks {
+        &self.inner.product_locks
     }
 
     /// The queue handle.

@@ -34,10 +34,12 @@ use serde::{Deserialize, Serialize};
 use super::{AppState, Authorized, error::ApiError, parse_body, parse_product_id};
 use crate::{
     order::{Outcome, ProductId, PurchaseOrder, Quantity, RejectReason},
+    product_lock::{ProductGuard, product_resource},
+    sale::{FencedSale, SaleError, SaleOrder},
     store::{CommitResult, StoreError},
-    worker::process::product_resource,
 };
-use lockstock_lock::{LockGuard, LockOptions, ReleaseOutcome};
+use lockstock_lock::{LockOptions, ReleaseOutcome};
+use tokio_util::sync::CancellationToken;
 
 /// Most lock holds one locked purchase goes through (lost locks, stale fences) before 503.
 pub const MAX_LOCK_HOLDS: u32 = 5;
@@ -197,15 +199,16 @@ enum Round {
     Fail(ApiError),
 }
 
-impl From<ApiError> for Round {
-    fn from(error: ApiError) -> Self {
-        Round::Fail(error)
-    }
-}
-
-impl From<StoreError> for Round {
-    fn from(error: StoreError) -> Self {
-        Round::Fail(error.into())
+impl From<SaleError> for Round {
+    fn from(error: SaleError) -> Self {
+        match error {
+            SaleError::LockLost | SaleError::Stopped | SaleError::Stale { .. } => Round::Again,
+            SaleError::FloorNotRaised(error) => Round::Fail(error.into()),
+            SaleError::UnknownProduct(product) => {
+                Round::Fail(StoreError::UnknownProduct(product).into())
+            }
+            SaleError::Store(error) => Round::Fail(error.into()),
+        }
     }
 }
 
@@ -219,7 +222,7 @@ async fn locked_purchase(
     let options = LockOptions::with_ttl(state.config().lock_ttl);
     for attempt in 1..=MAX_LOCK_HOLDS {
         let guard = state
-            .locks()
+            .product_locks()
             .acquire(&resource, &options, state.config().lock_wait)
             .await?;
         let fence = guard.fence().get();
@@ -238,59 +241,49 @@ async fn locked_purchase(
     ))
 }
 
-/// One lock hold: claim with the fence, the slow step, decide, fenced commit.
+/// One lock hold: the fenced sale of this one order (claim, slow step, decide, fenced commit).
 async fn hold(
     state: &AppState,
-    guard: &LockGuard,
+    guard: &ProductGuard,
     order: &PurchaseOrder,
     attempt: u32,
 ) -> Result<(Outcome, i32), Round> {
     let store = state.store();
-    let fence = guard.fence().get();
-    let stock = match store.claim_product(order.product_id, fence).await {
-        Ok(stock) => stock,
-        Err(StoreError::StaleFence { current }) => {
-            // Redis lost the fence counter: lift it past the row's high-water mark, retry.
-            tracing::warn!(product_id = %order.product_id, fence, current, "fence counter behind the database; raising it");
-            state
-                .locks()
-                .raise_fence_floor(guard.resource(), current)
+    let sale = FencedSale::new(
+        store,
+        state.product_locks(),
+        guard,
+        order.product_id,
+        &state.config().instance_id,
+    );
+    let stock = sale.claim().await?;
+    sale.slow_step(state.config().work, &CancellationToken::new())
+        .await?;
+    let orders = [SaleOrder {
+        order: *order,
+        attempts: attempt,
+    }];
+    let results = sale
+        .sell(stock, &orders)
+        .await
+        .map_err(|stop| Round::from(stop.error))?;
+    match results.first() {
+        Some(CommitResult::Committed {
+            outcome,
+            remaining_stock: Some(remaining),
+        }) => Ok((*outcome, *remaining)),
+        Some(result) => {
+            let remaining = store
+                .stock(order.product_id)
                 .await
-                .map_err(ApiError::from)?;
-            return Err(Round::Again);
+                .map_err(|error| Round::Fail(error.into()))?;
+            Ok((result.outcome(), remaining))
         }
-        Err(error) => return Err(error.into()),
-    };
-    let lost = guard.lost();
-    tokio::select! {
-        () = lost.cancelled() => return Err(Round::Again),
-        () = tokio::time::sleep(state.config().work) => {}
-    }
-    let mut available = stock;
-    loop {
-        if guard.is_lost() {
-            return Err(Round::Again);
-        }
-        let outcome = Outcome::from_stock(available, order.quantity);
-        match store
-            .commit_fenced(order, outcome, fence, &state.config().instance_id, attempt)
-            .await
-        {
-            Ok(CommitResult::Committed {
-                outcome,
-                remaining_stock,
-            }) => return Ok((outcome, remaining_stock.unwrap_or(available))),
-            Ok(CommitResult::AlreadyDecided(outcome)) => {
-                return Ok((outcome, store.stock(order.product_id).await?));
-            }
-            Err(StoreError::InsufficientStock { stock: now, .. }) => available = now,
-            Err(StoreError::StaleFence { .. }) => return Err(Round::Again),
-            Err(error) => return Err(error.into()),
-        }
+        None => Err(Round::Again),
     }
 }
 
-async fn release(guard: LockGuard) {
+async fn release(guard: ProductGuard) {
     match guard.release().await {
         Ok(ReleaseOutcome::NotHeld) => {
             tracing::debug!("the product lock had expired before release");

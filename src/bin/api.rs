@@ -9,6 +9,7 @@ use clap::Parser;
 use lockstock::{
     api::{ApiConfig, AppState, check_bind, serve},
     config::{DatabaseArgs, RedisArgs, mask_url},
+    product_lock::ProductLocks,
     queue::{JobQueue, QueueConfig},
     redis_conn,
     shutdown::spawn_signal_handler,
@@ -59,6 +60,11 @@ struct Cli {
     /// Prefix of the lock keys (must match the workers').
     #[arg(long, env = "LOCK_PREFIX", default_value = "lockstock")]
     lock_prefix: String,
+    /// Take product locks with Redlock over these independent Redis masters, exactly as the
+    /// workers do (give both the same list): comma-separated, an odd number of at least 3. One
+    /// URL: the single-instance lock on that server. Unset: the lock on `--redis-url`.
+    #[arg(long, env = "LOCK_REDIS_URLS", value_delimiter = ',')]
+    lock_redis_urls: Vec<String>,
     /// Postgres connections in this process's pool.
     #[arg(long, default_value_t = 16)]
     max_connections: u32,
@@ -111,7 +117,9 @@ async fn main() -> anyhow::Result<()> {
         .context("configuring the locks")?
         .with_owner(LockOwner::this_process(config.instance_id.clone()));
     let locks = LockClient::with_connection(client, conn, lock_config);
-    let state = AppState::new(store, locks, queue, config);
+    let product_locks =
+        ProductLocks::connect(locks.clone(), &cli.lock_redis_urls, config.lock_ttl).await?;
+    let state = AppState::with_product_locks(store, locks, product_locks, queue, config);
 
     let listener = tokio::net::TcpListener::bind(addresses.as_slice())
         .await

@@ -15,7 +15,7 @@ use lockstock::{
     telemetry::init_tracing,
     worker::{Worker, WorkerConfig},
 };
-use lockstock_lock::{LockClient, LockConfig, LockOptions, LockOwner, Redlock, RedlockConfig};
+use lockstock_lock::{LockClient, LockConfig, LockOwner};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -115,37 +115,13 @@ async fn main() -> anyhow::Result<()> {
         .with_prefix(cli.lock_prefix)
         .context("configuring the locks")?
         .with_owner(LockOwner::this_process(worker_id.clone()));
-    let locks = LockClient::with_connection(client, conn, lock_config.clone());
-    let lock_urls: Vec<&str> = cli
-        .lock_redis_urls
-        .iter()
-        .map(|url| url.trim())
-        .filter(|url| !url.is_empty())
-        .collect();
-    let product_locks: ProductLocks = match lock_urls.as_slice() {
-        [] => locks.clone().into(),
-        [url] => LockClient::connect(url, lock_config.clone())
-            .await
-            .with_context(|| format!("connecting to the lock Redis at {}", mask_url(url)))?
-            .into(),
-        urls => {
-            let config = RedlockConfig {
-                keys: lock_config.keys.clone(),
-                owner: lock_config.owner.clone(),
-                ..RedlockConfig::default()
-            };
-            let redlock = Redlock::connect(urls, config)
-                .await
-                .context("configuring Redlock from LOCK_REDIS_URLS")?;
-            redlock
-                .check_options(&LockOptions::with_ttl(Duration::from_millis(
-                    cli.lock_ttl_ms,
-                )))
-                .context("checking --lock-ttl-ms against Redlock")?;
-            tracing::info!(instances = ?redlock.instances(), quorum = redlock.quorum(), "product locks use Redlock");
-            redlock.into()
-        }
-    };
+    let locks = LockClient::with_connection(client, conn, lock_config);
+    let product_locks = ProductLocks::connect(
+        locks.clone(),
+        &cli.lock_redis_urls,
+        Duration::from_millis(cli.lock_ttl_ms),
+    )
+    .await?;
     let config = WorkerConfig {
         worker_id,
         concurrency: cli.concurrency as usize,

@@ -1,6 +1,7 @@
 //! The Postgres side of the pipeline: products, order outcomes and fencing. Never Redis.
 //!
-//! [`OrderStore`] wraps a [`PgPool`]. A lock holder uses it in two steps:
+//! [`OrderStore`] wraps a [`PgPool`]. A lock holder uses it in two steps (the fenced sale, all in
+//! `store/sale.rs`; [`crate::sale`] drives it under a held lock):
 //!
 //! 1. [`OrderStore::claim_product`] with its fencing token, right after taking the product's lock
 //!    and *before* reading anything: one statement raises the row's `last_fence` to the token
@@ -40,6 +41,7 @@
 mod error;
 mod orders;
 mod products;
+mod sale;
 mod views;
 
 use std::time::Duration;
@@ -49,9 +51,10 @@ use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
 
 pub use self::{
     error::{Result, StoreError},
+    sale::{BatchCommit, Decision},
     views::{OutcomeCount, ProductRow},
 };
-use crate::order::{OrderId, Outcome, PurchaseOrder};
+use crate::order::{OrderId, Outcome};
 
 /// The crate's migrations (`migrations/`), embedded at compile time.
 ///
@@ -155,29 +158,6 @@ impl CommitResult {
     pub fn is_committed(self) -> bool {
         matches!(self, CommitResult::Committed { .. })
     }
-}
-
-/// One decided order of a batch ([`OrderStore::commit_fenced_batch`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    /// The order.
-    pub order: PurchaseOrder,
-    /// What was decided for it.
-    pub outcome: Outcome,
-    /// How many times it has been tried (recorded on the row).
-    pub attempts: u32,
-}
-
-/// What a batch commit did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchCommit {
-    /// Every outcome row is stored and the stock decremented by the fulfilled quantities.
-    Committed {
-        /// The product's stock after the commit.
-        remaining_stock: i32,
-    },
-    /// At least one order already had an outcome; nothing was written.
-    SomeAlreadyDecided,
 }
 
 /// A stored order row.

@@ -1,8 +1,17 @@
 //! The worker: the only module that composes the queue, the lock and the store.
 //!
 //! A [`Worker`] pulls purchase orders from the Redis list with a blocking atomic move into its own
-//! processing list, processes each under its product's lock (see [`process`]) and acknowledges it
-//! only after its outcome is committed in Postgres.
+//! processing list, processes each under its product's lock (the fenced path, `fenced.rs`, over
+//! the one fenced sale of [`crate::sale`]) and acknowledges it only after its outcome is
+//! committed in Postgres.
+//!
+//! | file | concern |
+//! |---|---|
+//! | `fenced.rs` | product lanes decided in batches under the product's lock |
+//! | `unlocked.rs` | the seed's unsafe `--no-lock` path, for the demo |
+//! | `poison.rs` | invalid messages, unknown products, dead letters |
+//! | `retry.rs` | the one retry policy (on `backon`) every loop waits by |
+//! | `lanes.rs` | per-product lanes and concurrency slots |
 //!
 //! # Guarantees
 //! - When an order is pulled, then it stays in this worker's processing list until its outcome
@@ -11,7 +20,7 @@
 //! - Every order gets exactly one outcome row: commits are idempotent by order id, so a
 //!   redelivered order is acknowledged without a second effect.
 //! - Stock never goes below zero on the locked path, whatever the pauses: every decision is
-//!   fenced (see [`process`]).
+//!   fenced (see [`crate::sale`]).
 //! - When many queued orders want one product, then they wait in that product's lane without
 //!   taking concurrency slots; orders for other products keep flowing.
 //! - When a blocking move's reply was lost, then the message sits in this worker's processing
@@ -26,10 +35,12 @@
 //! - Order of outcomes across products, or across workers for one product beyond the lock's FIFO.
 
 mod error;
+mod fenced;
 mod lanes;
-
-pub mod process;
+mod poison;
+mod retry;
 mod stats;
+mod unlocked;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -47,9 +58,13 @@ pub use self::{
 };
 use self::{
     lanes::{Admitted, Job, Lanes, Task},
-    process::Backoff,
+    retry::Retry,
 };
-use crate::{order::decode, queue::JobQueue, store::OrderStore};
+use crate::{
+    order::{Outcome, PurchaseOrder, decode},
+    queue::JobQueue,
+    store::{CommitResult, OrderStore},
+};
 
 /// How a worker behaves. `WorkerConfig::default()` matches the `worker` binary's defaults.
 #[derive(Debug, Clone)]
@@ -167,13 +182,13 @@ impl Ctx {
 
     /// Acknowledges several decided messages in one round trip, retrying like [`Ctx::ack`].
     pub(crate) async fn ack_many<P: AsRef<[u8]>>(&self, payloads: &[P]) {
-        let mut backoff = Backoff::default();
+        let mut retry = Retry::default();
         loop {
             match self.queue.ack_many(payloads).await {
                 Ok(_) => break,
                 Err(error) => {
                     tracing::warn!(%error, "acknowledging failed; retrying");
-                    if !self.pause(backoff.next()).await {
+                    if !self.pause(retry.next_delay()).await {
                         break;
                     }
                 }
@@ -181,6 +196,26 @@ impl Ctx {
         }
         for payload in payloads {
             self.forget(payload.as_ref());
+        }
+    }
+
+    /// Counts and logs what a commit did.
+    pub(crate) fn record(&self, order: &PurchaseOrder, result: CommitResult) {
+        match result {
+            CommitResult::Committed {
+                outcome,
+                remaining_stock,
+            } => {
+                match outcome {
+                    Outcome::Fulfilled => WorkerStats::bump(&self.stats.fulfilled),
+                    Outcome::Rejected(_) => WorkerStats::bump(&self.stats.rejected),
+                }
+                tracing::debug!(order_id = %order.id, product_id = %order.product_id, %outcome, ?remaining_stock, "order decided");
+            }
+            CommitResult::AlreadyDecided(outcome) => {
+                WorkerStats::bump(&self.stats.already_decided);
+                tracing::debug!(order_id = %order.id, %outcome, "order already decided; acknowledged again");
+            }
         }
     }
 
@@ -266,12 +301,12 @@ impl Worker {
             "worker started"
         );
         // Liveness first, so no other worker mistakes this one for dead.
-        let mut backoff = Backoff::default();
+        let mut retry = Retry::default();
         while let Err(error) = ctx.queue.heartbeat_liveness(config.liveness_ttl).await {
             tracing::warn!(%error, "registering liveness failed; retrying");
             tokio::select! {
                 () = shutdown.cancelled() => return ctx.stats.snapshot(),
-                () = tokio::time::sleep(backoff.next()) => {}
+                () = tokio::time::sleep(retry.next_delay()) => {}
             }
         }
         let upkeep_stop = CancellationToken::new();
@@ -327,7 +362,7 @@ const PULL_BATCH: usize = 64;
 async fn pull(ctx: &Arc<Ctx>, tracker: &TaskTracker, shutdown: &CancellationToken) {
     let mut next_reconcile = Instant::now(); // at start: adopt anything already in our list
     let mut orphans_seen: HashSet<Vec<u8>> = HashSet::new();
-    let mut backoff = Backoff::default();
+    let mut retry = Retry::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -346,7 +381,7 @@ async fn pull(ctx: &Arc<Ctx>, tracker: &TaskTracker, shutdown: &CancellationToke
         };
         match reserved {
             Ok(payloads) => {
-                backoff = Backoff::default();
+                retry = Retry::default();
                 for payload in payloads {
                     ctx.track(&payload);
                     dispatch(ctx, tracker, payload);
@@ -357,7 +392,7 @@ async fn pull(ctx: &Arc<Ctx>, tracker: &TaskTracker, shutdown: &CancellationToke
                 WorkerStats::bump(&ctx.stats.retries);
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff.next()) => {}
+                    () = tokio::time::sleep(retry.next_delay()) => {}
                 }
             }
         }
@@ -391,11 +426,9 @@ async fn run_slot(ctx: Arc<Ctx>, first: Task) {
     let mut task = first;
     loop {
         match task {
-            Task::Lane(job) => process::run_lane(ctx.clone(), job).await,
-            Task::Unlocked(job) => process::run_unlocked(ctx.clone(), job).await,
-            Task::Poison(payload, poison) => {
-                process::run_poison(ctx.clone(), payload, poison).await
-            }
+            Task::Lane(job) => fenced::run_lane(ctx.clone(), job).await,
+            Task::Unlocked(job) => unlocked::run_unlocked(ctx.clone(), job).await,
+            Task::Poison(payload, poison) => poison::run_poison(ctx.clone(), payload, poison).await,
         }
         if ctx.hard_stop.is_cancelled() {
             return;
