@@ -15,7 +15,18 @@ use lockstock::{
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
-use crate::redis_server::RedisServer;
+use crate::redis_server::{RedisServer, free_port};
+
+/// Three independent lock instances (Redlock) and their `--lock-redis-urls` value.
+pub fn lock_instances() -> (Vec<RedisServer>, String) {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls = servers
+        .iter()
+        .map(RedisServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    (servers, urls)
+}
 
 /// One test's world.
 pub struct Env {
@@ -110,6 +121,54 @@ impl Env {
             id,
             log,
         }
+    }
+
+    /// Starts the `api` binary on a free loopback port with the test's keys (the workers'
+    /// queue, dead letter list and lock prefix) plus `extra` flags; answers once `/readyz` does.
+    pub async fn api(&self, name: &str, extra: &[&str]) -> ApiProc {
+        let log = self.logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("api log");
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_api"))
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args([
+                "--redis-url",
+                &self.redis.url(),
+                "--database-url",
+                &self.database_url,
+            ])
+            .args([
+                "--queue-key",
+                &self.pending_key(),
+                "--dead-key",
+                &self.dead_key(),
+            ])
+            .args(["--lock-prefix", &self.lock_prefix()])
+            .args(extra)
+            .env_remove("API_TOKEN")
+            .env_remove("LOCK_REDIS_URLS")
+            .env("RUST_LOG", "info,lockstock=debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log handle"))
+            .stderr(file)
+            .spawn()
+            .expect("start the api binary");
+        let api = ApiProc {
+            process: WorkerProc {
+                child: Some(child),
+                id: format!("{}-{name}", self.prefix),
+                log,
+            },
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        let ready = format!("{}/readyz", api.base);
+        wait_for("the api to answer", Duration::from_secs(20), || {
+            let request = api.client.get(&ready).send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+        api
     }
 
     /// A queue handle for pushing and inspecting (not a consumer).
@@ -275,6 +334,33 @@ where
             "timed out after {within:?} waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A running `api` process and a client for it; killed when dropped.
+pub struct ApiProc {
+    /// The process (its log, its signals).
+    pub process: WorkerProc,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    client: reqwest::Client,
+}
+
+impl ApiProc {
+    /// `n` concurrent locked purchases of one unit of `product`; the HTTP status of each.
+    pub async fn buy_concurrently(&self, product: i32, n: usize) -> Vec<u16> {
+        let url = format!("{}/purchase/with-lock/{product}", self.base);
+        let requests = (0..n).map(|_| {
+            self.client
+                .post(&url)
+                .json(&serde_json::json!({ "quantity": 1 }))
+                .send()
+        });
+        futures_util::future::join_all(requests)
+            .await
+            .into_iter()
+            .map(|answer| answer.expect("purchase request").status().as_u16())
+            .collect()
     }
 }
 

@@ -12,4 +12,5 @@ mod exactly_once;
 mod failures;
 mod messages;
 mod redlock;
+mod shared_locks;
 mod shutdown;

@@ -6,21 +6,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::{
-    helpers::{Env, order, wait_for},
-    redis_server::RedisServer,
-};
-
-/// The three lock instances of a test.
-fn lock_instances() -> (Vec<RedisServer>, String) {
-    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let urls = servers
-        .iter()
-        .map(RedisServer::url)
-        .collect::<Vec<_>>()
-        .join(",");
-    (servers, urls)
-}
+use crate::helpers::{Env, lock_instances, order, wait_for};
 
 /// Invariant: nothing oversold with one lock instance killed mid-run. Two workers decide 90
 /// orders for three products of stock 20 (demand 30 each) under Redlock; one of the three lock
