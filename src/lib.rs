@@ -24,7 +24,7 @@
 //! | [`queue`] | Redis lists only | reliable queue: reserve into a processing list, ack, dead letters, liveness, recovery |
 //! | [`order`] | nothing | purchase orders, validation, poison classification, outcomes |
 //! | [`store`] | Postgres | fenced claims and commits, idempotent by order id |
-//! | [`sale`] | store, product locks | the ONE fenced sale under a held lock: worker batches and API purchases |
+//! | `sale` | store, product locks | the ONE fenced sale under a held lock: worker batches and API purchases |
 //! | [`worker`] | all of the above | the only module that composes queue + lock + store |
 //! | [`producer`] | queue, order | builds and pushes orders |
 //! | [`config`], [`telemetry`], [`shutdown`], [`redis_conn`] | — | what the binaries share |
@@ -53,7 +53,7 @@ pub mod telemetry;
 pub mod worker;
 
 pub mod product_lock;
-pub mod sale;
+pub(crate) mod sale;
 #[doc(hidden)]
 pub mod tools;
 

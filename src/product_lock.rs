@@ -8,7 +8,7 @@
 //!   fail (and are retried: orders wait in the queue, none is lost). The queue stays on its own
 //!   Redis either way.
 //! - Either way the processing code sees the same three things: a fencing token, a lost signal,
-//!   and an explicit release; every commit is fenced in Postgres (see [`crate::sale`]).
+//!   and an explicit release; every commit is fenced in Postgres (see `crate::sale`).
 //! - When the worker and the API build their locks with [`ProductLocks::connect`] from the same
 //!   settings, then they lock the same resource ([`product_resource`]) in the same key space, so
 //!   API purchases and queued orders for one product exclude each other.

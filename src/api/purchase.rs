@@ -14,6 +14,10 @@
 //! an unknown product is a 404 (the seed answered stock 0); `remaining_stock` is the stock the
 //! database holds after the sale, not the seed's `read - quantity` (which hides the oversell).
 //!
+//! - When a purchase goes through the locked path, then it takes the product's lock from
+//!   [`AppState::product_locks`] (built like the workers', so Redlock when `LOCK_REDIS_URLS`
+//!   lists several instances) and drives the same fenced sale as a worker's batch
+//!   (`crate::sale`), as a batch of one.
 //! - When the locked path's claim is refused as stale (Redis lost its fence counters), then the
 //!   lock's counter is raised above the row's fence and the lock taken again, as the worker does;
 //!   likewise when the lock is lost during the slow step or the commit is refused by the fence.

@@ -1,7 +1,7 @@
 //! The Postgres side of the pipeline: products, order outcomes and fencing. Never Redis.
 //!
 //! [`OrderStore`] wraps a [`PgPool`]. A lock holder uses it in two steps (the fenced sale, all in
-//! `store/sale.rs`; [`crate::sale`] drives it under a held lock):
+//! `store/sale.rs`; `crate::sale` drives it under a held lock):
 //!
 //! 1. [`OrderStore::claim_product`] with its fencing token, right after taking the product's lock
 //!    and *before* reading anything: one statement raises the row's `last_fence` to the token

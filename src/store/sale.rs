@@ -1,7 +1,7 @@
 //! The Postgres side of the ONE fenced sale: claim, commit-if-fenced, high-water mark.
 //!
 //! Every sale made under a product lock goes through these calls, whoever holds the lock (a
-//! worker's batch or the API's locked purchase; the lock-aware driver is [`crate::sale`]):
+//! worker's batch or the API's locked purchase; the lock-aware driver is `crate::sale`):
 //!
 //! 1. [`OrderStore::claim_product`] with the lock's fencing token, before reading anything: one
 //!    statement raises the row's `last_fence` to the token and returns the stock.

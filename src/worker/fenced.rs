@@ -3,7 +3,7 @@
 //! Per lock hold:
 //! 1. take the product's lock (FIFO hand-off between processes; heartbeat while held);
 //! 2. take the orders waiting in the product's lane (up to `batch_limit`, each order id once);
-//! 3. drive the ONE fenced sale ([`crate::sale`]): claim the row with the lock's token before
+//! 3. drive the ONE fenced sale (`crate::sale`): claim the row with the lock's token before
 //!    reading, the slow step of every order (abandoned if the lost signal fires), decide them in
 //!    order from the stock, commit them in ONE statement that applies only while the row still
 //!    carries the token;

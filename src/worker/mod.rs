@@ -2,7 +2,7 @@
 //!
 //! A [`Worker`] pulls purchase orders from the Redis list with a blocking atomic move into its own
 //! processing list, processes each under its product's lock (the fenced path, `fenced.rs`, over
-//! the one fenced sale of [`crate::sale`]) and acknowledges it only after its outcome is
+//! the one fenced sale of `crate::sale`) and acknowledges it only after its outcome is
 //! committed in Postgres.
 //!
 //! | file | concern |
@@ -20,7 +20,7 @@
 //! - Every order gets exactly one outcome row: commits are idempotent by order id, so a
 //!   redelivered order is acknowledged without a second effect.
 //! - Stock never goes below zero on the locked path, whatever the pauses: every decision is
-//!   fenced (see [`crate::sale`]).
+//!   fenced (see `crate::sale`).
 //! - When many queued orders want one product, then they wait in that product's lane without
 //!   taking concurrency slots; orders for other products keep flowing.
 //! - When a blocking move's reply was lost, then the message sits in this worker's processing

@@ -79,58 +79,12 @@ impl Env {
         format!("{}:{{product:{product}}}:lock", self.lock_prefix())
     }
 
-    /// Starts a worker process named `name` with the test's keys plus `extra` flags (which
-    /// override the test defaults: a 1 s liveness TTL, recovery every 200 ms).
-    pub fn worker(&self, name: &str, extra: &[&str]) -> WorkerProc {
+    /// Starts binary `exe` as process `name` with the test's Redis, database, queue keys and lock
+    /// prefix, then `args`; its output goes to the test's log directory.
+    fn spawn(&self, exe: &str, name: &str, args: &[&str]) -> WorkerProc {
         let log = self.logs.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("worker log");
-        let id = format!("{}-{name}", self.prefix);
-        let child = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args([
-                "--redis-url",
-                &self.redis.url(),
-                "--database-url",
-                &self.database_url,
-            ])
-            .args([
-                "--queue-key",
-                &self.pending_key(),
-                "--dead-key",
-                &self.dead_key(),
-            ])
-            .args(["--lock-prefix", &self.lock_prefix(), "--worker-id", &id])
-            .args(
-                [
-                    ("--liveness-ttl-ms", "1000"),
-                    ("--recovery-interval-ms", "200"),
-                    ("--max-connections", "4"),
-                ]
-                .into_iter()
-                .filter(|(flag, _)| !extra.contains(flag))
-                .flat_map(|(flag, value)| [flag, value]),
-            )
-            .args(extra)
-            .env("RUST_LOG", "info,lockstock=debug")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log handle"))
-            .stderr(file)
-            .spawn()
-            .expect("start the worker binary");
-        WorkerProc {
-            child: Some(child),
-            id,
-            log,
-        }
-    }
-
-    /// Starts the `api` binary on a free loopback port with the test's keys (the workers'
-    /// queue, dead letter list and lock prefix) plus `extra` flags; answers once `/readyz` does.
-    pub async fn api(&self, name: &str, extra: &[&str]) -> ApiProc {
-        let log = self.logs.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("api log");
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_api"))
-            .args(["--bind", &format!("127.0.0.1:{port}")])
+        let file = std::fs::File::create(&log).expect("process log");
+        let child = Command::new(exe)
             .args([
                 "--redis-url",
                 &self.redis.url(),
@@ -144,7 +98,7 @@ impl Env {
                 &self.dead_key(),
             ])
             .args(["--lock-prefix", &self.lock_prefix()])
-            .args(extra)
+            .args(args)
             .env_remove("API_TOKEN")
             .env_remove("LOCK_REDIS_URLS")
             .env("RUST_LOG", "info,lockstock=debug")
@@ -152,14 +106,42 @@ impl Env {
             .stdout(file.try_clone().expect("log handle"))
             .stderr(file)
             .spawn()
-            .expect("start the api binary");
+            .unwrap_or_else(|e| panic!("start {exe}: {e}"));
+        WorkerProc {
+            child: Some(child),
+            id: format!("{}-{name}", self.prefix),
+            log,
+        }
+    }
+
+    /// Starts a worker process named `name` with the test's keys plus `extra` flags (which
+    /// override the test defaults: a 1 s liveness TTL, recovery every 200 ms).
+    pub fn worker(&self, name: &str, extra: &[&str]) -> WorkerProc {
+        let id = format!("{}-{name}", self.prefix);
+        let mut args = vec!["--worker-id", id.as_str()];
+        args.extend(
+            [
+                ("--liveness-ttl-ms", "1000"),
+                ("--recovery-interval-ms", "200"),
+                ("--max-connections", "4"),
+            ]
+            .into_iter()
+            .filter(|(flag, _)| !extra.contains(flag))
+            .flat_map(|(flag, value)| [flag, value]),
+        );
+        args.extend(extra);
+        self.spawn(env!("CARGO_BIN_EXE_worker"), name, &args)
+    }
+
+    /// Starts the `api` binary on a free loopback port with the test's keys (the workers'
+    /// queue, dead letter list and lock prefix) plus `extra` flags; answers once `/readyz` does.
+    pub async fn api(&self, name: &str, extra: &[&str]) -> ApiProc {
+        let bind = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["--bind", bind.as_str()];
+        args.extend(extra);
         let api = ApiProc {
-            process: WorkerProc {
-                child: Some(child),
-                id: format!("{}-{name}", self.prefix),
-                log,
-            },
-            base: format!("http://127.0.0.1:{port}"),
+            process: self.spawn(env!("CARGO_BIN_EXE_api"), name, &args),
+            base: format!("http://{bind}"),
             client: reqwest::Client::new(),
         };
         let ready = format!("{}/readyz", api.base);
@@ -169,6 +151,16 @@ impl Env {
         })
         .await;
         api
+    }
+
+    /// Waits until every processing list of the test's queue is empty (all acknowledged).
+    pub async fn wait_processing_empty(&self) {
+        wait_for(
+            "the processing lists to empty",
+            Duration::from_secs(5),
+            || async { self.processing_total().await == 0 },
+        )
+        .await;
     }
 
     /// A queue handle for pushing and inspecting (not a consumer).

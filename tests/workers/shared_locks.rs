@@ -6,7 +6,7 @@ use std::{collections::HashSet, time::Duration};
 
 use sqlx::PgPool;
 
-use crate::helpers::{Env, lock_instances, order, wait_for};
+use crate::helpers::{Env, lock_instances, order};
 
 /// Flags for the API that keep concurrent purchases well within the lock wait.
 const API_FLAGS: [&str; 4] = ["--work-ms", "10", "--lock-wait-ms", "30000"];
@@ -129,12 +129,7 @@ async fn api_and_workers_take_turns_on_one_product(env: &Env, lock_urls: Option<
             && !logs.contains("the row carries a newer fence"),
         "a process was fenced off, so the locks did not exclude each other:\n{logs}"
     );
-    wait_for(
-        "the processing lists to empty",
-        Duration::from_secs(5),
-        || async { env.processing_total().await == 0 },
-    )
-    .await;
+    env.wait_processing_empty().await;
 }
 
 /// API purchases and queued orders exclude each other on Redlock (`--lock-redis-urls` with three
