@@ -176,6 +176,12 @@ async fn after_redis_restarts_empty_workers_recover_without_overselling(pool: Pg
     env.redis.restart();
     env.push(&orders).await; // the producer's retry: same ids, so no double effect
     env.wait_decided(200, Duration::from_secs(60)).await;
+    // Every order may be decided before the restart; the pushed-again copies are handled
+    // (claimed under fresh fences, acknowledged) only once the queue is drained.
+    wait_for("the queue to drain", Duration::from_secs(30), || async {
+        env.llen(&env.pending_key()).await == 0 && env.processing_total().await == 0
+    })
+    .await;
 
     let outcomes = env.outcomes().await;
     assert_eq!(outcomes.len(), 200);
