@@ -23,7 +23,7 @@
 //! | [`lockstock_lock`] (own crate) | Redis only | the fenced mutex and the other primitives: acquire, hand-off, heartbeat, lost signal, inspect |
 //! | [`queue`] | Redis lists only | reliable queue: reserve into a processing list, ack, dead letters, liveness, recovery |
 //! | [`order`] | nothing | purchase orders, validation, poison classification, outcomes |
-//! | [`store`] | Postgres | fenced claims and commits, idempotent by order id |
+//! | [`store`] | Postgres | products, outcomes, and the fenced sale's statements (`store/sale.rs`): claims and commits, idempotent by order id |
 //! | `sale` | store, product locks | the ONE fenced sale under a held lock: worker batches and API purchases |
 //! | [`worker`] | all of the above | the only module that composes queue + lock + store |
 //! | [`producer`] | queue, order | builds and pushes orders |
