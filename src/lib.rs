@@ -59,3 +59,8 @@ pub mod order;
 pub mod producer;
 pub mod queue;
 pub mod store;
+
+/// The README's examples, compiled with the doc tests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

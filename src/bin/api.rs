@@ -135,3 +135,16 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("api stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The flag definitions, shared groups included, are consistent (clap's own checks).
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

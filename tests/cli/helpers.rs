@@ -1,0 +1,127 @@
+//! Running the binaries: a test's keys, its database URL, and child processes with their output.
+
+use std::{
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use lockstock::services::SharedRedis;
+use sqlx::PgPool;
+
+/// The path of one of the package's binaries.
+pub fn binary(name: &str) -> &'static str {
+    match name {
+        "producer" => env!("CARGO_BIN_EXE_producer"),
+        "worker" => env!("CARGO_BIN_EXE_worker"),
+        "api" => env!("CARGO_BIN_EXE_api"),
+        "lockctl" => env!("CARGO_BIN_EXE_lockctl"),
+        other => panic!("no binary {other}"),
+    }
+}
+
+/// Every binary of the package.
+pub const BINARIES: [&str; 4] = ["producer", "worker", "api", "lockctl"];
+
+/// A command for binary `name` with none of the variables the binaries read inherited from the
+/// test's environment (so a developer's exported `QUEUE_KEY` cannot change a test).
+pub fn command(name: &str) -> Command {
+    let mut command = Command::new(binary(name));
+    for var in [
+        "QUEUE_KEY",
+        "DEAD_KEY",
+        "LOCK_PREFIX",
+        "LOCK_REDIS_URLS",
+        "LOG_FORMAT",
+        "WORKER_ID",
+        "METRICS_ADDR",
+        "API_TOKEN",
+        "API_BIND",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command.stdin(Stdio::null());
+    command
+}
+
+/// Runs `command` to completion (at most 30 s) and returns its output.
+pub fn run(mut command: Command) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the binary");
+    wait_output(child, Duration::from_secs(30))
+}
+
+/// Waits up to `within` for `child` to exit (killing it if it does not) and returns its output.
+pub fn wait_output(mut child: Child, within: Duration) -> Output {
+    let deadline = Instant::now() + within;
+    while child.try_wait().expect("poll the child").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the binary did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect the output")
+}
+
+/// Sends SIGTERM to `child`.
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// The URL of the pool's database, built from DATABASE_URL with the test database's name.
+pub fn database_url(pool: &PgPool) -> String {
+    let database = pool
+        .connect_options()
+        .get_database()
+        .expect("test database name")
+        .to_owned();
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/test exports it)");
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL parses");
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
+
+/// A unique key namespace for one test.
+pub fn prefix() -> String {
+    format!("test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The length of list `key` on `redis_url`.
+pub async fn llen(redis_url: &str, key: &str) -> usize {
+    let mut conn = SharedRedis::connect(redis_url)
+        .await
+        .expect("connect to the test redis")
+        .connection();
+    redis::cmd("LLEN")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .expect("LLEN")
+}
+
+/// Polls `condition` until it holds; panics naming `what` if `within` passes first.
+pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
