@@ -6,7 +6,9 @@ use std::{process::Stdio, time::Duration};
 use sqlx::PgPool;
 
 use crate::{
-    helpers::{command, database_url, llen, prefix, run, terminate, wait_for, wait_output},
+    helpers::{
+        assert_success, command, database_url, llen, prefix, run, terminate, wait_for, wait_output,
+    },
     redis_server::RedisServer,
 };
 
@@ -29,12 +31,8 @@ async fn producer_pushes_to_the_list_named_by_queue_key() {
         .unwrap();
 
     // Assert
+    assert_success("producer", &output);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert_eq!(stdout.trim(), format!("enqueued 5 orders to {key}"));
     assert_eq!(llen(&redis.url(), &key).await, 5);
     assert_eq!(llen(&redis.url(), "orders:pending").await, 0);
@@ -71,11 +69,7 @@ async fn producer_and_worker_meet_on_the_queue_named_by_the_environment(pool: Pg
     let output = tokio::task::spawn_blocking(move || run(producer))
         .await
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success("producer", &output);
 
     // Assert
     wait_for(
@@ -98,9 +92,5 @@ async fn producer_and_worker_meet_on_the_queue_named_by_the_environment(pool: Pg
     let output = tokio::task::spawn_blocking(move || wait_output(worker, Duration::from_secs(30)))
         .await
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success("worker", &output);
 }

@@ -6,7 +6,8 @@ use std::{
 };
 
 use lockstock::services::SharedRedis;
-use sqlx::PgPool;
+
+pub use crate::test_env::{database_url, wait_for};
 
 /// The path of one of the package's binaries.
 pub fn binary(name: &str) -> &'static str {
@@ -67,6 +68,17 @@ pub fn wait_output(mut child: Child, within: Duration) -> Output {
     child.wait_with_output().expect("collect the output")
 }
 
+/// Asserts that `binary` exited 0, showing its output otherwise.
+pub fn assert_success(binary: &str, output: &Output) {
+    assert!(
+        output.status.success(),
+        "{binary} exited with {:?}: {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Sends SIGTERM to `child`.
 pub fn terminate(child: &Child) {
     let status = Command::new("kill")
@@ -74,19 +86,6 @@ pub fn terminate(child: &Child) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -TERM failed");
-}
-
-/// The URL of the pool's database, built from DATABASE_URL with the test database's name.
-pub fn database_url(pool: &PgPool) -> String {
-    let database = pool
-        .connect_options()
-        .get_database()
-        .expect("test database name")
-        .to_owned();
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/test exports it)");
-    let mut url = url::Url::parse(&base).expect("DATABASE_URL parses");
-    url.set_path(&format!("/{database}"));
-    url.to_string()
 }
 
 /// A unique key namespace for one test.
@@ -105,23 +104,4 @@ pub async fn llen(redis_url: &str, key: &str) -> usize {
         .query_async(&mut conn)
         .await
         .expect("LLEN")
-}
-
-/// Polls `condition` until it holds; panics naming `what` if `within` passes first.
-pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

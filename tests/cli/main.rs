@@ -6,6 +6,8 @@
 
 #[path = "../../crates/lockstock-lock/tests/support/redis_server.rs"]
 mod redis_server;
+#[path = "../support/test_env.rs"]
+mod test_env;
 
 mod helpers;
 
