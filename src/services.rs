@@ -13,6 +13,39 @@
 //! - [`open_store`] opens the Postgres pool and applies the migrations (safe when several
 //!   processes start at once).
 //!
+//! A binary's wiring, from its flattened argument groups:
+//!
+//! ```rust,no_run
+//! use clap::Parser;
+//! use lockstock::{
+//!     config::{DatabaseArgs, LockArgs, QueueArgs, RedisArgs},
+//!     services,
+//! };
+//! use lockstock_lock::LockOwner;
+//!
+//! #[derive(Debug, Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     redis: RedisArgs,
+//!     #[command(flatten)]
+//!     database: DatabaseArgs,
+//!     #[command(flatten)]
+//!     queue: QueueArgs,
+//!     #[command(flatten)]
+//!     locks: LockArgs,
+//! }
+//!
+//! # async fn wire() -> anyhow::Result<()> {
+//! let cli = Cli::parse();
+//! let store = services::open_store(&cli.database, 8).await?;
+//! let redis = services::connect_redis(&cli.redis).await?;
+//! let queue = redis.queue(cli.queue.queue_config("worker-1"))?;
+//! let owner = LockOwner::this_process("worker-1");
+//! let product_locks = services::connect_product_locks(&redis, &cli.locks, owner).await?;
+//! # let _ = (store, queue, product_locks);
+//! # Ok(()) }
+//! ```
+//!
 //! Not yet: Redis Cluster. [`SharedRedis`] is the seam for it: callers build queues and lock
 //! clients through it, so when `connect` learns to detect a cluster it can hold a cluster
 //! connection instead and hand out cluster queues and locks without the callers changing
