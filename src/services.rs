@@ -218,6 +218,25 @@ pub async fn connect_product_locks(
     }
 }
 
+/// The lock client whose metrics and inspection describe `product_locks`: the mutex's own client
+/// (so its acquisitions are counted where they happen), or, under Redlock, a client on the
+/// queue's Redis with the same key space and owner (which sees no product locks).
+///
+/// - When the prefix is invalid, then [`ServiceError::LockConfig`].
+pub fn reporting_lock_client(
+    redis: &SharedRedis,
+    product_locks: &ProductLocks,
+    args: &LockArgs,
+    owner: LockOwner,
+) -> Result<LockClient> {
+    match product_locks {
+        ProductLocks::Single(client) => Ok(client.clone()),
+        ProductLocks::Redlock(_) => {
+            Ok(redis.lock_client(args.lock_config(owner).map_err(ServiceError::LockConfig)?))
+        }
+    }
+}
+
 /// Redlock over `urls` with the key space and owner of `config`.
 async fn connect_redlock(urls: &[&str], config: LockConfig) -> Result<Redlock> {
     let config = RedlockConfig {

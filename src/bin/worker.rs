@@ -94,12 +94,8 @@ async fn main() -> anyhow::Result<()> {
     let redis = services::connect_redis(&cli.redis).await?;
     let queue = redis.queue(cli.queue.queue_config(worker_id.clone()))?;
     let owner = LockOwner::this_process(worker_id.clone());
-    let locks = redis.lock_client(
-        cli.locks
-            .lock_config(owner.clone())
-            .context("configuring the locks")?,
-    );
-    let product_locks = services::connect_product_locks(&redis, &cli.locks, owner).await?;
+    let product_locks = services::connect_product_locks(&redis, &cli.locks, owner.clone()).await?;
+    let locks = services::reporting_lock_client(&redis, &product_locks, &cli.locks, owner)?;
     let config = WorkerConfig {
         worker_id,
         concurrency: cli.concurrency as usize,
