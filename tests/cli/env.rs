@@ -6,9 +6,7 @@ use std::{process::Stdio, time::Duration};
 use sqlx::PgPool;
 
 use crate::{
-    helpers::{
-        assert_success, command, database_url, llen, prefix, run, terminate, wait_for, wait_output,
-    },
+    helpers::{Running, assert_success, command, database_url, llen, prefix, run, wait_for},
     redis_server::RedisServer,
 };
 
@@ -59,7 +57,7 @@ async fn producer_and_worker_meet_on_the_queue_named_by_the_environment(pool: Pg
         .args(["--max-connections", "4"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let worker = worker.spawn().expect("start the worker");
+    let worker = Running::spawn(&mut worker);
 
     // Act
     let mut producer = command("producer");
@@ -88,9 +86,5 @@ async fn producer_and_worker_meet_on_the_queue_named_by_the_environment(pool: Pg
     )
     .await;
     assert_eq!(llen(&redis.url(), "orders:pending").await, 0);
-    terminate(&worker);
-    let output = tokio::task::spawn_blocking(move || wait_output(worker, Duration::from_secs(30)))
-        .await
-        .unwrap();
-    assert_success("worker", &output);
+    assert_success("worker", &worker.stop().await);
 }

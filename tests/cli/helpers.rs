@@ -79,8 +79,36 @@ pub fn assert_success(binary: &str, output: &Output) {
     );
 }
 
+/// A long-running binary, killed if the test ends (or panics) before stopping it.
+pub struct Running(Option<Child>);
+
+impl Running {
+    /// Starts `command`.
+    pub fn spawn(command: &mut Command) -> Self {
+        Self(Some(command.spawn().expect("start the binary")))
+    }
+
+    /// Sends SIGTERM and waits up to 30 s for the exit; returns the output.
+    pub async fn stop(mut self) -> Output {
+        let child = self.0.take().expect("still running");
+        terminate(&child);
+        tokio::task::spawn_blocking(move || wait_output(child, Duration::from_secs(30)))
+            .await
+            .expect("wait for the binary")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Sends SIGTERM to `child`.
-pub fn terminate(child: &Child) {
+fn terminate(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::{
-    helpers::{command, database_url, prefix, run, terminate, wait_for, wait_output},
+    helpers::{Running, command, database_url, prefix, run, wait_for},
     redis_server::RedisServer,
 };
 
@@ -48,11 +48,7 @@ async fn stderr_of(binary: &str, command: Command) -> String {
 async fn stderr_until(binary: &str, mut command: Command, message: &str) -> String {
     let log = std::env::temp_dir().join(format!("lockstock-cli-{}-{binary}.log", prefix()));
     let file = File::create(&log).expect("log file");
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("start the binary");
+    let running = Running::spawn(command.stdout(Stdio::null()).stderr(file));
     wait_for(
         &format!("{binary} to log {message:?}"),
         Duration::from_secs(30),
@@ -66,13 +62,14 @@ async fn stderr_until(binary: &str, mut command: Command, message: &str) -> Stri
         },
     )
     .await;
-    terminate(&child);
-    let output = tokio::task::spawn_blocking(move || wait_output(child, Duration::from_secs(30)))
-        .await
-        .unwrap();
+    let output = running.stop().await;
     let stderr = std::fs::read_to_string(&log).expect("read the log");
     let _ = std::fs::remove_file(&log);
-    assert!(output.status.success(), "{binary} failed: {stderr}");
+    assert!(
+        output.status.success(),
+        "{binary} exited with {:?}: {stderr}",
+        output.status
+    );
     stderr
 }
 
