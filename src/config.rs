@@ -1,16 +1,42 @@
-//! Command-line and environment settings shared by the binaries (`clap` argument groups).
+//! Command-line and environment settings shared by the binaries: one `clap` argument group per
+//! thing the binaries connect to, flattened into each binary's own arguments with
+//! `#[command(flatten)]`.
 //!
-//! Flags override environment variables, which override the defaults (the docker-compose
-//! services). Library types never see `clap`: binaries turn these into library configs.
+//! | group | flags (env) | flattened by |
+//! |---|---|---|
+//! | [`RedisArgs`] | `--redis-url` (`REDIS_URL`) | every binary |
+//! | [`DatabaseArgs`] | `--database-url` (`DATABASE_URL`) | `worker`, `api`, `lockctl` (Postgres commands) |
+//! | [`QueueArgs`] | `--queue-key` (`QUEUE_KEY`), `--dead-key` (`DEAD_KEY`) | `producer`, `worker`, `api`, `lockctl status`/`dead-letters` |
+//! | [`LockPrefixArgs`] | `--lock-prefix` (`LOCK_PREFIX`) | inside [`LockArgs`]; `lockctl status`/`dead-letters` |
+//! | [`LockArgs`] | the prefix, `--lock-redis-urls` (`LOCK_REDIS_URLS`), `--lock-ttl-ms` | `worker`, `api` |
+//! | [`LogArgs`] | `--log-format` (`LOG_FORMAT`) | every binary |
+//!
+//! - When a flag is given, then it wins over its environment variable, which wins over the
+//!   default (the docker-compose services, and the key names every binary shares).
+//! - When two binaries flatten the same group, then the flag and its variable mean the same in
+//!   both: a producer and a worker started with the same `QUEUE_KEY` use the same list.
+//! - Library types never see `clap`: the groups turn themselves into library configs
+//!   ([`QueueArgs::queue_config`], [`LockArgs::lock_config`], [`LogArgs::format`]).
 
-use clap::Args;
+use std::time::Duration;
+
+use clap::{Args, builder::PossibleValuesParser};
+use lockstock_lock::{LockConfig, LockError, LockOwner};
+
+use crate::{queue::QueueConfig, telemetry::LogFormat};
 
 /// Default Redis: the docker-compose service.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// Default Postgres: the docker-compose service.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:secret@127.0.0.1:5432/inventory";
+/// Default pending list: where producers push and workers reserve.
+pub const DEFAULT_QUEUE_KEY: &str = "orders:pending";
+/// Default dead letter list.
+pub const DEFAULT_DEAD_KEY: &str = "orders:dead";
+/// Default prefix of the lock keys.
+pub const DEFAULT_LOCK_PREFIX: &str = "lockstock";
 
-/// Where Redis is.
+/// Where Redis is (the queue's Redis, and the locks' unless `LOCK_REDIS_URLS` says otherwise).
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// Redis URL (`redis://` or `rediss://` for TLS; user and password may be in the URL).
@@ -26,21 +52,112 @@ pub struct DatabaseArgs {
     pub database_url: String,
 }
 
-impl DatabaseArgs {
-    /// Opens a pool of up to `max_connections` and applies the migrations (safe when several
-    /// processes start at once); errors name the database with its password masked.
-    pub async fn open_store(
-        &self,
-        max_connections: u32,
-    ) -> anyhow::Result<crate::store::OrderStore> {
-        use anyhow::Context;
-        let store = crate::store::OrderStore::connect_lazy(&self.database_url, max_connections)
-            .with_context(|| format!("configuring Postgres at {}", mask_url(&self.database_url)))?;
-        store
-            .migrate()
-            .await
-            .with_context(|| format!("migrating Postgres at {}", mask_url(&self.database_url)))?;
-        Ok(store)
+/// Which lists on Redis make up the order queue: the producer's, the workers', the API's and
+/// `lockctl`'s must agree.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// The pending list (producers push, workers reserve).
+    #[arg(long, env = "QUEUE_KEY", default_value = DEFAULT_QUEUE_KEY)]
+    pub queue_key: String,
+    /// The dead letter list (messages no worker can decode).
+    #[arg(long, env = "DEAD_KEY", default_value = DEFAULT_DEAD_KEY)]
+    pub dead_key: String,
+}
+
+impl QueueArgs {
+    /// The queue's library config for consumer `worker_id` (producers and inspectors name
+    /// themselves; they never consume).
+    pub fn queue_config(&self, worker_id: impl Into<String>) -> QueueConfig {
+        QueueConfig::default()
+            .with_pending_key(self.queue_key.clone())
+            .with_dead_key(self.dead_key.clone())
+            .with_worker_id(worker_id)
+    }
+}
+
+/// The lock key space: processes that lock the same products must agree on it.
+#[derive(Debug, Clone, Args)]
+pub struct LockPrefixArgs {
+    /// Prefix of the lock keys (the workers' and the API's must match).
+    #[arg(long, env = "LOCK_PREFIX", default_value = DEFAULT_LOCK_PREFIX)]
+    pub lock_prefix: String,
+}
+
+/// Where and how product locks are taken.
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// The lock key space.
+    #[command(flatten)]
+    pub prefix: LockPrefixArgs,
+    /// Take product locks with Redlock over these independent Redis masters: comma-separated,
+    /// an odd number of at least 3 (e.g. `redis://a:6379,redis://b:6379,redis://c:6379`). One
+    /// URL: the single-instance lock on that server. Unset: the lock on `--redis-url`. The queue
+    /// always stays on `--redis-url`.
+    #[arg(long, env = "LOCK_REDIS_URLS", value_delimiter = ',')]
+    pub lock_redis_urls: Vec<String>,
+    /// Product lock TTL in milliseconds (extended by a heartbeat while held).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(3..))]
+    pub lock_ttl_ms: u64,
+}
+
+impl LockArgs {
+    /// The lock servers named by `--lock-redis-urls`, trimmed, blanks dropped (empty: the locks
+    /// live on `--redis-url`).
+    pub fn lock_servers(&self) -> Vec<&str> {
+        self.lock_redis_urls
+            .iter()
+            .map(|url| url.trim())
+            .filter(|url| !url.is_empty())
+            .collect()
+    }
+
+    /// The product lock TTL.
+    pub fn lock_ttl(&self) -> Duration {
+        Duration::from_millis(self.lock_ttl_ms)
+    }
+
+    /// The lock library's config under the prefix, recording `owner` beside every lock held.
+    ///
+    /// - When the prefix is not a valid key prefix, then the lock library's error.
+    pub fn lock_config(&self, owner: LockOwner) -> Result<LockConfig, LockError> {
+        self.prefix.lock_config(owner)
+    }
+}
+
+impl LockPrefixArgs {
+    /// The lock library's config under the prefix, recording `owner` beside every lock held.
+    ///
+    /// - When the prefix is not a valid key prefix, then the lock library's error.
+    pub fn lock_config(&self, owner: LockOwner) -> Result<LockConfig, LockError> {
+        Ok(LockConfig::default()
+            .with_prefix(self.lock_prefix.clone())?
+            .with_owner(owner))
+    }
+}
+
+/// How the process logs.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format on stderr: `text` for people, `json` for one JSON object per line (log
+    /// shippers). Filter with `RUST_LOG`.
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        default_value = "text",
+        global = true,
+        value_parser = PossibleValuesParser::new(["text", "json"])
+    )]
+    pub log_format: String,
+}
+
+impl LogArgs {
+    /// The chosen format (clap has already refused anything but `text` and `json`).
+    pub fn format(&self) -> LogFormat {
+        if self.log_format == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        }
     }
 }
 
@@ -58,6 +175,8 @@ pub fn mask_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]
@@ -68,5 +187,43 @@ mod tests {
         );
         assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(mask_url("::"), "<unparsable URL>");
+    }
+
+    #[derive(Debug, Parser)]
+    struct Every {
+        #[command(flatten)]
+        queue: QueueArgs,
+        #[command(flatten)]
+        locks: LockArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    }
+
+    /// The groups keep the flag names and defaults the binaries have always had, and the lock
+    /// servers list drops blanks.
+    #[test]
+    fn groups_keep_their_flags_and_defaults() {
+        let every = Every::try_parse_from([
+            "x",
+            "--lock-redis-urls",
+            " redis://a:1 ,,redis://b:2",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(every.queue.queue_key, DEFAULT_QUEUE_KEY);
+        assert_eq!(every.queue.dead_key, DEFAULT_DEAD_KEY);
+        assert_eq!(every.locks.prefix.lock_prefix, DEFAULT_LOCK_PREFIX);
+        assert_eq!(every.locks.lock_ttl(), Duration::from_secs(10));
+        assert_eq!(
+            every.locks.lock_servers(),
+            vec!["redis://a:1", "redis://b:2"]
+        );
+        assert_eq!(every.log.format(), LogFormat::Json);
+        let config = every.queue.queue_config("w1");
+        assert_eq!(config.pending_key, DEFAULT_QUEUE_KEY);
+        assert_eq!(config.worker_id, "w1");
+        assert!(Every::try_parse_from(["x", "--log-format", "xml"]).is_err());
+        assert!(Every::try_parse_from(["x", "--lock-ttl-ms", "2"]).is_err());
     }
 }

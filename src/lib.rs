@@ -27,7 +27,7 @@
 //! | `sale` | store, product locks | the ONE fenced sale under a held lock: worker batches and API purchases |
 //! | [`worker`] | all of the above | the only module that composes queue + lock + store |
 //! | [`producer`] | queue, order | builds and pushes orders |
-//! | [`config`], [`telemetry`], [`shutdown`], [`redis_conn`] | — | what the binaries share |
+//! | [`config`], [`services`], [`telemetry`], [`shutdown`] | all of the above | what the binaries share: one set of flags, one place that connects Redis, the product locks and Postgres, logging, signals |
 //! | [`product_lock`] | lock crate | product locks over the mutex or Redlock: one type for the worker and the API |
 //! | `tools` (hidden) | — | the race demo, worker processes, benchmarks: not library API |
 //!
@@ -47,7 +47,7 @@
 
 pub mod api;
 pub mod config;
-pub mod redis_conn;
+pub mod services;
 pub mod shutdown;
 pub mod telemetry;
 pub mod worker;
@@ -61,3 +61,8 @@ pub mod order;
 pub mod producer;
 pub mod queue;
 pub mod store;
+
+/// The README's examples, compiled with the doc tests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -9,7 +9,7 @@
 //!   Redis either way.
 //! - Either way the processing code sees the same three things: a fencing token, a lost signal,
 //!   and an explicit release; every commit is fenced in Postgres (see `crate::sale`).
-//! - When the worker and the API build their locks with [`ProductLocks::connect`] from the same
+//! - When the worker and the API build their locks with `services::connect_product_locks` from the same
 //!   settings, then they lock the same resource ([`product_resource`]) in the same key space, so
 //!   API purchases and queued orders for one product exclude each other.
 
@@ -19,35 +19,15 @@ use tokio_util::sync::CancellationToken;
 
 use lockstock_lock::{
     FencingToken, HoldLease, LockClient, LockError, LockGuard, LockLease, LockOptions, Redlock,
-    RedlockConfig, RedlockGuard, ReleaseOutcome,
+    RedlockGuard, ReleaseOutcome,
 };
 
-use crate::{config::mask_url, order::ProductId};
+use crate::order::ProductId;
 
 /// The lock resource of a product, `product:<id>`: the one name every holder of that product's
 /// lock uses, worker or API, whichever kind of lock.
 pub fn product_resource(product: ProductId) -> String {
     format!("product:{product}")
-}
-
-/// Why product locks could not be set up from the settings.
-#[derive(Debug, thiserror::Error)]
-pub enum ProductLockError {
-    /// The single lock URL did not connect.
-    #[error("connecting to the lock Redis at {url}")]
-    Connect {
-        /// The URL, password masked.
-        url: String,
-        /// What the lock client said.
-        #[source]
-        source: LockError,
-    },
-    /// The Redlock instance list is unusable (even count, bad or repeated URL).
-    #[error("configuring Redlock from LOCK_REDIS_URLS")]
-    Redlock(#[source] LockError),
-    /// The lock TTL is too short for Redlock's clock-drift allowance.
-    #[error("checking the lock TTL against Redlock")]
-    Ttl(#[source] LockError),
 }
 
 /// Where a worker takes its product locks.
@@ -86,54 +66,6 @@ pub(crate) enum ProductLease {
 }
 
 impl ProductLocks {
-    /// Product locks as a process's settings ask for them (`LOCK_REDIS_URLS`); the worker and
-    /// the API both build theirs here.
-    ///
-    /// - When `lock_urls` is empty (blank entries ignored), then `on_queue_redis`: the mutex on
-    ///   the queue's Redis.
-    /// - When it holds one URL, then the mutex on that server, with `on_queue_redis`'s key space
-    ///   and owner.
-    /// - When it holds several, then Redlock over them (an odd number, at least 3) with the same
-    ///   key space and owner; `ttl` is checked against its drift allowance, and the
-    ///   choice is logged (`product locks use Redlock`).
-    pub async fn connect(
-        on_queue_redis: LockClient,
-        lock_urls: &[String],
-        ttl: Duration,
-    ) -> Result<Self, ProductLockError> {
-        let config = on_queue_redis.config().clone();
-        let urls: Vec<&str> = lock_urls
-            .iter()
-            .map(|url| url.trim())
-            .filter(|url| !url.is_empty())
-            .collect();
-        match urls.as_slice() {
-            [] => Ok(on_queue_redis.into()),
-            [url] => LockClient::connect(url, config)
-                .await
-                .map(Into::into)
-                .map_err(|source| ProductLockError::Connect {
-                    url: mask_url(url),
-                    source,
-                }),
-            urls => {
-                let redlock_config = RedlockConfig {
-                    keys: config.keys.clone(),
-                    owner: config.owner.clone(),
-                    ..RedlockConfig::default()
-                };
-                let redlock = Redlock::connect(urls, redlock_config)
-                    .await
-                    .map_err(ProductLockError::Redlock)?;
-                redlock
-                    .check_options(&LockOptions::with_ttl(ttl))
-                    .map_err(ProductLockError::Ttl)?;
-                tracing::info!(instances = ?redlock.instances(), quorum = redlock.quorum(), "product locks use Redlock");
-                Ok(redlock.into())
-            }
-        }
-    }
-
     /// Takes `resource`'s lock, waiting up to `wait`.
     pub(crate) async fn acquire(
         &self,

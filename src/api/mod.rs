@@ -160,7 +160,7 @@ impl AppState {
     }
 
     /// Like [`AppState::new`], with locked purchases taking product locks from `product_locks`
-    /// (as the workers do: build both with [`ProductLocks::connect`]).
+    /// (as the workers do: build both with [`crate::services::connect_product_locks`]).
     pub fn with_product_locks(
         store: OrderStore,
         locks: LockClient,

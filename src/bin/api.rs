@@ -8,14 +8,12 @@ use anyhow::Context;
 use clap::Parser;
 use lockstock::{
     api::{ApiConfig, AppState, check_bind, serve},
-    config::{DatabaseArgs, RedisArgs, mask_url},
-    product_lock::ProductLocks,
-    queue::{JobQueue, QueueConfig},
-    redis_conn,
+    config::{DatabaseArgs, LockArgs, LogArgs, QueueArgs, RedisArgs, mask_url},
+    services,
     shutdown::spawn_signal_handler,
     telemetry::init_tracing,
 };
-use lockstock_lock::{LockClient, LockConfig, LockOwner};
+use lockstock_lock::LockOwner;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -29,6 +27,12 @@ struct Cli {
     redis: RedisArgs,
     #[command(flatten)]
     database: DatabaseArgs,
+    #[command(flatten)]
+    queue: QueueArgs,
+    #[command(flatten)]
+    locks: LockArgs,
+    #[command(flatten)]
+    log: LogArgs,
     /// Address to listen on (host:port). Without API_TOKEN only loopback addresses are allowed.
     #[arg(long, env = "API_BIND", default_value = "127.0.0.1:3000")]
     bind: String,
@@ -42,29 +46,12 @@ struct Cli {
     /// The seed's simulated slow step between reading the stock and selling, in milliseconds.
     #[arg(long, default_value_t = 100)]
     work_ms: u64,
-    /// TTL of product locks taken by locked purchases, in milliseconds.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(3..))]
-    lock_ttl_ms: u64,
     /// How long a locked purchase waits for the product's lock before answering 503, in ms.
     #[arg(long, default_value_t = 10_000)]
     lock_wait_ms: u64,
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
     body_limit: u64,
-    /// The pending list (the producer's and workers' list).
-    #[arg(long, env = "QUEUE_KEY", default_value = "orders:pending")]
-    queue_key: String,
-    /// The dead letter list.
-    #[arg(long, env = "DEAD_KEY", default_value = "orders:dead")]
-    dead_key: String,
-    /// Prefix of the lock keys (must match the workers').
-    #[arg(long, env = "LOCK_PREFIX", default_value = "lockstock")]
-    lock_prefix: String,
-    /// Take product locks with Redlock over these independent Redis masters, exactly as the
-    /// workers do (give both the same list): comma-separated, an odd number of at least 3. One
-    /// URL: the single-instance lock on that server. Unset: the lock on `--redis-url`.
-    #[arg(long, env = "LOCK_REDIS_URLS", value_delimiter = ',')]
-    lock_redis_urls: Vec<String>,
     /// Postgres connections in this process's pool.
     #[arg(long, default_value_t = 16)]
     max_connections: u32,
@@ -76,7 +63,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
-    init_tracing("info");
+    init_tracing("info", cli.log.format());
     cli.api_token = std::env::var("API_TOKEN").ok().filter(|t| !t.is_empty());
 
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host(&cli.bind)
@@ -93,32 +80,23 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("API_TOKEN is not set: mutating routes are open to whoever can connect");
     }
 
-    let store = cli.database.open_store(cli.max_connections).await?;
-    let (client, conn) = redis_conn::connect(&cli.redis.redis_url)
-        .await
-        .with_context(|| format!("connecting to Redis at {}", mask_url(&cli.redis.redis_url)))?;
+    let store = services::open_store(&cli.database, cli.max_connections).await?;
+    let redis = services::connect_redis(&cli.redis).await?;
 
     let config = ApiConfig {
         work: Duration::from_millis(cli.work_ms),
-        lock_ttl: Duration::from_millis(cli.lock_ttl_ms),
+        lock_ttl: cli.locks.lock_ttl(),
         lock_wait: Duration::from_millis(cli.lock_wait_ms),
         token: cli.api_token.clone(),
         body_limit: usize::try_from(cli.body_limit).context("--body-limit")?,
         ..ApiConfig::default()
     };
-    let queue_config = QueueConfig::default()
-        .with_pending_key(cli.queue_key)
-        .with_dead_key(cli.dead_key)
-        .with_worker_id(config.instance_id.clone());
-    let queue = JobQueue::new(client.clone(), conn.clone(), queue_config)
-        .context("configuring the queue")?;
-    let lock_config = LockConfig::default()
-        .with_prefix(cli.lock_prefix)
-        .context("configuring the locks")?
-        .with_owner(LockOwner::this_process(config.instance_id.clone()));
-    let locks = LockClient::with_connection(client, conn, lock_config);
-    let product_locks =
-        ProductLocks::connect(locks.clone(), &cli.lock_redis_urls, config.lock_ttl).await?;
+    let queue = redis.queue(cli.queue.queue_config(config.instance_id.clone()))?;
+    let owner = LockOwner::this_process(config.instance_id.clone());
+    // Product locks where the workers take theirs (the mutex, one lock server, or Redlock), so
+    // API purchases and queued orders for one product exclude each other.
+    let product_locks = services::connect_product_locks(&redis, &cli.locks, owner.clone()).await?;
+    let locks = services::reporting_lock_client(&redis, &product_locks, &cli.locks, owner)?;
     let state = AppState::with_product_locks(store, locks, product_locks, queue, config);
 
     let listener = tokio::net::TcpListener::bind(addresses.as_slice())
@@ -151,4 +129,17 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("api stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The flag definitions, shared groups included, are consistent (clap's own checks).
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }

@@ -6,10 +6,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lockstock::{
     api::status::{StatusReport, dead_letters_table},
-    config::{DatabaseArgs, RedisArgs, mask_url},
+    config::{DatabaseArgs, LockPrefixArgs, LogArgs, QueueArgs, RedisArgs, mask_url},
     order::ProductId,
-    queue::{JobQueue, QueueConfig},
-    redis_conn,
+    queue::JobQueue,
+    services,
     store::OrderStore,
     telemetry::init_tracing,
     tools::{
@@ -21,11 +21,13 @@ use lockstock::{
         demo::{DemoConfig, run_demo},
     },
 };
-use lockstock_lock::{LockClient, LockConfig};
+use lockstock_lock::{LockClient, LockOwner};
 
 #[derive(Debug, Parser)]
 #[command(name = "lockctl", version, about = "Operate and measure lockstock")]
 struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -180,8 +182,9 @@ struct ContenderArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    init_tracing("warn");
-    let command = Cli::parse().command;
+    let cli = Cli::parse();
+    init_tracing("warn", cli.log.format());
+    let command = cli.command;
     // A contender process runs one task; a single-threaded runtime saves it the hop between
     // the I/O driver and a worker thread on every hand-off.
     let runtime = match command {
@@ -239,7 +242,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn connect_store(database: &DatabaseArgs) -> anyhow::Result<OrderStore> {
-    database.open_store(2).await
+    Ok(services::open_store(database, 2).await?)
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
@@ -351,15 +354,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
 struct KeysArgs {
     #[command(flatten)]
     redis: RedisArgs,
-    /// The pending list.
-    #[arg(long, env = "QUEUE_KEY", default_value = "orders:pending")]
-    queue_key: String,
-    /// The dead letter list.
-    #[arg(long, env = "DEAD_KEY", default_value = "orders:dead")]
-    dead_key: String,
-    /// Prefix of the lock keys.
-    #[arg(long, env = "LOCK_PREFIX", default_value = "lockstock")]
-    lock_prefix: String,
+    #[command(flatten)]
+    queue: QueueArgs,
+    #[command(flatten)]
+    locks: LockPrefixArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -381,23 +379,13 @@ enum DeadLettersAction {
 
 /// A queue handle (that never consumes) and a lock client on the given keys.
 async fn connect_keys(keys: &KeysArgs) -> anyhow::Result<(JobQueue, LockClient)> {
-    let url = &keys.redis.redis_url;
-    let (client, conn) = redis_conn::connect(url)
-        .await
-        .with_context(|| format!("connecting to Redis at {}", mask_url(url)))?;
-    let queue_config = QueueConfig::default()
-        .with_pending_key(keys.queue_key.clone())
-        .with_dead_key(keys.dead_key.clone())
-        .with_worker_id("lockctl");
-    let queue = JobQueue::new(client.clone(), conn.clone(), queue_config)
-        .context("configuring the queue")?;
-    let lock_config = LockConfig::default()
-        .with_prefix(keys.lock_prefix.clone())
+    let redis = services::connect_redis(&keys.redis).await?;
+    let queue = redis.queue(keys.queue.queue_config("lockctl"))?;
+    let lock_config = keys
+        .locks
+        .lock_config(LockOwner::default())
         .context("configuring the locks")?;
-    Ok((
-        queue,
-        LockClient::with_connection(client, conn, lock_config),
-    ))
+    Ok((queue, redis.lock_client(lock_config)))
 }
 
 async fn status(keys: KeysArgs) -> anyhow::Result<()> {
@@ -425,8 +413,24 @@ async fn dead_letters(action: DeadLettersAction) -> anyhow::Result<()> {
                 .requeue_dead_letters()
                 .await
                 .context("requeueing the dead letters")?;
-            println!("requeued {requeued} dead letter(s) onto {}", keys.queue_key);
+            println!(
+                "requeued {requeued} dead letter(s) onto {}",
+                keys.queue.queue_key
+            );
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The flag definitions, shared groups included, are consistent (clap's own checks).
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }

@@ -14,10 +14,11 @@ use anyhow::Context;
 use clap::{ArgGroup, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
 use lockstock::{
-    config::{RedisArgs, mask_url},
+    config::{LogArgs, QueueArgs, RedisArgs},
     order::{ProductId, PurchaseOrder, Quantity},
     producer::{OrderProducer, parse_json_lines},
-    queue::{JobQueue, QueueConfig},
+    queue::default_worker_id,
+    services,
     telemetry::init_tracing,
 };
 
@@ -34,9 +35,10 @@ const PROGRESS_FROM: usize = 10_000;
 struct Cli {
     #[command(flatten)]
     redis: RedisArgs,
-    /// The pending list to push to.
-    #[arg(long, default_value = "orders:pending")]
-    queue_key: String,
+    #[command(flatten)]
+    queue: QueueArgs,
+    #[command(flatten)]
+    log: LogArgs,
     /// Generate orders for this product id.
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..), requires = "count")]
     product: Option<i32>,
@@ -64,7 +66,7 @@ enum Orders {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing("warn");
+    init_tracing("warn", cli.log.format());
 
     let orders = read_orders(&cli)?;
     let total = match &orders {
@@ -72,11 +74,9 @@ async fn main() -> anyhow::Result<()> {
         Orders::Listed(orders) => orders.len(),
     };
 
-    let config = QueueConfig::default().with_pending_key(cli.queue_key.clone());
-    let queue = JobQueue::connect(&cli.redis.redis_url, config)
-        .await
-        .with_context(|| format!("connecting to Redis at {}", mask_url(&cli.redis.redis_url)))?;
-    let producer = OrderProducer::new(queue);
+    let redis = services::connect_redis(&cli.redis).await?;
+    let queue_key = &cli.queue.queue_key;
+    let producer = OrderProducer::new(redis.queue(cli.queue.queue_config(default_worker_id()))?);
 
     let bar = progress_bar(total);
     let progress = |done: usize| bar.set_position(u64::try_from(done).unwrap_or(u64::MAX));
@@ -92,10 +92,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Orders::Listed(orders) => producer.push_orders(&orders, progress).await,
     }
-    .with_context(|| format!("pushing orders to {}", cli.queue_key))?;
+    .with_context(|| format!("pushing orders to {queue_key}"))?;
     bar.finish_and_clear();
 
-    println!("enqueued {pushed} orders to {}", cli.queue_key);
+    tracing::info!(pushed, queue = %queue_key, "orders enqueued");
+    println!("enqueued {pushed} orders to {queue_key}");
     Ok(())
 }
 

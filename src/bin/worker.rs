@@ -7,15 +7,14 @@ use anyhow::Context;
 use clap::Parser;
 use lockstock::{
     api::metrics::{WorkerMetrics, serve_worker_metrics},
-    config::{DatabaseArgs, RedisArgs, mask_url},
-    product_lock::ProductLocks,
-    queue::{JobQueue, QueueConfig, default_worker_id},
-    redis_conn,
+    config::{DatabaseArgs, LockArgs, LogArgs, QueueArgs, RedisArgs},
+    queue::default_worker_id,
+    services,
     shutdown::spawn_signal_handler,
-    telemetry::init_tracing,
+    telemetry::{LogFormat, init_tracing},
     worker::{Worker, WorkerConfig},
 };
-use lockstock_lock::{LockClient, LockConfig, LockOwner};
+use lockstock_lock::LockOwner;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -29,33 +28,21 @@ struct Cli {
     redis: RedisArgs,
     #[command(flatten)]
     database: DatabaseArgs,
+    #[command(flatten)]
+    queue: QueueArgs,
+    #[command(flatten)]
+    locks: LockArgs,
+    #[command(flatten)]
+    log: LogArgs,
     /// Orders processed at once by this process.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     concurrency: u32,
-    /// Product lock TTL in milliseconds (extended by a heartbeat while held).
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(3..))]
-    lock_ttl_ms: u64,
     /// Simulated slow step between the stock check and the sale, in milliseconds.
     #[arg(long, default_value_t = 0)]
     work_ms: u64,
     /// UNSAFE: process without locks (the seed's race, for the demo only).
     #[arg(long)]
     no_lock: bool,
-    /// The pending list.
-    #[arg(long, env = "QUEUE_KEY", default_value = "orders:pending")]
-    queue_key: String,
-    /// The dead letter list.
-    #[arg(long, env = "DEAD_KEY", default_value = "orders:dead")]
-    dead_key: String,
-    /// Prefix of the lock keys.
-    #[arg(long, env = "LOCK_PREFIX", default_value = "lockstock")]
-    lock_prefix: String,
-    /// Take product locks with Redlock over these independent Redis masters: comma-separated,
-    /// an odd number of at least 3 (e.g. `redis://a:6379,redis://b:6379,redis://c:6379`). One
-    /// URL: the single-instance lock on that server. Unset: the lock on `--redis-url`. The queue
-    /// always stays on `--redis-url`.
-    #[arg(long, env = "LOCK_REDIS_URLS", value_delimiter = ',')]
-    lock_redis_urls: Vec<String>,
     /// How long one product-lock acquisition waits before its failure is logged and it is
     /// retried, in milliseconds.
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -87,45 +74,32 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing("info");
+    init_tracing("info", cli.log.format());
     if cli.no_lock {
-        eprintln!("\n  !!! WARNING: --no-lock: orders are processed WITHOUT locks or fencing.");
-        eprintln!(
-            "  !!! Concurrent orders for one product WILL oversell. Use only to demonstrate the race.\n"
-        );
+        if cli.log.format() == LogFormat::Text {
+            eprintln!("\n  !!! WARNING: --no-lock: orders are processed WITHOUT locks or fencing.");
+            eprintln!(
+                "  !!! Concurrent orders for one product WILL oversell. Use only to demonstrate the race.\n"
+            );
+        }
         tracing::warn!("running without locks: overselling is expected");
     }
     let worker_id = cli.worker_id.clone().unwrap_or_else(default_worker_id);
 
-    let store = cli
-        .database
-        .open_store(cli.max_connections.unwrap_or(cli.concurrency + 2))
-        .await?;
-    let (client, conn) = redis_conn::connect(&cli.redis.redis_url)
-        .await
-        .with_context(|| format!("connecting to Redis at {}", mask_url(&cli.redis.redis_url)))?;
-
-    let queue_config = QueueConfig::default()
-        .with_pending_key(cli.queue_key)
-        .with_dead_key(cli.dead_key)
-        .with_worker_id(worker_id.clone());
-    let queue = JobQueue::new(client.clone(), conn.clone(), queue_config)
-        .context("configuring the queue")?;
-    let lock_config = LockConfig::default()
-        .with_prefix(cli.lock_prefix)
-        .context("configuring the locks")?
-        .with_owner(LockOwner::this_process(worker_id.clone()));
-    let locks = LockClient::with_connection(client, conn, lock_config);
-    let product_locks = ProductLocks::connect(
-        locks.clone(),
-        &cli.lock_redis_urls,
-        Duration::from_millis(cli.lock_ttl_ms),
+    let store = services::open_store(
+        &cli.database,
+        cli.max_connections.unwrap_or(cli.concurrency + 2),
     )
     .await?;
+    let redis = services::connect_redis(&cli.redis).await?;
+    let queue = redis.queue(cli.queue.queue_config(worker_id.clone()))?;
+    let owner = LockOwner::this_process(worker_id.clone());
+    let product_locks = services::connect_product_locks(&redis, &cli.locks, owner.clone()).await?;
+    let locks = services::reporting_lock_client(&redis, &product_locks, &cli.locks, owner)?;
     let config = WorkerConfig {
         worker_id,
         concurrency: cli.concurrency as usize,
-        lock_ttl: Duration::from_millis(cli.lock_ttl_ms),
+        lock_ttl: cli.locks.lock_ttl(),
         lock_wait: Duration::from_millis(cli.lock_wait_ms),
         work: Duration::from_millis(cli.work_ms),
         use_lock: !cli.no_lock,
@@ -160,4 +134,17 @@ async fn main() -> anyhow::Result<()> {
     worker.run(root).await;
     metrics_stop.cancel();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The flag definitions, shared groups included, are consistent (clap's own checks).
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }

@@ -10,7 +10,7 @@ use std::{
 use lockstock::{
     api::{ApiConfig, AppState, serve},
     queue::{JobQueue, QueueConfig},
-    redis_conn,
+    services::SharedRedis,
     store::OrderStore,
 };
 use lockstock_lock::{LockClient, LockConfig, LockOwner};
@@ -191,7 +191,7 @@ pub async fn build_state(
     store: OrderStore,
     settings: &Settings,
 ) -> AppState {
-    let (client, conn) = redis_conn::connect(redis_url)
+    let redis = SharedRedis::connect(redis_url)
         .await
         .expect("connect to the test redis");
     let config = ApiConfig {
@@ -202,15 +202,10 @@ pub async fn build_state(
         instance_id: "api-test".to_owned(),
         ..ApiConfig::default()
     };
-    let queue = JobQueue::new(
-        client.clone(),
-        conn.clone(),
-        QueueConfig::namespaced(prefix).with_worker_id("api-test"),
-    )
-    .expect("queue config");
-    let locks = LockClient::with_connection(
-        client,
-        conn,
+    let queue = redis
+        .queue(QueueConfig::namespaced(prefix).with_worker_id("api-test"))
+        .expect("queue config");
+    let locks = redis.lock_client(
         LockConfig::default()
             .with_prefix(format!("{prefix}-locks"))
             .expect("prefix")

@@ -8,6 +8,7 @@ use std::{
 use lockstock::{
     order::{ProductId, PurchaseOrder, Quantity},
     queue::{JobQueue, QueueConfig},
+    services::SharedRedis,
 };
 use redis::aio::ConnectionManager;
 
@@ -42,15 +43,20 @@ impl TestRedis {
 
     /// A queue handle for `worker` with its own connections (as a separate process would have).
     pub async fn queue(&self, worker: &str) -> JobQueue {
-        JobQueue::connect(&self.url(), self.queue_config(worker))
+        self.connect()
             .await
-            .expect("connect the queue to the test redis")
+            .queue(self.queue_config(worker))
+            .expect("queue config")
     }
 
     /// A plain connection for looking at keys directly.
     pub async fn raw(&self) -> ConnectionManager {
-        let client = redis::Client::open(self.url()).expect("redis url");
-        ConnectionManager::new(client)
+        self.connect().await.connection()
+    }
+
+    /// A process's connections to the test redis, made as the binaries make them.
+    async fn connect(&self) -> SharedRedis {
+        SharedRedis::connect(&self.url())
             .await
             .expect("connect to the test redis")
     }

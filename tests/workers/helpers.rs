@@ -10,6 +10,7 @@ use std::{
 use lockstock::{
     order::{ProductId, PurchaseOrder, Quantity},
     queue::{JobQueue, QueueConfig},
+    services::SharedRedis,
     store::OrderStore,
 };
 use redis::aio::ConnectionManager;
@@ -167,15 +168,19 @@ impl Env {
     pub async fn queue(&self) -> JobQueue {
         let config =
             QueueConfig::namespaced(&self.prefix).with_worker_id(format!("{}-test", self.prefix));
-        JobQueue::connect(&self.redis.url(), config)
-            .await
-            .expect("connect the queue")
+        self.connect().await.queue(config).expect("queue config")
     }
 
+    /// A plain connection for looking at keys directly.
     pub async fn raw(&self) -> ConnectionManager {
-        ConnectionManager::new(redis::Client::open(self.redis.url()).expect("url"))
+        self.connect().await.connection()
+    }
+
+    /// A process's connections to the test redis, made as the binaries make them.
+    async fn connect(&self) -> SharedRedis {
+        SharedRedis::connect(&self.redis.url())
             .await
-            .expect("connect")
+            .expect("connect to the test redis")
     }
 
     /// Pushes orders as JSON messages.

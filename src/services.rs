@@ -1,0 +1,274 @@
+//! The one place that connects the services a process needs, from the shared argument groups in
+//! [`crate::config`]: Redis (queue and locks), the product locks (mutex or Redlock), Postgres.
+//!
+//! - [`SharedRedis::connect`] opens the client (for dedicated connections: blocking pops,
+//!   pub/sub) and one multiplexed, auto-reconnecting connection that a process shares between
+//!   its queue ([`SharedRedis::queue`]) and its locks ([`SharedRedis::lock_client`]).
+//! - When Redis does not answer, then the error comes back within a few seconds, naming the URL
+//!   with its password masked.
+//! - [`connect_product_locks`] picks the product locks from `LOCK_REDIS_URLS`: unset, the mutex
+//!   on the queue's Redis (sharing its connection); one URL, the mutex on that server; several,
+//!   Redlock over them, checked against the lock TTL. Workers and the API call it, so they lock a
+//!   product in the same place.
+//! - [`open_store`] opens the Postgres pool and applies the migrations (safe when several
+//!   processes start at once).
+//!
+//! A binary's wiring, from its flattened argument groups:
+//!
+//! ```rust,no_run
+//! use clap::Parser;
+//! use lockstock::{
+//!     config::{DatabaseArgs, LockArgs, QueueArgs, RedisArgs},
+//!     services,
+//! };
+//! use lockstock_lock::LockOwner;
+//!
+//! #[derive(Debug, Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     redis: RedisArgs,
+//!     #[command(flatten)]
+//!     database: DatabaseArgs,
+//!     #[command(flatten)]
+//!     queue: QueueArgs,
+//!     #[command(flatten)]
+//!     locks: LockArgs,
+//! }
+//!
+//! # async fn wire() -> anyhow::Result<()> {
+//! let cli = Cli::parse();
+//! let store = services::open_store(&cli.database, 8).await?;
+//! let redis = services::connect_redis(&cli.redis).await?;
+//! let queue = redis.queue(cli.queue.queue_config("worker-1"))?;
+//! let owner = LockOwner::this_process("worker-1");
+//! let product_locks = services::connect_product_locks(&redis, &cli.locks, owner).await?;
+//! # let _ = (store, queue, product_locks);
+//! # Ok(()) }
+//! ```
+//!
+//! Not yet: Redis Cluster. [`SharedRedis`] is the seam for it: callers build queues and lock
+//! clients through it, so when `connect` learns to detect a cluster it can hold a cluster
+//! connection instead and hand out cluster queues and locks without the callers changing
+//! (only [`SharedRedis::connection`], raw single-instance access, would not carry over).
+
+use std::time::Duration;
+
+use lockstock_lock::{
+    LockClient, LockConfig, LockError, LockOptions, LockOwner, Redlock, RedlockConfig,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::{
+    config::{DatabaseArgs, LockArgs, RedisArgs, mask_url},
+    product_lock::ProductLocks,
+    queue::{JobQueue, QueueConfig, QueueError},
+    store::{OrderStore, StoreError},
+};
+
+/// Why a service could not be connected; every variant names what was being connected.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Redis did not answer or refused the URL.
+    #[error("connecting to Redis at {url}")]
+    Redis {
+        /// The URL, password masked.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The queue's settings are invalid (an empty key or worker id).
+    #[error("configuring the queue")]
+    Queue(#[source] QueueError),
+    /// The lock settings are invalid (a bad key prefix).
+    #[error("configuring the locks")]
+    LockConfig(#[source] LockError),
+    /// The single lock server named by `LOCK_REDIS_URLS` did not answer.
+    #[error("connecting to the lock Redis at {url}")]
+    LockRedis {
+        /// The URL, password masked.
+        url: String,
+        /// The lock library's error.
+        #[source]
+        source: LockError,
+    },
+    /// Redlock could not be set up over the `LOCK_REDIS_URLS` masters (too few, an even
+    /// number, or unreachable).
+    #[error("configuring Redlock from LOCK_REDIS_URLS")]
+    Redlock(#[source] LockError),
+    /// The lock TTL is too short for Redlock's clock-drift and timeout allowances.
+    #[error("checking --lock-ttl-ms against Redlock")]
+    RedlockTtl(#[source] LockError),
+    /// The Postgres URL is invalid.
+    #[error("configuring Postgres at {url}")]
+    Postgres {
+        /// The URL, password masked.
+        url: String,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// Postgres did not answer, or the migrations failed.
+    #[error("migrating Postgres at {url}")]
+    Migrate {
+        /// The URL, password masked.
+        url: String,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// Shorthand for results of connecting services.
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// A process's Redis: the client and the one shared connection its queue and locks use.
+#[derive(Clone)]
+pub struct SharedRedis {
+    /// Opens dedicated connections (the queue's blocking pops, the locks' pub/sub).
+    client: redis::Client,
+    /// Multiplexed and auto-reconnecting; cloned into every user.
+    conn: ConnectionManager,
+}
+
+impl std::fmt::Debug for SharedRedis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedRedis").finish_non_exhaustive()
+    }
+}
+
+impl SharedRedis {
+    /// Opens the client and the shared connection for `url` (a single instance).
+    ///
+    /// - When Redis does not answer, then [`ServiceError::Redis`] within a few seconds (2 s
+    ///   connection and response timeouts, two reconnection attempts).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let failed = |source| ServiceError::Redis {
+            url: mask_url(url),
+            source,
+        };
+        let client = redis::Client::open(url).map_err(failed)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(failed)?;
+        Ok(Self { client, conn })
+    }
+
+    /// A queue handle on the shared connection.
+    ///
+    /// - When the config has an empty key or worker id, then [`ServiceError::Queue`].
+    pub fn queue(&self, config: QueueConfig) -> Result<JobQueue> {
+        JobQueue::new(self.client.clone(), self.conn.clone(), config).map_err(ServiceError::Queue)
+    }
+
+    /// A lock client on the shared connection.
+    pub fn lock_client(&self, config: LockConfig) -> LockClient {
+        LockClient::with_connection(self.client.clone(), self.conn.clone(), config)
+    }
+
+    /// The shared connection, for raw commands (single instance only; see the module docs).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+/// Connects the Redis named by `--redis-url` / `REDIS_URL`.
+pub async fn connect_redis(args: &RedisArgs) -> Result<SharedRedis> {
+    SharedRedis::connect(&args.redis_url).await
+}
+
+/// The product locks that `--lock-redis-urls` / `LOCK_REDIS_URLS` asks for, owned by `owner`
+/// (see the module docs for the three cases).
+///
+/// - When the prefix is invalid, then [`ServiceError::LockConfig`]; when the one lock server
+///   does not answer, then [`ServiceError::LockRedis`]; when Redlock cannot be set up or the TTL
+///   is too short for it, then [`ServiceError::Redlock`] / [`ServiceError::RedlockTtl`].
+pub async fn connect_product_locks(
+    redis: &SharedRedis,
+    args: &LockArgs,
+    owner: LockOwner,
+) -> Result<ProductLocks> {
+    let config = args.lock_config(owner).map_err(ServiceError::LockConfig)?;
+    match args.lock_servers().as_slice() {
+        [] => Ok(redis.lock_client(config).into()),
+        [url] => LockClient::connect(url, config)
+            .await
+            .map(ProductLocks::from)
+            .map_err(|source| ServiceError::LockRedis {
+                url: mask_url(url),
+                source,
+            }),
+        urls => {
+            let redlock = connect_redlock(urls, config).await?;
+            redlock
+                .check_options(&LockOptions::with_ttl(args.lock_ttl()))
+                .map_err(ServiceError::RedlockTtl)?;
+            tracing::info!(
+                instances = ?redlock.instances(),
+                quorum = redlock.quorum(),
+                "product locks use Redlock"
+            );
+            Ok(redlock.into())
+        }
+    }
+}
+
+/// The lock client whose metrics and inspection describe `product_locks`: the mutex's own client
+/// (so its acquisitions are counted where they happen), or, under Redlock, a client on the
+/// queue's Redis with the same key space and owner (which sees no product locks).
+///
+/// - When the prefix is invalid, then [`ServiceError::LockConfig`].
+pub fn reporting_lock_client(
+    redis: &SharedRedis,
+    product_locks: &ProductLocks,
+    args: &LockArgs,
+    owner: LockOwner,
+) -> Result<LockClient> {
+    match product_locks {
+        ProductLocks::Single(client) => Ok(client.clone()),
+        ProductLocks::Redlock(_) => {
+            Ok(redis.lock_client(args.lock_config(owner).map_err(ServiceError::LockConfig)?))
+        }
+    }
+}
+
+/// Redlock over `urls` with the key space and owner of `config`.
+async fn connect_redlock(urls: &[&str], config: LockConfig) -> Result<Redlock> {
+    let config = RedlockConfig {
+        keys: config.keys,
+        owner: config.owner,
+        ..RedlockConfig::default()
+    };
+    Redlock::connect(urls, config)
+        .await
+        .map_err(ServiceError::Redlock)
+}
+
+/// Opens a pool of up to `max_connections` to the Postgres named by `--database-url` /
+/// `DATABASE_URL` and applies the migrations (safe when several processes start at once).
+///
+/// - When the URL is invalid, then [`ServiceError::Postgres`]; when Postgres does not answer
+///   or a migration fails, then [`ServiceError::Migrate`]; both name the database with its
+///   password masked.
+pub async fn open_store(args: &DatabaseArgs, max_connections: u32) -> Result<OrderStore> {
+    let url = &args.database_url;
+    let store = OrderStore::connect_lazy(url, max_connections).map_err(|source| {
+        ServiceError::Postgres {
+            url: mask_url(url),
+            source,
+        }
+    })?;
+    store
+        .migrate()
+        .await
+        .map_err(|source| ServiceError::Migrate {
+            url: mask_url(url),
+            source,
+        })?;
+    Ok(store)
+}

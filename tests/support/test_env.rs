@@ -1,0 +1,47 @@
+//! What every integration binary needs besides its servers: waiting for a condition under a
+//! deadline, and the URL of a `#[sqlx::test]` database for child processes.
+//!
+//! - When [`wait_for`]'s condition holds, then it returns at once; when `within` passes first,
+//!   then it panics naming what it waited for. It polls every 20 ms: sleeping is not the
+//!   synchronisation, the condition is.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use sqlx::PgPool;
+
+/// Polls `condition` until it holds; panics naming `what` if `within` passes first.
+pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The URL of the pool's database (a `#[sqlx::test]` one), built from `DATABASE_URL` with the
+/// test database's name, for the binaries a test starts.
+pub fn database_url(pool: &PgPool) -> String {
+    let database = pool
+        .connect_options()
+        .get_database()
+        .expect("test database name")
+        .to_owned();
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/test exports it)");
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL parses");
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
