@@ -26,6 +26,7 @@
 //! | [`store`] | Postgres | fenced claims and commits, idempotent by order id |
 //! | [`worker`] | all of the above | the only module that composes queue + lock + store |
 //! | [`producer`] | queue, order | builds and pushes orders |
+//! | [`observe`] | queue, store, lock crate | metrics registry (prometheus-client) and status views: used by the worker, the API and `lockctl` |
 //! | [`config`], [`telemetry`], [`shutdown`], [`redis_conn`] | — | what the binaries share |
 //! | [`product_lock`] | lock crate | product locks over the mutex or Redlock: one type for the worker and the API |
 //! | `tools` (hidden) | — | the race demo, worker processes, benchmarks: not library API |
@@ -46,6 +47,7 @@
 
 pub mod api;
 pub mod config;
+pub mod observe;
 pub mod redis_conn;
 pub mod shutdown;
 pub mod telemetry;

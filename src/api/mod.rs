@@ -44,13 +44,12 @@
 pub mod auth;
 pub mod error;
 pub mod locks;
-pub mod metrics;
-mod observe;
+mod access;
+mod metrics;
 pub mod orders;
 mod page;
 pub mod purchase;
 pub mod queue;
-pub mod status;
 
 mod health;
 
@@ -70,11 +69,15 @@ use tokio_util::sync::CancellationToken;
 pub use self::{
     auth::{Authorized, BindError, check_bind},
     error::ApiError,
-    metrics::ApiMetrics,
 };
 use lockstock_lock::LockClient;
 
-use crate::{order::ProductId, queue::JobQueue, store::OrderStore};
+use crate::{
+    observe::{ApiMetrics, MetricsRegistry},
+    order::ProductId,
+    queue::JobQueue,
+    store::OrderStore,
+};
 
 /// How the API behaves. `ApiConfig::default()` matches the `api` binary's defaults.
 #[derive(Clone)]
@@ -143,19 +146,26 @@ struct StateInner {
     config: ApiConfig,
     /// The API's own counters.
     metrics: ApiMetrics,
+    /// This instance's metrics registry: the lock client's families and [`Self::metrics`].
+    registry: MetricsRegistry,
 }
 
 impl AppState {
     /// State over a store, a lock client (its key prefix must match the workers') and a queue
     /// handle on the producer's list.
     pub fn new(store: OrderStore, locks: LockClient, queue: JobQueue, config: ApiConfig) -> Self {
+        let metrics = ApiMetrics::default();
+        let mut registry = MetricsRegistry::new();
+        registry.register_locks(locks.metrics());
+        registry.register_api(&metrics);
         Self {
             inner: Arc::new(StateInner {
                 store,
                 locks,
                 queue,
                 config,
-                metrics: ApiMetrics::default(),
+                metrics,
+                registry,
             }),
         }
     }
@@ -184,6 +194,11 @@ impl AppState {
     pub fn metrics(&self) -> &ApiMetrics {
         &self.inner.metrics
     }
+
+    /// This instance's metrics registry (what `GET /metrics` encodes).
+    pub fn registry(&self) -> &MetricsRegistry {
+        &self.inner.registry
+    }
 }
 
 /// The API's router over `state` (see the module docs for the routes).
@@ -209,11 +224,11 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::scrape))
-        .fallback(observe::not_found)
+        .fallback(access::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            observe::observe,
+            access::observe,
         ))
         .with_state(state)
 }

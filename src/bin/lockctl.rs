@@ -5,8 +5,8 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lockstock::{
-    api::status::{StatusReport, dead_letters_table},
     config::{DatabaseArgs, RedisArgs, mask_url},
+    observe::{StatusReport, dead_letters_table},
     order::ProductId,
     queue::{JobQueue, QueueConfig},
     redis_conn,

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use lockstock::{
-    api::metrics::{WorkerMetrics, serve_worker_metrics},
     config::{DatabaseArgs, RedisArgs, mask_url},
+    observe::{WorkerMetrics, serve_worker_metrics},
     product_lock::ProductLocks,
     queue::{JobQueue, QueueConfig, default_worker_id},
     redis_conn,

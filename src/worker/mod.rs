@@ -29,7 +29,6 @@ mod error;
 mod lanes;
 
 pub mod process;
-mod stats;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -41,10 +40,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::product_lock::ProductLocks;
 
-pub use self::{
-    error::ProcessError,
-    stats::{StatsSnapshot, WorkerStats},
-};
+pub use self::error::ProcessError;
+pub use crate::observe::{StatsSnapshot, WorkerStats};
 use self::{
     lanes::{Admitted, Job, Lanes, Task},
     process::Backoff,

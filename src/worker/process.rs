@@ -22,7 +22,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{Ctx, error::ProcessError, lanes::Job, stats::WorkerStats};
+use super::{Ctx, WorkerStats, error::ProcessError, lanes::Job};
 use crate::{
     order::{Outcome, Poison, ProductId, PurchaseOrder, RejectReason},
     product_lock::{ProductGuard, ProductLease},
