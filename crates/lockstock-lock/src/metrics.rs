@@ -195,7 +195,7 @@ mod tests {
             "# TYPE lockstock_lock_acquire_wait_seconds histogram",
             r#"lockstock_lock_acquire_wait_seconds_bucket{le="0.001"} 1"#,
             r#"lockstock_lock_acquire_wait_seconds_bucket{le="0.01"} 2"#,
-            r#"lockstock_lock_acquire_wait_seconds_bucket{le="30.0"} 2"#,
+            r#"lockstock_lock_acquire_wait_seconds_bucket{le="30"} 2"#,
             r#"lockstock_lock_acquire_wait_seconds_bucket{le="+Inf"} 3"#,
             "lockstock_lock_acquire_wait_seconds_count 3",
             "lockstock_lock_hold_seconds_count 0",
