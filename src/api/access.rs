@@ -1,12 +1,13 @@
-//! Every request: an access log line, a status counter, and JSON for bare framework errors.
+//! Every request: a trace span with its outcome, a status counter, and JSON for bare framework
+//! errors.
 //!
-//! - When a request ends, then one `debug` line records method, route pattern (not the raw URI:
-//!   no query strings, no ids), status and latency; headers are never logged, so neither is the
-//!   bearer token. Server errors are logged by [`super::error`] with their cause.
-//! - When axum answers by itself with an empty body (405 method not allowed), then the body is
-//!   replaced by `{"error": ...}` so every error is JSON.
-
-use std::time::Instant;
+//! - When a request arrives, then [`trace_layer`] opens a `request` span with the method and the
+//!   route pattern (not the raw URI: no query strings, no ids) and, when it ends, logs status and
+//!   latency at `debug`; headers are never logged, so neither is the bearer token. Server errors
+//!   are logged by [`super::error`] with their cause.
+//! - When the request timeout fires, then a `warn` line names the route.
+//! - When axum or a layer answers by itself with an empty body (405 method not allowed, 408
+//!   request timeout), then the body is replaced by `{"error": ...}` so every error is JSON.
 
 use axum::{
     Json,
@@ -16,8 +17,47 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::json;
+use tower_http::{
+    classify::{ServerErrorsAsFailures, SharedClassifier},
+    trace::{DefaultOnResponse, TraceLayer},
+};
+use tracing::{Level, Span};
 
 use super::{AppState, error::ApiError};
+
+/// The route pattern of a request, or `<unmatched>`.
+fn route(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "<unmatched>".to_owned(), |p| p.as_str().to_owned())
+}
+
+/// The request span (installed by [`super::app`]).
+pub(crate) fn trace_layer() -> TraceLayer<
+    SharedClassifier<ServerErrorsAsFailures>,
+    impl Fn(&Request) -> Span + Clone,
+    (),
+    DefaultOnResponse,
+    (),
+    (),
+    (),
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(|request: &Request| {
+            tracing::debug_span!("request", method = %request.method(), route = route(request))
+        })
+        .on_request(())
+        .on_response(
+            DefaultOnResponse::new()
+                .level(Level::DEBUG)
+                .latency_unit(tower_http::LatencyUnit::Millis),
+        )
+        .on_body_chunk(())
+        .on_eos(())
+        // Server errors are logged with their cause by `error.rs`.
+        .on_failure(())
+}
 
 /// The middleware (installed by [`super::app`]).
 pub(crate) async fn observe(
@@ -25,35 +65,21 @@ pub(crate) async fn observe(
     request: Request,
     next: Next,
 ) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "<unmatched>".to_owned(), |p| p.as_str().to_owned());
+    let route = route(&request);
     let mut response = next.run(request).await;
     let status = response.status();
-    if status == StatusCode::METHOD_NOT_ALLOWED
-        && !response.headers().contains_key(header::CONTENT_TYPE)
-    {
+    let bare = !response.headers().contains_key(header::CONTENT_TYPE);
+    if bare && status == StatusCode::METHOD_NOT_ALLOWED {
         let allow = response.headers().get(header::ALLOW).cloned();
-        response = (
-            StatusCode::METHOD_NOT_ALLOWED,
-            Json(json!({ "error": "method not allowed" })),
-        )
-            .into_response();
+        response = (status, Json(json!({ "error": "method not allowed" }))).into_response();
         if let Some(allow) = allow {
             response.headers_mut().insert(header::ALLOW, allow);
         }
+    } else if bare && status == StatusCode::REQUEST_TIMEOUT {
+        tracing::warn!(route, "request timed out; its handler was dropped");
+        response = (status, Json(json!({ "error": "request timed out" }))).into_response();
     }
     state.metrics().count_response(status);
-    tracing::debug!(
-        %method,
-        route,
-        status = status.as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
     response
 }
 

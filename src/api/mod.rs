@@ -28,6 +28,11 @@
 //! - When an API token is configured, then every mutating route (`POST`) needs
 //!   `Authorization: Bearer <token>`; read-only routes stay open (see [`auth`]).
 //! - When a request body exceeds [`ApiConfig::body_limit`], then 413 and nothing is done.
+//! - When a request takes longer than [`ApiConfig::request_timeout`] (default 30 s), then the
+//!   caller gets 408 with a JSON error and the handler is dropped, as if the client had
+//!   disconnected (see below).
+//! - Every request runs in a `tower-http` trace span (method and route pattern, never the raw
+//!   URI) that logs its status and latency at `debug` (see [`access`]).
 //! - When anything fails on our side, then the caller gets a generic JSON error and the cause is
 //!   logged, never returned (see [`error`]).
 //! - When [`serve`]'s token is cancelled, then the server stops accepting connections and returns
@@ -41,10 +46,10 @@
 //! - `GET /orders/{id}` answers `pending` for any id without an outcome, including ids never
 //!   submitted: the queue is not searched.
 
+mod access;
 pub mod auth;
 pub mod error;
 pub mod locks;
-mod access;
 mod metrics;
 pub mod orders;
 mod page;
@@ -59,12 +64,14 @@ use axum::{
     Router,
     body::Bytes,
     extract::{DefaultBodyLimit, rejection::BytesRejection},
+    http::StatusCode,
     middleware,
     routing::{get, post},
 };
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
 
 pub use self::{
     auth::{Authorized, BindError, check_bind},
@@ -95,6 +102,9 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// Recorded as the deciding `worker` on orders this API decides. Default `api-<host>-<pid>`.
     pub instance_id: String,
+    /// How long any request may take before the API answers 408 and drops its handler (the
+    /// `api` binary's `--request-timeout-ms`). Default 30 s.
+    pub request_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -110,6 +120,7 @@ impl Default for ApiConfig {
                 gethostname::gethostname().to_string_lossy(),
                 std::process::id()
             ),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -123,6 +134,7 @@ impl fmt::Debug for ApiConfig {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("body_limit", &self.body_limit)
             .field("instance_id", &self.instance_id)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -202,8 +214,12 @@ impl AppState {
 }
 
 /// The API's router over `state` (see the module docs for the routes).
+///
+/// Layers, outermost first: the trace span, the access middleware (status counter, JSON for bare
+/// framework errors), the request timeout, the body limit.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config().body_limit;
+    let request_timeout = state.config().request_timeout;
     Router::new()
         .route("/", get(page::index))
         .route(
@@ -226,10 +242,15 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::scrape))
         .fallback(access::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             access::observe,
         ))
+        .layer(access::trace_layer())
         .with_state(state)
 }
 

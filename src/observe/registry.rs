@@ -10,10 +10,7 @@
 //! - There is no global registry: tests run several apps in one process, each with its own.
 //! - Not guaranteed: one consistent instant; each family is read on its own.
 
-use prometheus_client::{
-    encoding::prometheus_text,
-    registry::Registry,
-};
+use prometheus_client::{encoding::prometheus_text, registry::Registry};
 
 use super::{ApiMetrics, Readings};
 use lockstock_lock::LockMetrics;
@@ -49,10 +46,7 @@ impl MetricsRegistry {
 
     /// Registers a collector that is read at every encoding (e.g. `Arc<WorkerStats>`); it names
     /// its families in full.
-    pub fn register_collector(
-        &mut self,
-        collector: impl prometheus_client::collector::Collector,
-    ) {
+    pub fn register_collector(&mut self, collector: impl prometheus_client::collector::Collector) {
         self.registry.register_collector(Box::new(collector));
     }
 

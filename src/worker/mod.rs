@@ -41,11 +41,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::product_lock::ProductLocks;
 
 pub use self::error::ProcessError;
-pub use crate::observe::{StatsSnapshot, WorkerStats};
 use self::{
     lanes::{Admitted, Job, Lanes, Task},
     process::Backoff,
 };
+pub use crate::observe::{StatsSnapshot, WorkerStats};
 use crate::{order::decode, queue::JobQueue, store::OrderStore};
 
 /// How a worker behaves. `WorkerConfig::default()` matches the `worker` binary's defaults.

@@ -29,6 +29,7 @@ pub struct Settings {
     pub token: Option<String>,
     pub lock_wait: Duration,
     pub body_limit: usize,
+    pub request_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -38,6 +39,7 @@ impl Default for Settings {
             token: None,
             lock_wait: Duration::from_secs(10),
             body_limit: 4 * 1024,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -199,6 +201,7 @@ pub async fn build_state(
         lock_wait: settings.lock_wait,
         token: settings.token.clone(),
         body_limit: settings.body_limit,
+        request_timeout: settings.request_timeout,
         instance_id: "api-test".to_owned(),
         ..ApiConfig::default()
     };

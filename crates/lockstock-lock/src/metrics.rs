@@ -201,7 +201,10 @@ mod tests {
             "lockstock_lock_hold_seconds_count 0",
             "# HELP lockstock_lock_losses_total Held locks whose lost signal fired (expired, taken, or safety deadline passed).",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line:?} missing in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in\n{text}"
+            );
         }
         assert_eq!(metrics.acquisitions(), 3);
     }
