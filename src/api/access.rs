@@ -33,20 +33,26 @@ fn route(request: &Request) -> String {
         .map_or_else(|| "<unmatched>".to_owned(), |p| p.as_str().to_owned())
 }
 
-/// The request span (installed by [`super::app`]).
-pub(crate) fn trace_layer() -> TraceLayer<
+/// The `request` span: method and route pattern.
+fn request_span(request: &Request) -> Span {
+    tracing::debug_span!("request", method = %request.method(), route = route(request))
+}
+
+/// [`trace_layer`]'s type: our span, the default response line, nothing else.
+type RequestTrace = TraceLayer<
     SharedClassifier<ServerErrorsAsFailures>,
-    impl Fn(&Request) -> Span + Clone,
+    fn(&Request) -> Span,
     (),
     DefaultOnResponse,
     (),
     (),
     (),
-> {
+>;
+
+/// The request span (installed by [`super::app`]).
+pub(crate) fn trace_layer() -> RequestTrace {
     TraceLayer::new_for_http()
-        .make_span_with(|request: &Request| {
-            tracing::debug_span!("request", method = %request.method(), route = route(request))
-        })
+        .make_span_with(request_span as fn(&Request) -> Span)
         .on_request(())
         .on_response(
             DefaultOnResponse::new()

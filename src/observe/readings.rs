@@ -19,6 +19,8 @@ use prometheus_client::{
     metrics::{MetricType, gauge::ConstGauge},
 };
 
+use super::registry::{Labels, encode_series};
+
 use crate::{
     queue::{JobQueue, QueueStats},
     store::{OrderStore, OutcomeCount, StoreError},
@@ -78,20 +80,6 @@ pub async fn decided_orders(store: &OrderStore) -> Result<Vec<OutcomeCount>, Sto
     store.outcome_counts().await
 }
 
-/// Writes one gauge family with the given `(labels, value)` series.
-fn gauge_family(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    series: &[(Vec<(&str, &str)>, i64)],
-) -> fmt::Result {
-    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, value) in series {
-        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
-    }
-    Ok(())
-}
-
 /// A count as a gauge value.
 fn gauge_value(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
@@ -127,32 +115,34 @@ impl Collector for Readings {
             }
         }
         if let Some(counts) = &self.orders {
-            let series: Vec<(Vec<(&str, &str)>, i64)> = counts
+            let series: Vec<(Labels<'_>, ConstGauge)> = counts
                 .iter()
                 .map(|c| {
                     let labels = vec![
                         ("status", c.status.as_str()),
                         ("reason", c.reason.as_deref().unwrap_or("")),
                     ];
-                    (labels, c.count)
+                    (labels, ConstGauge::new(c.count))
                 })
                 .collect();
-            gauge_family(
+            encode_series(
                 &mut encoder,
                 "lockstock_orders",
                 "Decided orders in Postgres by status and reject reason.",
+                MetricType::Gauge,
                 &series,
             )?;
         }
-        let series: Vec<(Vec<(&str, &str)>, i64)> = self
+        let series: Vec<(Labels<'_>, ConstGauge)> = self
             .dependencies
             .iter()
-            .map(|(name, up)| (vec![("dependency", *name)], i64::from(*up)))
+            .map(|(name, up)| (vec![("dependency", *name)], ConstGauge::new(i64::from(*up))))
             .collect();
-        gauge_family(
+        encode_series(
             &mut encoder,
             "lockstock_dependency_up",
             "Whether the dependency answered during this scrape (1) or not (0).",
+            MetricType::Gauge,
             &series,
         )
     }

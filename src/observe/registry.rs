@@ -10,7 +10,13 @@
 //! - There is no global registry: tests run several apps in one process, each with its own.
 //! - Not guaranteed: one consistent instant; each family is read on its own.
 
-use prometheus_client::{encoding::prometheus_text, registry::Registry};
+use std::fmt;
+
+use prometheus_client::{
+    encoding::{DescriptorEncoder, EncodeMetric, prometheus_text},
+    metrics::MetricType,
+    registry::Registry,
+};
 
 use super::{ApiMetrics, Readings};
 use lockstock_lock::LockMetrics;
@@ -65,4 +71,23 @@ impl MetricsRegistry {
         }
         text
     }
+}
+
+/// A label set: `(name, value)` pairs.
+pub(crate) type Labels<'a> = Vec<(&'a str, &'a str)>;
+
+/// Writes one family of `kind` whose series are computed at encoding time (a collector's
+/// `ConstCounter`s or `ConstGauge`s); `help` is written as given.
+pub(crate) fn encode_series<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: &[(Labels<'_>, M)],
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in series {
+        metric.encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
 }

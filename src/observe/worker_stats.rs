@@ -16,10 +16,12 @@ use std::{
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
+    encoding::DescriptorEncoder,
     metrics::{MetricType, counter::ConstCounter},
 };
 use serde::Serialize;
+
+use super::registry::encode_series;
 
 /// Running totals of one worker process. All counters only grow.
 #[derive(Debug, Default)]
@@ -88,10 +90,15 @@ impl WorkerStats {
 impl Collector for WorkerStats {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         let s = self.snapshot();
-        let families: [(&str, &str, &str, [(&str, u64); 4]); 2] = [
-            (
-                "lockstock_worker_orders",
-                "Orders this worker finished, by outcome.",
+        let series = |label: &'static str, counts: [(&'static str, u64); 4]| {
+            counts.map(|(value, count)| (vec![(label, value)], ConstCounter::new(count)))
+        };
+        encode_series(
+            &mut encoder,
+            "lockstock_worker_orders",
+            "Orders this worker finished, by outcome.",
+            MetricType::Counter,
+            &series(
                 "outcome",
                 [
                     ("fulfilled", s.fulfilled),
@@ -100,9 +107,13 @@ impl Collector for WorkerStats {
                     ("already_decided", s.already_decided),
                 ],
             ),
-            (
-                "lockstock_worker_events",
-                "Worker events: locks lost before commit, stale fences refused, retries, recovered orders.",
+        )?;
+        encode_series(
+            &mut encoder,
+            "lockstock_worker_events",
+            "Worker events: locks lost before commit, stale fences refused, retries, recovered orders.",
+            MetricType::Counter,
+            &series(
                 "event",
                 [
                     ("lock_lost", s.locks_lost),
@@ -111,15 +122,7 @@ impl Collector for WorkerStats {
                     ("recovered", s.recovered),
                 ],
             ),
-        ];
-        for (name, help, label, series) in families {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (value, count) in series {
-                let labels = [(label, value)];
-                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
+        )
     }
 }
 
