@@ -29,6 +29,27 @@
 //! | `lockstock_dependency_up{dependency}` | gauge | this scrape |
 //!
 //! This module never imports `api` or `worker`: both call into it.
+//!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//!
+//! use lockstock::observe::{MetricsRegistry, Readings, WorkerStats};
+//! use lockstock_lock::LockMetrics;
+//!
+//! // One registry per app instance; the values stay shared with whoever records them.
+//! let locks = LockMetrics::default();
+//! let stats = Arc::new(WorkerStats::default());
+//! let mut registry = MetricsRegistry::new();
+//! registry.register_locks(&locks);
+//! registry.register_collector(stats.clone());
+//! stats.fulfilled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+//!
+//! // At scrape time: read Redis/Postgres into `Readings` (here: nothing), then encode.
+//! let text = registry.encode(Readings::default());
+//! assert!(text.contains("lockstock_lock_acquisitions_total 0"));
+//! assert!(text.contains(r#"lockstock_worker_orders_total{outcome="fulfilled"} 1"#));
+//! ```
 
 mod api_metrics;
 mod readings;
