@@ -27,6 +27,7 @@
 //! | `sale` | store, product locks | the ONE fenced sale under a held lock: worker batches and API purchases |
 //! | [`worker`] | all of the above | the only module that composes queue + lock + store |
 //! | [`producer`] | queue, order | builds and pushes orders |
+//! | [`observe`] | queue, store, lock crate | metrics registry (prometheus-client) and status views: used by the worker, the API and `lockctl` |
 //! | [`config`], [`services`], [`telemetry`], [`shutdown`] | all of the above | what the binaries share: one set of flags, one place that connects Redis, the product locks and Postgres, logging, signals |
 //! | [`product_lock`] | lock crate | product locks over the mutex or Redlock: one type for the worker and the API |
 //! | `tools` (hidden) | — | the race demo, worker processes, benchmarks: not library API |
@@ -47,6 +48,7 @@
 
 pub mod api;
 pub mod config;
+pub mod observe;
 pub mod services;
 pub mod shutdown;
 pub mod telemetry;

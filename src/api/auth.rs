@@ -16,6 +16,7 @@ use axum::{
     extract::FromRequestParts,
     http::{header, request::Parts},
 };
+use subtle::ConstantTimeEq;
 
 use super::{AppState, error::ApiError};
 
@@ -49,12 +50,9 @@ impl FromRequestParts<AppState> for Authorized {
     }
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
+/// Compares two byte strings in time that depends only on their lengths (`subtle`).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 /// Why the server refuses to listen on an address.

@@ -28,6 +28,11 @@
 //! - When an API token is configured, then every mutating route (`POST`) needs
 //!   `Authorization: Bearer <token>`; read-only routes stay open (see [`auth`]).
 //! - When a request body exceeds [`ApiConfig::body_limit`], then 413 and nothing is done.
+//! - When a request takes longer than [`ApiConfig::request_timeout`] (default 30 s), then the
+//!   caller gets 408 with a JSON error and the handler is dropped, as if the client had
+//!   disconnected (see below).
+//! - Every request runs in a `tower-http` trace span (method and route pattern, never the raw
+//!   URI) that logs its status and latency at `debug` (see [`access`]).
 //! - When anything fails on our side, then the caller gets a generic JSON error and the cause is
 //!   logged, never returned (see [`error`]).
 //! - When [`serve`]'s token is cancelled, then the server stops accepting connections and returns
@@ -41,16 +46,15 @@
 //! - `GET /orders/{id}` answers `pending` for any id without an outcome, including ids never
 //!   submitted: the queue is not searched.
 
+mod access;
 pub mod auth;
 pub mod error;
 pub mod locks;
-pub mod metrics;
-mod observe;
+mod metrics;
 pub mod orders;
 mod page;
 pub mod purchase;
 pub mod queue;
-pub mod status;
 
 mod health;
 
@@ -60,21 +64,28 @@ use axum::{
     Router,
     body::Bytes,
     extract::{DefaultBodyLimit, rejection::BytesRejection},
+    http::StatusCode,
     middleware,
     routing::{get, post},
 };
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
 
 pub use self::{
     auth::{Authorized, BindError, check_bind},
     error::ApiError,
-    metrics::ApiMetrics,
 };
 use lockstock_lock::LockClient;
 
-use crate::{order::ProductId, product_lock::ProductLocks, queue::JobQueue, store::OrderStore};
+use crate::{
+    observe::{ApiMetrics, MetricsRegistry},
+    order::ProductId,
+    product_lock::ProductLocks,
+    queue::JobQueue,
+    store::OrderStore,
+};
 
 /// How the API behaves. `ApiConfig::default()` matches the `api` binary's defaults.
 #[derive(Clone)]
@@ -92,6 +103,9 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// Recorded as the deciding `worker` on orders this API decides. Default `api-<host>-<pid>`.
     pub instance_id: String,
+    /// How long any request may take before the API answers 408 and drops its handler (the
+    /// `api` binary's `--request-timeout-ms`). Default 30 s.
+    pub request_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -107,6 +121,7 @@ impl Default for ApiConfig {
                 gethostname::gethostname().to_string_lossy(),
                 std::process::id()
             ),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -120,6 +135,7 @@ impl fmt::Debug for ApiConfig {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("body_limit", &self.body_limit)
             .field("instance_id", &self.instance_id)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -146,6 +162,8 @@ struct StateInner {
     config: ApiConfig,
     /// The API's own counters.
     metrics: ApiMetrics,
+    /// This instance's metrics registry: the lock client's families and [`Self::metrics`].
+    registry: MetricsRegistry,
 }
 
 impl AppState {
@@ -168,6 +186,10 @@ impl AppState {
         queue: JobQueue,
         config: ApiConfig,
     ) -> Self {
+        let metrics = ApiMetrics::default();
+        let mut registry = MetricsRegistry::new();
+        registry.register_locks(locks.metrics());
+        registry.register_api(&metrics);
         Self {
             inner: Arc::new(StateInner {
                 store,
@@ -175,7 +197,8 @@ impl AppState {
                 product_locks,
                 queue,
                 config,
-                metrics: ApiMetrics::default(),
+                metrics,
+                registry,
             }),
         }
     }
@@ -209,11 +232,20 @@ impl AppState {
     pub fn metrics(&self) -> &ApiMetrics {
         &self.inner.metrics
     }
+
+    /// This instance's metrics registry (what `GET /metrics` encodes).
+    pub fn registry(&self) -> &MetricsRegistry {
+        &self.inner.registry
+    }
 }
 
 /// The API's router over `state` (see the module docs for the routes).
+///
+/// Layers, outermost first: the trace span, the access middleware (status counter, JSON for bare
+/// framework errors), the request timeout, the body limit.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config().body_limit;
+    let request_timeout = state.config().request_timeout;
     Router::new()
         .route("/", get(page::index))
         .route(
@@ -234,12 +266,17 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::scrape))
-        .fallback(observe::not_found)
+        .fallback(access::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            observe::observe,
+            access::observe,
         ))
+        .layer(access::trace_layer())
         .with_state(state)
 }
 

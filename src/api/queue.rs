@@ -2,54 +2,16 @@
 //!
 //! Answers `{"pending": n, "in_flight": n, "dead_letters": n, "live_workers": n, "workers":
 //! [{"id", "alive", "in_flight"}], "recent_dead_letters": [{"payload", "reason", "worker",
-//! "at"}]}`.
-//!
-//! - When a worker has reserved orders and not yet acknowledged them, then they count in its
-//!   `in_flight` (its processing list); a worker whose liveness key expired shows `alive: false`
-//!   until a live worker recovers its list.
-//! - Not guaranteed: a snapshot. Counts are read in a few round trips while workers move messages.
+//! "at"}]}` (see [`crate::observe::views::QueueView`]), with the newest
+//! [`RECENT_DEAD_LETTERS`] dead letters.
 
 use axum::{Json, extract::State};
-use serde::Serialize;
 
 use super::{AppState, error::ApiError};
-use crate::queue::{DeadLetter, JobQueue, QueueError, WorkerState};
+use crate::observe::views::{QueueView, queue_view};
 
 /// How many dead letters `GET /queue` shows.
 pub const RECENT_DEAD_LETTERS: usize = 10;
-
-/// The queue at a glance.
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueView {
-    /// Messages waiting in the pending list.
-    pub pending: usize,
-    /// Messages reserved by workers and not yet acknowledged (all processing lists).
-    pub in_flight: usize,
-    /// Entries in the dead letter list.
-    pub dead_letters: usize,
-    /// Workers whose liveness key exists.
-    pub live_workers: usize,
-    /// Every known worker with its in-flight count.
-    pub workers: Vec<WorkerState>,
-    /// The newest dead letters.
-    pub recent_dead_letters: Vec<DeadLetter>,
-}
-
-/// Reads the queue's state, with up to `dead_limit` of the newest dead letters.
-pub async fn queue_view(queue: &JobQueue, dead_limit: usize) -> Result<QueueView, QueueError> {
-    let workers = queue.worker_states().await?;
-    let pending = queue.depth().await?;
-    let dead_letters = queue.dead_depth().await?;
-    let recent_dead_letters = queue.dead_letters(dead_limit).await?;
-    Ok(QueueView {
-        pending,
-        in_flight: workers.iter().map(|w| w.in_flight).sum(),
-        dead_letters,
-        live_workers: workers.iter().filter(|w| w.alive).count(),
-        workers,
-        recent_dead_letters,
-    })
-}
 
 /// `GET /queue`.
 pub(crate) async fn overview(State(state): State<AppState>) -> Result<Json<QueueView>, ApiError> {

@@ -55,6 +55,9 @@ struct Cli {
     /// Postgres connections in this process's pool.
     #[arg(long, default_value_t = 16)]
     max_connections: u32,
+    /// How long any request may take before the API answers 408, in milliseconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    request_timeout_ms: u64,
     /// How long shutdown waits for requests in flight, in milliseconds.
     #[arg(long, default_value_t = 15_000)]
     drain_timeout_ms: u64,
@@ -89,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         lock_wait: Duration::from_millis(cli.lock_wait_ms),
         token: cli.api_token.clone(),
         body_limit: usize::try_from(cli.body_limit).context("--body-limit")?,
+        request_timeout: Duration::from_millis(cli.request_timeout_ms),
         ..ApiConfig::default()
     };
     let queue = redis.queue(cli.queue.queue_config(config.instance_id.clone()))?;

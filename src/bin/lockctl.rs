@@ -5,8 +5,8 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lockstock::{
-    api::status::{StatusReport, dead_letters_table},
     config::{DatabaseArgs, LockPrefixArgs, LogArgs, QueueArgs, RedisArgs, mask_url},
+    observe::{StatusReport, dead_letters_table},
     order::ProductId,
     queue::JobQueue,
     services,
@@ -47,7 +47,14 @@ enum Command {
         action: StockAction,
     },
     /// Queue depth, workers and their in-flight orders, dead letters, held locks.
-    Status(KeysArgs),
+    Status {
+        #[command(flatten)]
+        keys: KeysArgs,
+        /// One JSON document: `{"queue": {...}, "locks": [...]}`, the bodies of the API's
+        /// `GET /queue` (without dead letters) and `GET /locks`.
+        #[arg(long)]
+        json: bool,
+    },
     /// List or requeue the dead letters.
     DeadLetters {
         #[command(subcommand)]
@@ -97,12 +104,24 @@ struct BenchArgs {
     json: bool,
 }
 
+/// What `lockctl stock get --json` prints (stable field names).
+#[derive(Debug, serde::Serialize)]
+struct StockLine {
+    /// The product id.
+    product_id: i32,
+    /// Its stock.
+    stock: i32,
+}
+
 #[derive(Debug, Subcommand)]
 enum StockAction {
     /// Print a product's stock.
     Get {
         /// Product id.
         product: i32,
+        /// Print `{"product_id": n, "stock": n}` instead of the bare number.
+        #[arg(long)]
+        json: bool,
     },
     /// Set a product's stock.
     Set {
@@ -210,9 +229,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Stock { database, action } => {
             let store = connect_store(&database).await?;
             match action {
-                StockAction::Get { product } => {
+                StockAction::Get { product, json } => {
                     let stock = store.stock(ProductId::new(product)?).await?;
-                    println!("{stock}");
+                    if json {
+                        let line = StockLine {
+                            product_id: product,
+                            stock,
+                        };
+                        println!("{}", serde_json::to_string(&line)?);
+                    } else {
+                        println!("{stock}");
+                    }
                 }
                 StockAction::Set { product, stock } => {
                     store.set_stock(ProductId::new(product)?, stock).await?;
@@ -221,7 +248,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Status(keys) => status(keys).await,
+        Command::Status { keys, json } => status(keys, json).await,
         Command::DeadLetters { action } => dead_letters(action).await,
         Command::Demo(args) => demo(args).await,
         Command::Bench(args) => bench(args).await,
@@ -369,6 +396,10 @@ enum DeadLettersAction {
         /// How many to show.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// One JSON object per line, newest first: `{"payload", "reason", "worker", "at"}`
+        /// (`at` in Unix milliseconds).
+        #[arg(long)]
+        json: bool,
     },
     /// Push every dead letter back onto the pending list.
     Requeue {
@@ -388,24 +419,34 @@ async fn connect_keys(keys: &KeysArgs) -> anyhow::Result<(JobQueue, LockClient)>
     Ok((queue, redis.lock_client(lock_config)))
 }
 
-async fn status(keys: KeysArgs) -> anyhow::Result<()> {
+async fn status(keys: KeysArgs, json: bool) -> anyhow::Result<()> {
     let (queue, locks) = connect_keys(&keys).await?;
     let report = StatusReport::collect(&queue, &locks)
         .await
         .context("reading the queue and the locks")?;
-    print!("{report}");
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{report}");
+    }
     Ok(())
 }
 
 async fn dead_letters(action: DeadLettersAction) -> anyhow::Result<()> {
     match action {
-        DeadLettersAction::List { keys, limit } => {
+        DeadLettersAction::List { keys, limit, json } => {
             let (queue, _) = connect_keys(&keys).await?;
             let letters = queue
                 .dead_letters(limit)
                 .await
                 .context("reading the dead letters")?;
-            print!("{}", dead_letters_table(&letters));
+            if json {
+                for letter in &letters {
+                    println!("{}", serde_json::to_string(letter)?);
+                }
+            } else {
+                print!("{}", dead_letters_table(&letters));
+            }
         }
         DeadLettersAction::Requeue { keys } => {
             let (queue, _) = connect_keys(&keys).await?;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use lockstock::{
-    api::metrics::{WorkerMetrics, serve_worker_metrics},
     config::{DatabaseArgs, LockArgs, LogArgs, QueueArgs, RedisArgs},
+    observe::{WorkerMetrics, serve_worker_metrics},
     queue::default_worker_id,
     services,
     shutdown::spawn_signal_handler,

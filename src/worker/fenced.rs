@@ -26,12 +26,11 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{
-    Ctx,
+    Ctx, WorkerStats,
     error::ProcessError,
     lanes::Job,
     poison::{dead_letter, reject_unknown_product},
     retry::Retry,
-    stats::WorkerStats,
 };
 use crate::{
     order::ProductId,

@@ -39,7 +39,6 @@ mod fenced;
 mod lanes;
 mod poison;
 mod retry;
-mod stats;
 mod unlocked;
 
 use std::{
@@ -52,14 +51,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::product_lock::ProductLocks;
 
-pub use self::{
-    error::ProcessError,
-    stats::{StatsSnapshot, WorkerStats},
-};
+pub use self::error::ProcessError;
 use self::{
     lanes::{Admitted, Job, Lanes, Task},
     retry::Retry,
 };
+pub use crate::observe::{StatsSnapshot, WorkerStats};
 use crate::{
     order::{Outcome, PurchaseOrder, decode},
     queue::JobQueue,

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use super::{Ctx, error::ProcessError, lanes::Job, retry::Retry, stats::WorkerStats};
+use super::{Ctx, WorkerStats, error::ProcessError, lanes::Job, retry::Retry};
 use crate::{
     order::{Poison, RejectReason},
     store::CommitResult,

@@ -132,23 +132,7 @@ async fn lockctl_status_and_dead_letters(pool: PgPool) {
         )
         .await
         .unwrap();
-    let lockctl = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_lockctl"))
-            .args(args)
-            .args(["--redis-url", &app.redis.url()])
-            .args(["--queue-key", &format!("{}:orders:pending", app.prefix)])
-            .args(["--dead-key", &format!("{}:orders:dead", app.prefix)])
-            .args(["--lock-prefix", &app.lock_prefix()])
-            .output()
-            .expect("run lockctl");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "lockctl {args:?} failed: {stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
-    };
+    let lockctl = |args: &[&str]| app.lockctl_on_keys(args);
 
     // Act + Assert: status
     let status = lockctl(&["status"]);

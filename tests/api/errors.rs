@@ -119,6 +119,40 @@ async fn unknown_products_and_routes_answer_404(pool: PgPool) {
     .await;
 }
 
+/// A request slower than the request timeout answers 408 in JSON instead of hanging, and its
+/// handler is dropped before it commits: the stock is untouched.
+#[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
+async fn requests_slower_than_the_timeout_answer_408(pool: PgPool) {
+    // Arrange: a locked purchase whose slow step (30 s) outlasts the 300 ms request timeout.
+    let app = TestApp::spawn_with(
+        pool,
+        Settings {
+            work: std::time::Duration::from_secs(30),
+            request_timeout: std::time::Duration::from_millis(300),
+            ..Settings::default()
+        },
+    )
+    .await;
+    app.reset_stock(1, 5).await;
+
+    // Act: a client that would give up long before the slow step ends.
+    let started = std::time::Instant::now();
+    let response = app
+        .client
+        .post(app.url("/purchase/with-lock/1"))
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .expect("the API answers before the client's own 10 s timeout");
+
+    // Assert
+    let elapsed = started.elapsed();
+    let body = json_of(response, StatusCode::REQUEST_TIMEOUT).await;
+    assert_eq!(body, json!({ "error": "request timed out" }));
+    assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
+    assert_eq!(app.stock(1).await, 5, "a timed-out purchase sold nothing");
+}
+
 /// A body over the limit is refused with 413 before anything happens.
 #[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
 async fn oversized_bodies_answer_413(pool: PgPool) {

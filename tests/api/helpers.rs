@@ -29,6 +29,7 @@ pub struct Settings {
     pub token: Option<String>,
     pub lock_wait: Duration,
     pub body_limit: usize,
+    pub request_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -38,6 +39,7 @@ impl Default for Settings {
             token: None,
             lock_wait: Duration::from_secs(10),
             body_limit: 4 * 1024,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -165,6 +167,19 @@ impl TestApp {
         database_url(&self.pool)
     }
 
+    /// Runs `lockctl <args>` on this test's Redis and keys (queue, dead letters, lock prefix);
+    /// asserts it succeeded and returns its stdout.
+    pub fn lockctl_on_keys(&self, args: &[&str]) -> String {
+        let queue_key = format!("{}:orders:pending", self.prefix);
+        let dead_key = format!("{}:orders:dead", self.prefix);
+        let lock_prefix = self.lock_prefix();
+        let redis_url = self.redis.url();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--redis-url", &redis_url, "--queue-key", &queue_key]);
+        all.extend(["--dead-key", &dead_key, "--lock-prefix", &lock_prefix]);
+        lockctl(&all)
+    }
+
     /// Stops the server and waits for it to return.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
@@ -184,6 +199,21 @@ impl Drop for TestApp {
     }
 }
 
+/// Runs the real `lockctl <args>`; asserts it succeeded and returns its stdout.
+pub fn lockctl(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lockctl"))
+        .args(args)
+        .output()
+        .expect("run lockctl");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "lockctl {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Builds the API state over `redis_url` with the test's key prefix.
 pub async fn build_state(
     redis_url: &str,
@@ -199,6 +229,7 @@ pub async fn build_state(
         lock_wait: settings.lock_wait,
         token: settings.token.clone(),
         body_limit: settings.body_limit,
+        request_timeout: settings.request_timeout,
         instance_id: "api-test".to_owned(),
         ..ApiConfig::default()
     };

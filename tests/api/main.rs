@@ -11,6 +11,7 @@ mod helpers;
 
 mod binaries;
 mod errors;
+mod lockctl_json;
 mod observability;
 mod orders;
 mod page;

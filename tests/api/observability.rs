@@ -2,10 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use lockstock::{
-    api::metrics::{WorkerMetrics, serve_worker_metrics},
-    worker::WorkerStats,
-};
+use lockstock::observe::{WorkerMetrics, WorkerStats, serve_worker_metrics};
 use lockstock_lock::LockOptions;
 use reqwest::StatusCode;
 use serde_json::json;

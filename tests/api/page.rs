@@ -63,6 +63,30 @@ fn run_chromium(binary: &Path, url: &str, extra: &[String]) -> String {
     stdout
 }
 
+/// The `data-points` of the chart `<svg id="{id}">` (points of its fullest series).
+fn chart_points(dom: &str, id: &str) -> usize {
+    let at = dom
+        .find(&format!(r#"id="{id}""#))
+        .unwrap_or_else(|| panic!("no chart {id}"));
+    let start = dom[..at].rfind('<').unwrap();
+    let tag = &dom[start..start + dom[start..].find('>').unwrap()];
+    tag.split(r#"data-points=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("chart {id} has no data-points: {tag}"))
+}
+
+/// The value shown in a chart legend after the series name `name`.
+fn legend_value(dom: &str, name: &str) -> String {
+    let marker = format!(r#"{name} <span class="val">"#);
+    let at = dom
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no legend entry {name}"))
+        + marker.len();
+    dom[at..at + dom[at..].find('<').unwrap()].to_owned()
+}
+
 fn tempdir(what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lockstock-{what}-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -70,7 +94,8 @@ fn tempdir(what: &str) -> PathBuf {
 }
 
 /// Opening `/` in a real browser shows the products with their stock, recent orders with their
-/// outcomes, the held lock and the queue depth, all fetched from the running API.
+/// outcomes, the held lock and the queue depth, all fetched from the running API, and charts of
+/// decided orders, lock wait/hold quantiles and queue depth sampled on its refreshes.
 #[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
 async fn live_page_renders_real_data_in_headless_chromium(pool: PgPool) {
     let Some(binary) = chromium() else {
@@ -160,6 +185,31 @@ async fn live_page_renders_real_data_in_headless_chromium(pool: PgPool) {
         dom.contains(r#"<div class="v" id="q-pending">2</div>"#),
         "queue depth missing:\n{dom}"
     );
+    // The charts: each sampled on several refreshes, drawn as SVG paths with points.
+    for chart in ["chart-orders", "chart-locks", "chart-queue"] {
+        let points = chart_points(&dom, chart);
+        assert!(points >= 2, "{chart} has {points} points:\n{dom}");
+    }
+    for series in ["fulfilled", "rejected", "wait p99", "hold p99", "pending"] {
+        let path = format!(r#"data-series="{series}""#);
+        let at = dom
+            .find(&path)
+            .unwrap_or_else(|| panic!("no {series} path:\n{dom}"));
+        let tag = &dom[dom[..at].rfind('<').unwrap()..at];
+        assert!(
+            tag.contains(r#"d="M"#),
+            "{series}'s path has no points: {tag}"
+        );
+    }
+    assert!(
+        dom.contains("fulfilled <span class=\"val\">") && dom.contains("(1 total)"),
+        "decided totals missing from the orders chart:\n{dom}"
+    );
+    let wait = legend_value(&dom, "wait p99");
+    assert!(
+        wait.ends_with(" ms") && wait != "– ms",
+        "lock wait p99 {wait:?}"
+    );
 
     // A screenshot for people (look at it: target/screenshots/live-page.png).
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
@@ -170,9 +220,20 @@ async fn live_page_renders_real_data_in_headless_chromium(pool: PgPool) {
         format!("--screenshot={}", shot.display()),
         "--window-size=1400,900".to_owned(),
     ];
+    // Purchases keep landing while the screenshot's page samples, so its charts move.
+    let load = {
+        let client = app.client.clone();
+        let purchase = app.url("/purchase/with-lock/3");
+        tokio::spawn(async move {
+            loop {
+                let _ = client.post(&purchase).send().await;
+            }
+        })
+    };
     tokio::task::spawn_blocking(move || run_chromium(&binary, &url, &extra))
         .await
         .unwrap();
+    load.abort();
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     assert!(
         size > 10_000,

@@ -108,9 +108,7 @@ pub use inspect::LockInfo;
 pub use keys::{
     FairKeys, KeySpace, MAX_RESOURCE_LEN, RedlockKeys, ResourceKeys, RwLockKeys, SemaphoreKeys,
 };
-pub use metrics::{
-    DURATION_BUCKETS, DurationHistogram, HistogramSnapshot, LockMetrics, LockMetricsSnapshot,
-};
+pub use metrics::{DURATION_BUCKETS, LockMetrics};
 pub use options::{Heartbeat, LockConfig, LockOptions};
 pub use owner::LockOwner;
 pub use redlock::{InstanceLock, Redlock, RedlockConfig, RedlockGuard};

@@ -1,22 +1,35 @@
-//! [`LockMetrics`]: what a [`LockClient`](super::LockClient) did, counted in process.
+//! [`LockMetrics`]: what a [`LockClient`](super::LockClient) did, as `prometheus-client` metrics.
 //!
-//! Plain atomics, no exporter: the API and the workers read a [`LockMetricsSnapshot`] and render
-//! it (Prometheus text, logs). Recording costs a few relaxed atomic adds.
+//! The counters and histograms are `prometheus-client` types, shared (cheap clones of one
+//! `Arc`) between the client, its guards and whatever [`Registry`] the caller registers them in
+//! with [`LockMetrics::register`]. The crate keeps no global registry: each caller (an API, a
+//! worker, a test) owns its own.
 //!
-//! - When `acquire`/`try_acquire` returns a guard, then `acquisitions` grows by one and the time
-//!   the call took lands in the `acquire_wait` histogram.
+//! - When `acquire`/`try_acquire` returns a guard, then `lock_acquisitions` grows by one and the
+//!   time the call took lands in the `lock_acquire_wait_seconds` histogram.
 //! - When `acquire` gives up at its deadline (or `try_acquire` finds the lock held), then
-//!   `timeouts` grows; when it fails with an error (Redis unreachable, a bad argument), then
-//!   `failures` grows. Neither records a wait.
-//! - When a guard's lost signal fires, then `losses` grows (once per guard).
+//!   `lock_acquire_timeouts` grows; when it fails with an error (Redis unreachable, a bad
+//!   argument), then `lock_acquire_failures` grows. Neither records a wait.
+//! - When a guard's lost signal fires, then `lock_losses` grows (once per guard).
 //! - When a guard is released (explicitly, or dropped unreleased), then its hold time lands in the
-//!   `hold_time` histogram.
-//! - Not guaranteed: a snapshot is not atomic across fields (each field is read on its own), and
-//!   counters restart at zero with the process.
+//!   `lock_hold_seconds` histogram.
+//! - Not guaranteed: one consistent instant across families (each is read on its own at encoding
+//!   time), and counters restart at zero with the process.
+//!
+//! | family (under the caller's prefix) | type | buckets |
+//! |---|---|---|
+//! | `lock_acquisitions_total` | counter | |
+//! | `lock_acquire_timeouts_total` | counter | |
+//! | `lock_acquire_failures_total` | counter | |
+//! | `lock_losses_total` | counter | |
+//! | `lock_acquire_wait_seconds` | histogram | [`DURATION_BUCKETS`] |
+//! | `lock_hold_seconds` | histogram | [`DURATION_BUCKETS`] |
 
-use std::{
-    sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
+use std::time::Duration;
+
+use prometheus_client::{
+    metrics::{counter::Counter, histogram::Histogram},
+    registry::{Registry, Unit},
 };
 
 /// Histogram bucket upper bounds, in seconds (the `+Inf` bucket is implied).
@@ -24,132 +37,122 @@ pub const DURATION_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// A fixed-bucket histogram of durations (bounds: [`DURATION_BUCKETS`]).
-#[derive(Debug, Default)]
-pub struct DurationHistogram {
-    /// Observations per bucket (not cumulative); the last slot is `+Inf`.
-    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
-    /// Sum of all observations, in microseconds.
-    sum_micros: AtomicU64,
-    /// Number of observations.
-    count: AtomicU64,
-}
-
-impl DurationHistogram {
-    /// Records one observation.
-    pub fn observe(&self, value: Duration) {
-        let seconds = value.as_secs_f64();
-        let slot = DURATION_BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(DURATION_BUCKETS.len());
-        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A copy of the histogram.
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut cumulative = Vec::with_capacity(self.buckets.len());
-        let mut running = 0;
-        for bucket in &self.buckets {
-            running += bucket.load(Ordering::Relaxed);
-            cumulative.push(running);
-        }
-        HistogramSnapshot {
-            bounds: &DURATION_BUCKETS,
-            cumulative,
-            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        }
-    }
-}
-
-/// A point-in-time copy of a [`DurationHistogram`], in Prometheus' shape.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistogramSnapshot {
-    /// Bucket upper bounds in seconds, ascending (without `+Inf`).
-    pub bounds: &'static [f64],
-    /// Cumulative counts: `cumulative[i]` observations were `<= bounds[i]`; the last entry (one
-    /// past `bounds`) is the `+Inf` bucket, i.e. the total count.
-    pub cumulative: Vec<u64>,
-    /// Sum of all observations, in seconds.
-    pub sum_seconds: f64,
-}
-
-impl HistogramSnapshot {
-    /// Total number of observations.
-    pub fn count(&self) -> u64 {
-        self.cumulative.last().copied().unwrap_or(0)
-    }
-}
-
-/// Counters and histograms of one lock client (shared by its guards).
-#[derive(Debug, Default)]
+/// Counters and histograms of one lock client (shared by its guards). Cloning shares the values.
+#[derive(Debug, Clone)]
 pub struct LockMetrics {
-    acquisitions: AtomicU64,
-    timeouts: AtomicU64,
-    failures: AtomicU64,
-    losses: AtomicU64,
-    acquire_wait: DurationHistogram,
-    hold_time: DurationHistogram,
+    /// Successful acquisitions.
+    acquisitions: Counter,
+    /// Acquisitions that gave up at their deadline (or found the lock held, for `try_acquire`).
+    timeouts: Counter,
+    /// Acquisitions that failed with an error.
+    failures: Counter,
+    /// Held locks whose lost signal fired.
+    losses: Counter,
+    /// How long successful acquisitions took, in seconds.
+    acquire_wait: Histogram,
+    /// How long locks were held, from grant to release, in seconds.
+    hold_time: Histogram,
 }
 
-/// A point-in-time copy of [`LockMetrics`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct LockMetricsSnapshot {
-    /// Successful acquisitions.
-    pub acquisitions: u64,
-    /// Acquisitions that gave up at their deadline (or found the lock held, for `try_acquire`).
-    pub timeouts: u64,
-    /// Acquisitions that failed with an error.
-    pub failures: u64,
-    /// Held locks whose lost signal fired.
-    pub losses: u64,
-    /// How long successful acquisitions took.
-    pub acquire_wait: HistogramSnapshot,
-    /// How long locks were held, from grant to release.
-    pub hold_time: HistogramSnapshot,
+impl Default for LockMetrics {
+    fn default() -> Self {
+        Self {
+            acquisitions: Counter::default(),
+            timeouts: Counter::default(),
+            failures: Counter::default(),
+            losses: Counter::default(),
+            acquire_wait: Histogram::new(DURATION_BUCKETS),
+            hold_time: Histogram::new(DURATION_BUCKETS),
+        }
+    }
 }
 
 impl LockMetrics {
-    /// A copy of every counter and histogram.
-    pub fn snapshot(&self) -> LockMetricsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        LockMetricsSnapshot {
-            acquisitions: get(&self.acquisitions),
-            timeouts: get(&self.timeouts),
-            failures: get(&self.failures),
-            losses: get(&self.losses),
-            acquire_wait: self.acquire_wait.snapshot(),
-            hold_time: self.hold_time.snapshot(),
-        }
+    /// Registers every family in `registry` (names in the module docs; give the registry a prefix
+    /// with `Registry::sub_registry_with_prefix`). The registry shares the values: later
+    /// recordings show in its next encoding.
+    ///
+    /// ```
+    /// use lockstock_lock::LockMetrics;
+    /// use prometheus_client::{encoding::prometheus_text::encode, registry::Registry};
+    ///
+    /// let metrics = LockMetrics::default();
+    /// let mut registry = Registry::default();
+    /// metrics.register(registry.sub_registry_with_prefix("app"));
+    /// let mut text = String::new();
+    /// encode(&mut text, &registry).unwrap();
+    /// assert!(text.contains("app_lock_acquisitions_total 0"));
+    /// ```
+    pub fn register(&self, registry: &mut Registry) {
+        // The registry appends the full stop to each help text.
+        registry.register(
+            "lock_acquisitions",
+            "Lock acquisitions that got the lock",
+            self.acquisitions.clone(),
+        );
+        registry.register(
+            "lock_acquire_timeouts",
+            "Lock acquisitions that gave up at their deadline (or found the lock held, for try_acquire)",
+            self.timeouts.clone(),
+        );
+        registry.register(
+            "lock_acquire_failures",
+            "Lock acquisitions that failed with an error (Redis unreachable, bad argument)",
+            self.failures.clone(),
+        );
+        registry.register(
+            "lock_losses",
+            "Held locks whose lost signal fired (expired, taken, or safety deadline passed)",
+            self.losses.clone(),
+        );
+        registry.register_with_unit(
+            "lock_acquire_wait",
+            "Time successful lock acquisitions took, including waiting for the holder",
+            Unit::Seconds,
+            self.acquire_wait.clone(),
+        );
+        registry.register_with_unit(
+            "lock_hold",
+            "Time locks were held, from grant to release",
+            Unit::Seconds,
+            self.hold_time.clone(),
+        );
+    }
+
+    /// Successful acquisitions so far.
+    pub fn acquisitions(&self) -> u64 {
+        self.acquisitions.get()
+    }
+
+    /// Held locks whose lost signal fired so far.
+    pub fn losses(&self) -> u64 {
+        self.losses.get()
     }
 
     /// Records a successful acquisition that took `waited`.
     pub(crate) fn acquired(&self, waited: Duration) {
-        self.acquisitions.fetch_add(1, Ordering::Relaxed);
-        self.acquire_wait.observe(waited);
+        self.acquisitions.inc();
+        self.acquire_wait.observe(waited.as_secs_f64());
     }
 
     /// Records an acquisition that did not get the lock in time.
     pub(crate) fn timed_out(&self) {
-        self.timeouts.fetch_add(1, Ordering::Relaxed);
+        self.timeouts.inc();
     }
 
     /// Records an acquisition that failed with an error.
     pub(crate) fn failed(&self) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.failures.inc();
     }
 
     /// Records a lost lock.
     pub(crate) fn lost(&self) {
-        self.losses.fetch_add(1, Ordering::Relaxed);
+        self.losses.inc();
     }
 
     /// Records a hold that ended after `held`.
     pub(crate) fn released(&self, held: Duration) {
-        self.hold_time.observe(held);
+        self.hold_time.observe(held.as_secs_f64());
     }
 
     /// Records the result of an acquisition call that started `waited` ago: `Ok(true)` when it
@@ -165,20 +168,44 @@ impl LockMetrics {
 
 #[cfg(test)]
 mod tests {
+    use prometheus_client::encoding::prometheus_text::encode;
+
     use super::*;
 
-    /// Observations land in the first bucket whose bound covers them; counts are cumulative.
+    fn exposition(metrics: &LockMetrics) -> String {
+        let mut registry = Registry::default();
+        metrics.register(registry.sub_registry_with_prefix("lockstock"));
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    /// Observations land in the first bucket whose bound covers them; buckets are cumulative and
+    /// the names are the ones the dashboards know.
     #[test]
-    fn histogram_buckets_are_cumulative() {
-        let histogram = DurationHistogram::default();
-        histogram.observe(Duration::from_micros(500));
-        histogram.observe(Duration::from_millis(7));
-        histogram.observe(Duration::from_secs(60));
-        let snapshot = histogram.snapshot();
-        assert_eq!(snapshot.cumulative[0], 1); // <= 1 ms
-        assert_eq!(snapshot.cumulative[3], 2); // <= 10 ms
-        assert_eq!(snapshot.cumulative[DURATION_BUCKETS.len() - 1], 2); // <= 30 s
-        assert_eq!(snapshot.count(), 3);
-        assert!((snapshot.sum_seconds - 60.0075).abs() < 1e-6);
+    fn histogram_buckets_are_cumulative_under_the_known_names() {
+        let metrics = LockMetrics::default();
+        metrics.acquired(Duration::from_micros(500));
+        metrics.acquired(Duration::from_millis(7));
+        metrics.acquired(Duration::from_secs(60));
+        let text = exposition(&metrics);
+        for line in [
+            "# TYPE lockstock_lock_acquisitions_total counter",
+            "lockstock_lock_acquisitions_total 3",
+            "# TYPE lockstock_lock_acquire_wait_seconds histogram",
+            r#"lockstock_lock_acquire_wait_seconds_bucket{le="0.001"} 1"#,
+            r#"lockstock_lock_acquire_wait_seconds_bucket{le="0.01"} 2"#,
+            r#"lockstock_lock_acquire_wait_seconds_bucket{le="30"} 2"#,
+            r#"lockstock_lock_acquire_wait_seconds_bucket{le="+Inf"} 3"#,
+            "lockstock_lock_acquire_wait_seconds_count 3",
+            "lockstock_lock_hold_seconds_count 0",
+            "# HELP lockstock_lock_losses_total Held locks whose lost signal fired (expired, taken, or safety deadline passed).",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in\n{text}"
+            );
+        }
+        assert_eq!(metrics.acquisitions(), 3);
     }
 }

@@ -1,8 +1,27 @@
-//! Counters of what a worker did, for its log summary (and, later, metrics).
+//! [`WorkerStats`]: counters of what a worker did, for its log summary and its `/metrics`.
+//!
+//! The worker bumps plain atomics; [`WorkerStats`] is also a `prometheus-client`
+//! [`Collector`] that reads them when a registry is encoded, so nothing is counted twice.
+//!
+//! - When a registry holding an `Arc<WorkerStats>` is encoded, then it shows
+//!   `lockstock_worker_orders_total{outcome}` (fulfilled, rejected, dead_lettered,
+//!   already_decided) and `lockstock_worker_events_total{event}` (lock_lost, stale_fence, retry,
+//!   recovered), every series present from the start (at 0).
+//! - Not guaranteed: one consistent instant across counters (each is read on its own).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    fmt,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
+use prometheus_client::{
+    collector::Collector,
+    encoding::DescriptorEncoder,
+    metrics::{MetricType, counter::ConstCounter},
+};
 use serde::Serialize;
+
+use super::registry::encode_series;
 
 /// Running totals of one worker process. All counters only grow.
 #[derive(Debug, Default)]
@@ -65,6 +84,45 @@ impl WorkerStats {
             retries: get(&self.retries),
             recovered: get(&self.recovered),
         }
+    }
+}
+
+impl Collector for WorkerStats {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let s = self.snapshot();
+        let series = |label: &'static str, counts: [(&'static str, u64); 4]| {
+            counts.map(|(value, count)| (vec![(label, value)], ConstCounter::new(count)))
+        };
+        encode_series(
+            &mut encoder,
+            "lockstock_worker_orders",
+            "Orders this worker finished, by outcome.",
+            MetricType::Counter,
+            &series(
+                "outcome",
+                [
+                    ("fulfilled", s.fulfilled),
+                    ("rejected", s.rejected),
+                    ("dead_lettered", s.dead_lettered),
+                    ("already_decided", s.already_decided),
+                ],
+            ),
+        )?;
+        encode_series(
+            &mut encoder,
+            "lockstock_worker_events",
+            "Worker events: locks lost before commit, stale fences refused, retries, recovered orders.",
+            MetricType::Counter,
+            &series(
+                "event",
+                [
+                    ("lock_lost", s.locks_lost),
+                    ("stale_fence", s.stale_fences),
+                    ("retry", s.retries),
+                    ("recovered", s.recovered),
+                ],
+            ),
+        )
     }
 }
 

@@ -1,16 +1,20 @@
 //! The operator's status report (what `lockctl status` prints): the same data as `GET /queue`
-//! and `GET /locks`, as plain-text tables.
+//! and `GET /locks`, as plain-text tables ([`fmt::Display`]) or one JSON document
+//! (`lockctl status --json`, [`serde::Serialize`]).
 //!
 //! - When [`StatusReport::collect`] succeeds, then the report holds the queue counts, every known
 //!   worker with its liveness and in-flight count, and every held lock.
-//! - Not guaranteed: a snapshot (see [`super::queue`] and [`super::locks`]).
+//! - The JSON document is `{"queue": {"pending", "in_flight", "dead_letters", "live_workers",
+//!   "workers": [{"id", "alive", "in_flight"}], "recent_dead_letters": []}, "locks":
+//!   [{"resource", "owner": {"id", "host", "pid"}, "fence", "age_ms", "ttl_left_ms"}]}`: the
+//!   bodies of `GET /queue` (without dead letters) and `GET /locks`. These names are stable.
+//! - Not guaranteed: a snapshot (see [`super::views`]).
 
 use std::fmt::{self, Write as _};
 
-use super::{
-    locks::{HeldLock, held_locks},
-    queue::{QueueView, queue_view},
-};
+use serde::Serialize;
+
+use super::views::{HeldLock, QueueView, held_locks, queue_view};
 use crate::queue::{DeadLetter, JobQueue, QueueError};
 use lockstock_lock::{LockClient, LockError};
 
@@ -26,7 +30,7 @@ pub enum StatusError {
 }
 
 /// Queue, workers and held locks at one moment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
     /// The queue.
     pub queue: QueueView,
