@@ -7,7 +7,7 @@
 //! - Two `TestCa`s never trust each other's certificates (each has its own key): a client given
 //!   one CA refuses a server that presents the other's certificate.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
@@ -68,11 +68,6 @@ impl TestCa {
     /// The server certificate's private key.
     pub fn server_key(&self) -> PathBuf {
         self.dir.join("server.key")
-    }
-
-    /// The directory holding the PEM files.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -7,7 +7,7 @@
 //! `/usr/lib/postgresql/*/bin` (both installed by `scripts/services`). When the test runs as
 //! root, Postgres runs as the `postgres` OS user. The Postgres tests print `SKIPPED:` and pass
 //! only when no server binaries are installed, or root has no `postgres` user to run them.
-#![allow(unreachable_pub, dead_code)]
+#![allow(unreachable_pub)]
 
 #[path = "../../crates/lockstock-lock/tests/support/redis_server.rs"]
 mod redis_server;

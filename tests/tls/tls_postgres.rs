@@ -38,14 +38,12 @@ impl TlsPostgres {
     /// Makes and starts a cluster serving `ca`'s server certificate, or says why it cannot.
     pub fn start(ca: &TestCa) -> Option<Self> {
         let Some(bindir) = server_bindir() else {
-            eprintln!("SKIPPED: no Postgres server binaries under /usr/lib/postgresql/*/bin");
+            skip("no Postgres server binaries under /usr/lib/postgresql/*/bin");
             return None;
         };
         let as_postgres_user = running_as_root();
         if as_postgres_user && !succeeds(Command::new("id").arg("postgres")) {
-            eprintln!(
-                "SKIPPED: running as root, and there is no 'postgres' OS user to run the server"
-            );
+            skip("running as root, and there is no 'postgres' OS user to run the server");
             return None;
         }
         let port = free_port();
@@ -199,6 +197,13 @@ impl Drop for TlsPostgres {
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Says why a Postgres test does not run, on the real stderr (libtest captures `eprintln!`, and
+/// would hide the reason for a test that passes).
+fn skip(reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED a TLS Postgres test: {reason}");
 }
 
 /// The newest installed server binaries: `/usr/lib/postgresql/<version>/bin`.
