@@ -8,8 +8,16 @@ use sqlx::{ConnectOptions, postgres::PgConnectOptions};
 
 use crate::{ca::TestCa, tls_postgres::TlsPostgres};
 
-/// Whether the connection that runs this query is encrypted, from the server's own view.
-const SESSION_IS_ENCRYPTED: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+/// Asserts, from the server's own view (`pg_stat_ssl`), that the session running the query is
+/// encrypted.
+async fn assert_session_encrypted<'c>(executor: impl sqlx::PgExecutor<'c>) {
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(executor)
+            .await
+            .expect("read pg_stat_ssl");
+    assert!(encrypted, "pg_stat_ssl says the session is not encrypted");
+}
 
 /// `OrderStore` connects with `sslmode=verify-full&sslrootcert=<ca.pem>`, migrates and queries,
 /// and the server reports the session as TLS.
@@ -30,11 +38,7 @@ async fn order_store_migrates_and_queries_over_verify_full_with_sslrootcert() {
         .await
         .expect("query the migrated schema over TLS");
     assert!(products >= 0);
-    let encrypted: bool = sqlx::query_scalar(SESSION_IS_ENCRYPTED)
-        .fetch_one(store.pool())
-        .await
-        .expect("read pg_stat_ssl");
-    assert!(encrypted, "pg_stat_ssl says the session is not encrypted");
+    assert_session_encrypted(store.pool()).await;
 }
 
 /// `sslmode=require` encrypts without checking who signed the server's certificate.
@@ -49,11 +53,7 @@ async fn sslmode_require_encrypts_without_a_root_certificate() {
         .connect()
         .await
         .expect("connect with sslmode=require");
-    let encrypted: bool = sqlx::query_scalar(SESSION_IS_ENCRYPTED)
-        .fetch_one(&mut conn)
-        .await
-        .expect("read pg_stat_ssl");
-    assert!(encrypted, "pg_stat_ssl says the session is not encrypted");
+    assert_session_encrypted(&mut conn).await;
 }
 
 /// `sslmode=verify-full` (and `verify-ca`) with `sslrootcert=` naming a CA that did not sign the
