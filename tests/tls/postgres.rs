@@ -100,3 +100,41 @@ async fn the_test_server_refuses_plain_text() {
         "expected a pg_hba.conf refusal, got {error}"
     );
 }
+
+/// `verify-full` checks that the certificate names the host in the URL: through `127.0.0.2` (not
+/// in the certificate) it is refused. `verify-ca` through `127.0.0.1` works with the right CA.
+///
+/// Known limit, pinned here so an upgrade notices: with sqlx 0.8.6 and rustls >= 0.23.24,
+/// `verify-ca` checks the host name too (sqlx issue #3793, fixed after 0.8.6), so it is as strict
+/// as `verify-full`; docs/TLS.md says so. When this assertion fails, sqlx was fixed: update the
+/// docs and flip it.
+#[tokio::test]
+async fn verify_full_checks_the_host_name() {
+    let ca = TestCa::new("pg-host");
+    let Some(pg) = TlsPostgres::start(&ca) else {
+        return;
+    };
+    let root = format!("sslrootcert={}", ca.ca_pem().display());
+    let options = |host: &str, mode: &str| {
+        PgConnectOptions::from_str(&pg.url_via(host, &format!("sslmode={mode}&{root}")))
+            .expect("parse the URL")
+    };
+    let error = options("127.0.0.2", "verify-full")
+        .connect()
+        .await
+        .expect_err("a certificate that does not name the host must be refused by verify-full");
+    assert!(
+        error.to_string().contains("not valid for name"),
+        "expected a host name mismatch, got {error}"
+    );
+    let mut conn = options("127.0.0.1", "verify-ca")
+        .connect()
+        .await
+        .expect("verify-ca accepts the trusted CA's certificate");
+    assert_session_encrypted(&mut conn).await;
+    let error = options("127.0.0.2", "verify-ca").connect().await.expect_err(
+        "sqlx 0.8.6 checks the host name under verify-ca too (issue #3793): if this now connects, \
+         sqlx was fixed; update docs/TLS.md",
+    );
+    assert!(error.to_string().contains("not valid for name"), "{error}");
+}

@@ -3,7 +3,8 @@
 //!
 //! - When a test calls [`TlsPostgres::start`], then `initdb` makes a fresh cluster in a temp
 //!   directory and `pg_ctl` starts it on a free 127.0.0.1 port with `ssl = on` and the CA's server
-//!   certificate; `pg_hba.conf` admits TCP clients only over TLS (`hostssl`, trust: no password),
+//!   certificate (it names `127.0.0.1` and `localhost`; the server also listens on `127.0.0.2`,
+//!   which it does not name); `pg_hba.conf` admits TCP clients only over TLS (`hostssl`, trust),
 //!   as a managed Postgres that demands TLS does. Unix sockets live in the temp directory.
 //! - Postgres refuses to run as root: when the test runs as root, then the cluster belongs to the
 //!   `postgres` OS user and every server command runs through `runuser -u postgres --`; otherwise
@@ -90,7 +91,7 @@ impl TlsPostgres {
         let settings = format!(
             "\n# ---- lockstock TLS test ----\n\
              port = {port}\n\
-             listen_addresses = '127.0.0.1'\n\
+             listen_addresses = '127.0.0.1,127.0.0.2'\n\
              unix_socket_directories = '{dir}'\n\
              ssl = on\n\
              ssl_cert_file = '{dir}/server.crt'\n\
@@ -101,7 +102,7 @@ impl TlsPostgres {
         cluster.append_as_owner(&data.join("postgresql.conf"), &settings);
         // Replace the generated rules: TCP only with TLS, as a managed Postgres that demands it.
         cluster.must(cluster.server_command("sh").arg("-c").arg(format!(
-            "printf 'local all all trust\\nhostssl all all 127.0.0.1/32 trust\\n' > '{}'",
+            "printf 'local all all trust\\nhostssl all all 127.0.0.0/8 trust\\n' > '{}'",
             data.join("pg_hba.conf").display()
         )));
         cluster.must(
@@ -118,10 +119,13 @@ impl TlsPostgres {
     /// A URL for the `postgres` database as the `postgres` superuser, with `query` appended
     /// (e.g. `sslmode=verify-full&sslrootcert=/path/ca.pem`).
     pub fn url(&self, query: &str) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/postgres?{query}",
-            self.port
-        )
+        self.url_via("127.0.0.1", query)
+    }
+
+    /// As [`TlsPostgres::url`], through `host`: `127.0.0.1`, or `127.0.0.2`, where the server
+    /// also listens but which its certificate does not name.
+    pub fn url_via(&self, host: &str, query: &str) -> String {
+        format!("postgres://postgres@{host}:{}/postgres?{query}", self.port)
     }
 
     fn data(&self) -> PathBuf {
