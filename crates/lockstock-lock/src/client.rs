@@ -35,7 +35,7 @@ use super::{
     metrics::LockMetrics,
     notify::{Handoff, Notifier},
     options::{LockConfig, LockOptions},
-    scripts::Scripts,
+    scripts::SCRIPTS,
     token::{FencingToken, LockToken},
 };
 
@@ -50,8 +50,6 @@ pub(crate) struct Inner {
     /// The shared connection for every command: one server (multiplexed, auto-reconnecting) or
     /// a Redis Cluster.
     pub(crate) conn: LockConnection,
-    /// The scripts, loaded once per server and called by SHA.
-    pub(crate) scripts: Scripts,
     /// Settings.
     pub(crate) config: LockConfig,
     /// The owner record as stored in Redis.
@@ -133,7 +131,6 @@ impl LockClient {
         Self {
             inner: Arc::new(Inner {
                 conn,
-                scripts: Scripts::new(),
                 owner_json,
                 notifier: Notifier::new(client),
                 config,
@@ -343,10 +340,7 @@ impl LockClient {
         channel: &str,
     ) -> Result<Attempt> {
         let mut conn = self.conn_for_call();
-        let reply: Vec<Value> = self
-            .inner
-            .scripts
-            .acquire
+        let reply: Vec<Value> = SCRIPTS.acquire
             .key(&keys.lock)
             .key(&keys.fence)
             .key(&keys.queue)
@@ -406,10 +400,7 @@ impl LockClient {
         token: &LockToken,
     ) -> Result<ReleaseOutcome> {
         let mut conn = self.conn_for_call();
-        let reply: i64 = self
-            .inner
-            .scripts
-            .release
+        let reply: i64 = SCRIPTS.release
             .key(&keys.lock)
             .key(&keys.fence)
             .key(&keys.queue)
@@ -435,10 +426,7 @@ impl LockClient {
         ttl_ms: u64,
     ) -> Result<bool> {
         let mut conn = self.conn_for_call();
-        let reply: i64 = self
-            .inner
-            .scripts
-            .extend
+        let reply: i64 = SCRIPTS.extend
             .key(&keys.lock)
             .arg(token.to_string())
             .arg(ttl_ms)
@@ -455,10 +443,7 @@ impl LockClient {
     pub async fn raise_fence_floor(&self, resource: &str, floor: u64) -> Result<FencingToken> {
         let keys = self.keys().resource(resource)?;
         let mut conn = self.conn_for_call();
-        let value: u64 = self
-            .inner
-            .scripts
-            .raise_fence
+        let value: u64 = SCRIPTS.raise_fence
             .key(&keys.fence)
             .arg(floor)
             .invoke_async(&mut conn)
@@ -525,11 +510,7 @@ impl QueuedEntry {
         let entry = std::mem::take(&mut self.entry);
         let sent = Instant::now();
         let mut conn = self.client.conn_for_call();
-        let reply: Vec<Value> = self
-            .client
-            .inner
-            .scripts
-            .cancel_wait
+        let reply: Vec<Value> = SCRIPTS.cancel_wait
             .key(&self.keys.lock)
             .key(&self.keys.queue)
             .arg(self.token.to_string())

@@ -55,7 +55,7 @@ use super::{
     inspect::LockInfo,
     keys::FairKeys,
     options::LockOptions,
-    scripts::PRIMITIVES,
+    scripts::SCRIPTS,
     semaphore::{DEFAULT_WAITER_LEASE, release_outcome},
     token::LockToken,
     waiting::{self, Attempt, QueuedOps, WaitPlan},
@@ -194,7 +194,7 @@ impl FairGuard {
 impl QueuedOps for FairOps {
     async fn attempt(&self, lease_ms: u64) -> Result<Attempt> {
         let mut conn = self.client.conn_for_call();
-        let reply: Vec<Value> = PRIMITIVES
+        let reply: Vec<Value> = SCRIPTS
             .fair_acquire
             .key(&self.keys.lock)
             .key(&self.keys.fence)
@@ -212,7 +212,7 @@ impl QueuedOps for FairOps {
 
     async fn cancel(&self) -> Result<Option<(u64, u64)>> {
         let mut conn = self.client.conn_for_call();
-        let reply: Vec<Value> = PRIMITIVES
+        let reply: Vec<Value> = SCRIPTS
             .fair_cancel
             .key(&self.keys.lock)
             .key(&self.keys.fence)
@@ -232,7 +232,7 @@ impl QueuedOps for FairOps {
 impl Holder for FairOps {
     async fn extend(&self, ttl_ms: u64) -> Result<bool> {
         let mut conn = self.client.conn_for_call();
-        let reply: i64 = PRIMITIVES
+        let reply: i64 = SCRIPTS
             .extend
             .key(&self.keys.lock)
             .arg(&self.token)
@@ -244,7 +244,7 @@ impl Holder for FairOps {
 
     async fn release(&self) -> Result<ReleaseOutcome> {
         let mut conn = self.client.conn_for_call();
-        let reply: i64 = PRIMITIVES
+        let reply: i64 = SCRIPTS
             .fair_release
             .key(&self.keys.lock)
             .key(&self.keys.fence)

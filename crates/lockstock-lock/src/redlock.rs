@@ -115,7 +115,7 @@ use super::{
     notify::{Notifier, Watch},
     options::LockOptions,
     owner::LockOwner,
-    scripts::PRIMITIVES,
+    scripts::SCRIPTS,
     token::{FencingToken, LockToken},
 };
 
@@ -411,7 +411,7 @@ impl Redlock {
         let keys = self.keys().redlock(resource)?;
         let replies = self
             .on_all(
-                Call::new(&PRIMITIVES.raise_fence)
+                Call::new(&SCRIPTS.raise_fence)
                     .key(&keys.fence)
                     .arg(floor),
                 |_| false,
@@ -592,7 +592,7 @@ impl Redlock {
         let sent = Instant::now();
         let replies = self
             .on_all(
-                Call::new(&PRIMITIVES.redlock_acquire)
+                Call::new(&SCRIPTS.redlock_acquire)
                     .key(&keys.lock)
                     .key(&keys.fence)
                     .arg(token)
@@ -698,7 +698,7 @@ impl Redlock {
     ) -> (usize, Vec<InstanceReport>) {
         let replies = self
             .on_all(
-                Call::new(&PRIMITIVES.redlock_fence)
+                Call::new(&SCRIPTS.redlock_fence)
                     .key(&keys.lock)
                     .key(&keys.fence)
                     .arg(token)
@@ -742,7 +742,7 @@ impl Redlock {
         agreed: impl Fn(&Value) -> bool,
     ) -> Vec<Result<Value>> {
         self.on_all(
-            Call::new(&PRIMITIVES.redlock_release)
+            Call::new(&SCRIPTS.redlock_release)
                 .key(&keys.lock)
                 .key(&keys.fence)
                 .arg(token)
@@ -813,7 +813,7 @@ impl Holder for RedlockHold {
             .map_or(ttl_ms, |q| u64::try_from(q.as_millis()).unwrap_or(u64::MAX));
         let replies = redlock
             .on_all(
-                Call::new(&PRIMITIVES.redlock_extend)
+                Call::new(&SCRIPTS.redlock_extend)
                     .key(&self.keys.lock)
                     .key(&self.keys.fence)
                     .arg(&self.token)

@@ -51,7 +51,7 @@ use super::{
     inspect::LockInfo,
     keys::RwLockKeys,
     options::LockOptions,
-    scripts::PRIMITIVES,
+    scripts::SCRIPTS,
     semaphore::{DEFAULT_WAITER_LEASE, expiring_members, release_outcome},
     token::LockToken,
     waiting::{self, Attempt, QueuedOps, WaitPlan},
@@ -249,7 +249,7 @@ impl WriteGuard {
 impl QueuedOps for RwOps {
     async fn attempt(&self, lease_ms: u64) -> Result<Attempt> {
         let mut conn = self.client.conn_for_call();
-        let reply: Vec<Value> = PRIMITIVES
+        let reply: Vec<Value> = SCRIPTS
             .rw_acquire
             .key(&self.keys.writer)
             .key(&self.keys.readers)
@@ -270,7 +270,7 @@ impl QueuedOps for RwOps {
 
     async fn cancel(&self) -> Result<Option<(u64, u64)>> {
         let mut conn = self.client.conn_for_call();
-        let reply: Vec<Value> = PRIMITIVES
+        let reply: Vec<Value> = SCRIPTS
             .rw_cancel
             .key(&self.keys.writer)
             .key(&self.keys.readers)
@@ -295,7 +295,7 @@ impl Holder for RwOps {
         let mut conn = self.client.conn_for_call();
         let reply: i64 = match self.mode {
             Mode::Write => {
-                PRIMITIVES
+                SCRIPTS
                     .extend
                     .key(&self.keys.writer)
                     .arg(&self.token)
@@ -304,7 +304,7 @@ impl Holder for RwOps {
                     .await?
             }
             Mode::Read => {
-                PRIMITIVES
+                SCRIPTS
                     .permit_extend
                     .key(&self.keys.readers)
                     .arg(&self.token)
@@ -318,7 +318,7 @@ impl Holder for RwOps {
 
     async fn release(&self) -> Result<ReleaseOutcome> {
         let mut conn = self.client.conn_for_call();
-        let reply: i64 = PRIMITIVES
+        let reply: i64 = SCRIPTS
             .rw_release
             .key(&self.keys.writer)
             .key(&self.keys.readers)

@@ -51,7 +51,7 @@ use super::{
     inspect::LockInfo,
     keys::SemaphoreKeys,
     options::LockOptions,
-    scripts::PRIMITIVES,
+    scripts::SCRIPTS,
     token::LockToken,
     waiting::{self, Attempt, QueuedOps, WaitPlan},
 };
@@ -191,7 +191,7 @@ impl SemaphorePermit {
 impl QueuedOps for PermitOps {
     async fn attempt(&self, lease_ms: u64) -> Result<Attempt> {
         let mut conn = self.client.conn_for_call();
-        let reply: Vec<Value> = PRIMITIVES
+        let reply: Vec<Value> = SCRIPTS
             .sem_acquire
             .key(&self.keys.holders)
             .key(&self.keys.owners)
@@ -211,7 +211,7 @@ impl QueuedOps for PermitOps {
 
     async fn cancel(&self) -> Result<Option<(u64, u64)>> {
         let mut conn = self.client.conn_for_call();
-        let reply: Vec<Value> = PRIMITIVES
+        let reply: Vec<Value> = SCRIPTS
             .sem_cancel
             .key(&self.keys.holders)
             .key(&self.keys.owners)
@@ -233,7 +233,7 @@ impl QueuedOps for PermitOps {
 impl Holder for PermitOps {
     async fn extend(&self, ttl_ms: u64) -> Result<bool> {
         let mut conn = self.client.conn_for_call();
-        let reply: i64 = PRIMITIVES
+        let reply: i64 = SCRIPTS
             .permit_extend
             .key(&self.keys.holders)
             .arg(&self.token)
@@ -245,7 +245,7 @@ impl Holder for PermitOps {
 
     async fn release(&self) -> Result<ReleaseOutcome> {
         let mut conn = self.client.conn_for_call();
-        let reply: i64 = PRIMITIVES
+        let reply: i64 = SCRIPTS
             .sem_release
             .key(&self.keys.holders)
             .key(&self.keys.owners)
