@@ -46,19 +46,18 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redis::Value;
+use redis::{Script, ScriptInvocation, Value};
 
 use super::{
-    client::{LockClient, ReleaseOutcome},
+    client::LockClient,
     error::Result,
-    held::{Held, Holder, held_guard_methods},
-    inspect::LockInfo,
+    guard::{Held, Holder, ReleaseOutcome, held_guard_methods},
+    inspect::{LockInfo, read_lock},
     keys::FairKeys,
     options::LockOptions,
     scripts::SCRIPTS,
-    semaphore::{DEFAULT_WAITER_LEASE, release_outcome},
-    token::LockToken,
-    waiting::{self, Attempt, QueuedOps, WaitPlan},
+    semaphore::DEFAULT_WAITER_LEASE,
+    waiting::{self, Attempt, Pace, QueuedOps, Ticket, WaitPlan},
 };
 
 /// A strict-FIFO lock on one resource: cheap to clone, shares the client's connection.
@@ -79,17 +78,15 @@ pub struct FairGuard {
 /// The Redis side of one acquisition (one token), waiting or held.
 #[derive(Debug, Clone)]
 struct FairOps {
-    client: LockClient,
+    ticket: Ticket,
     keys: Arc<FairKeys>,
-    token: String,
-    /// This client's own hand-off channel for the resource (kept in the queue entry).
-    channel: String,
-    ttl_ms: u64,
 }
 
 impl FairLock {
     /// A fair lock on `resource` (refused with [`LockError::InvalidArgument`] when the name is
     /// unusable).
+    ///
+    /// [`LockError::InvalidArgument`]: crate::LockError::InvalidArgument
     pub fn new(client: &LockClient, resource: &str) -> Result<Self> {
         Ok(Self {
             keys: Arc::new(client.keys().fair(resource)?),
@@ -117,64 +114,34 @@ impl FairLock {
 
     /// Takes the lock in arrival order, waiting up to `wait` ([`LockError::Timeout`] after
     /// that, having left the queue).
+    ///
+    /// [`LockError::Timeout`]: crate::LockError::Timeout
     #[tracing::instrument(level = "debug", skip_all, fields(resource = %self.keys.resource), err(level = "debug"))]
     pub async fn acquire(&self, options: &LockOptions, wait: Duration) -> Result<FairGuard> {
         options.validate()?;
         let ops = FairOps {
-            client: self.client.clone(),
+            ticket: Ticket::new(&self.client, &self.keys.handoff, options),
             keys: self.keys.clone(),
-            token: LockToken::new().to_string(),
-            channel: self.client.inner.notifier.channel_for(&self.keys.handoff),
-            ttl_ms: options.ttl_ms(),
         };
-        let grant = waiting::acquire(
-            &ops,
-            WaitPlan {
-                notifier: &self.client.inner.notifier,
-                channel: &ops.channel,
-                token: &ops.token,
-                resource: &self.keys.resource,
-                wait,
-                lease: self.waiter_lease,
-            },
-        )
-        .await?;
-        let resource = self.keys.resource.clone();
+        let plan = WaitPlan {
+            resource: &self.keys.resource,
+            wait,
+            pace: Pace::lease(self.waiter_lease),
+        };
+        let grant = waiting::acquire(&ops, plan).await?;
         Ok(FairGuard {
-            held: Held::start(
-                ops,
-                "fair lock",
-                &resource,
-                grant.fence,
-                options,
-                grant.base,
-                grant.valid_for,
-            ),
+            held: Held::start(ops, "fair lock", &self.keys.resource, options, grant),
         })
     }
 
     /// Who holds the lock right now, if anyone.
     pub async fn inspect(&self) -> Result<Option<LockInfo>> {
-        let mut conn = self.client.connection();
-        let (value, pttl): (Option<String>, i64) = redis::pipe()
-            .get(&self.keys.lock)
-            .pttl(&self.keys.lock)
-            .query_async(&mut conn)
-            .await?;
-        Ok(value.and_then(|value| {
-            let mut parts = value.splitn(4, '\n');
-            let _token = parts.next()?;
-            let fence = parts.next()?.parse().ok()?;
-            let since_unix_ms = parts.next()?.parse().ok()?;
-            let owner = parts.next().and_then(|o| serde_json::from_str(o).ok());
-            Some(LockInfo {
-                resource: self.keys.resource.clone(),
-                owner,
-                since_unix_ms,
-                ttl_left_ms: pttl.max(0) as u64,
-                fence,
-            })
-        }))
+        read_lock(
+            &mut self.client.connection(),
+            &self.keys.lock,
+            &self.keys.resource,
+        )
+        .await
     }
 
     /// How many entries the wait queue has (live or not yet pruned).
@@ -191,35 +158,43 @@ impl FairGuard {
     held_guard_methods!();
 }
 
-impl QueuedOps for FairOps {
-    async fn attempt(&self, lease_ms: u64) -> Result<Attempt> {
-        let mut conn = self.client.conn_for_call();
-        let reply: Vec<Value> = SCRIPTS
-            .fair_acquire
-            .key(&self.keys.lock)
+impl FairOps {
+    /// `script` on the fair lock's four keys with the caller's token as `ARGV[1]`.
+    fn call<'a>(&'a self, script: &'a Script) -> ScriptInvocation<'a> {
+        let mut invocation = script.key(&self.keys.lock);
+        invocation
             .key(&self.keys.fence)
             .key(&self.keys.queue)
             .key(&self.keys.waiters)
-            .arg(&self.token)
-            .arg(self.ttl_ms)
-            .arg(self.client.owner_json())
-            .arg(lease_ms)
-            .arg(&self.channel)
-            .invoke_async(&mut conn)
+            .arg(&self.ticket.token);
+        invocation
+    }
+}
+
+impl QueuedOps for FairOps {
+    fn ticket(&self) -> &Ticket {
+        &self.ticket
+    }
+
+    async fn attempt(&self, lease_ms: u64) -> Result<Attempt> {
+        let client = &self.ticket.client;
+        let reply: Vec<Value> = client
+            .run(
+                self.call(&SCRIPTS.fair_acquire)
+                    .arg(self.ticket.ttl_ms)
+                    .arg(client.owner_json())
+                    .arg(lease_ms)
+                    .arg(&self.ticket.channel),
+            )
             .await?;
         waiting::parse_attempt("fair_acquire", &reply)
     }
 
     async fn cancel(&self) -> Result<Option<(u64, u64)>> {
-        let mut conn = self.client.conn_for_call();
-        let reply: Vec<Value> = SCRIPTS
-            .fair_cancel
-            .key(&self.keys.lock)
-            .key(&self.keys.fence)
-            .key(&self.keys.queue)
-            .key(&self.keys.waiters)
-            .arg(&self.token)
-            .invoke_async(&mut conn)
+        let reply: Vec<Value> = self
+            .ticket
+            .client
+            .run(&mut self.call(&SCRIPTS.fair_cancel))
             .await?;
         waiting::parse_cancel("fair_cancel", &reply)
     }
@@ -231,32 +206,19 @@ impl QueuedOps for FairOps {
 
 impl Holder for FairOps {
     async fn extend(&self, ttl_ms: u64) -> Result<bool> {
-        let mut conn = self.client.conn_for_call();
-        let reply: i64 = SCRIPTS
-            .extend
-            .key(&self.keys.lock)
-            .arg(&self.token)
-            .arg(ttl_ms)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(reply == 1)
+        self.ticket.extend_exclusive(&self.keys.lock, ttl_ms).await
     }
 
     async fn release(&self) -> Result<ReleaseOutcome> {
-        let mut conn = self.client.conn_for_call();
-        let reply: i64 = SCRIPTS
-            .fair_release
-            .key(&self.keys.lock)
-            .key(&self.keys.fence)
-            .key(&self.keys.queue)
-            .key(&self.keys.waiters)
-            .arg(&self.token)
-            .invoke_async(&mut conn)
+        let reply: i64 = self
+            .ticket
+            .client
+            .run(&mut self.call(&SCRIPTS.fair_release))
             .await?;
-        release_outcome("fair_release", reply)
+        ReleaseOutcome::from_reply("fair_release", reply)
     }
 
     fn owner(&self) -> &str {
-        self.client.owner_json()
+        self.ticket.client.owner_json()
     }
 }

@@ -83,10 +83,10 @@ mod conn;
 mod error;
 mod fair;
 mod guard;
-mod held;
 mod inspect;
 mod keys;
 mod metrics;
+mod mutex;
 mod notify;
 mod options;
 mod owner;
@@ -98,12 +98,11 @@ mod token;
 mod waiting;
 mod with_lock;
 
-pub use client::{LockClient, ReleaseOutcome};
+pub use client::LockClient;
 pub use conn::LockConnection;
 pub use error::{InstanceReply, InstanceReport, LockError, Result};
 pub use fair::{FairGuard, FairLock};
-pub use guard::{LockGuard, LockLease};
-pub use held::HoldLease;
+pub use guard::{HoldLease, ReleaseOutcome};
 pub use inspect::LockInfo;
 pub use keys::{
     FairKeys, KeySpace, MAX_RESOURCE_LEN, RedlockKeys, ResourceKeys, RwLockKeys, SemaphoreKeys,
@@ -111,6 +110,7 @@ pub use keys::{
 pub use metrics::{
     DURATION_BUCKETS, DurationHistogram, HistogramSnapshot, LockMetrics, LockMetricsSnapshot,
 };
+pub use mutex::{LockGuard, LockLease};
 pub use options::{Heartbeat, LockConfig, LockOptions};
 pub use owner::LockOwner;
 pub use redlock::{InstanceLock, Redlock, RedlockConfig, RedlockGuard};

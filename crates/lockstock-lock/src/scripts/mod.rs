@@ -83,24 +83,59 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         "sem_acquire.lua"
     ),
     sem_release: script!(
-        ["now", "lock_value", "handoff", "waiters", "expiring_set", "sem_handoff"],
+        [
+            "now",
+            "lock_value",
+            "handoff",
+            "waiters",
+            "expiring_set",
+            "sem_handoff"
+        ],
         "sem_release.lua"
     ),
     sem_cancel: script!(
-        ["now", "lock_value", "handoff", "waiters", "expiring_set", "sem_handoff"],
+        [
+            "now",
+            "lock_value",
+            "handoff",
+            "waiters",
+            "expiring_set",
+            "sem_handoff"
+        ],
         "sem_cancel.lua"
     ),
     permit_extend: script!(["now"], "permit_extend.lua"),
     rw_acquire: script!(
-        ["now", "lock_value", "handoff", "waiters", "expiring_set", "rw_grant"],
+        [
+            "now",
+            "lock_value",
+            "handoff",
+            "waiters",
+            "expiring_set",
+            "rw_grant"
+        ],
         "rw_acquire.lua"
     ),
     rw_release: script!(
-        ["now", "lock_value", "handoff", "waiters", "expiring_set", "rw_grant"],
+        [
+            "now",
+            "lock_value",
+            "handoff",
+            "waiters",
+            "expiring_set",
+            "rw_grant"
+        ],
         "rw_release.lua"
     ),
     rw_cancel: script!(
-        ["now", "lock_value", "handoff", "waiters", "expiring_set", "rw_grant"],
+        [
+            "now",
+            "lock_value",
+            "handoff",
+            "waiters",
+            "expiring_set",
+            "rw_grant"
+        ],
         "rw_cancel.lua"
     ),
     fair_acquire: script!(

@@ -1,6 +1,6 @@
 -- Helper (prepended at build time): the stored value of an exclusive hold (mutex, fair lock,
 -- writer of a read/write lock, Redlock), "token\nfence\nsince_ms\nowner". The Rust side reads it
--- back with one parser (`record.rs`).
+-- back with one parser (`HoldRecord` in `inspect.rs`).
 --
 -- Expects in scope: nothing.
 -- Returns: held_by(value, token)  -> truthy when `value` (a GET reply, false when missing) is
