@@ -198,10 +198,6 @@ impl QueuedOps for FairOps {
             .await?;
         waiting::parse_cancel("fair_cancel", &reply)
     }
-
-    async fn release_orphan(&self) {
-        let _ = Holder::release(self).await;
-    }
 }
 
 impl Holder for FairOps {

@@ -268,10 +268,6 @@ impl QueuedOps for RwOps {
             .await?;
         waiting::parse_cancel("rw_cancel", &reply)
     }
-
-    async fn release_orphan(&self) {
-        let _ = Holder::release(self).await;
-    }
 }
 
 impl Holder for RwOps {

@@ -203,10 +203,6 @@ impl QueuedOps for PermitOps {
             .await?;
         waiting::parse_cancel("sem_cancel", &reply)
     }
-
-    async fn release_orphan(&self) {
-        let _ = Holder::release(self).await;
-    }
 }
 
 impl Holder for PermitOps {

@@ -45,6 +45,7 @@ use std::{
 use super::{
     client::LockClient,
     error::{LockError, Result},
+    guard::Holder,
     notify::{Handoff, Notifier},
     options::LockOptions,
     scripts::SCRIPTS,
@@ -266,8 +267,9 @@ impl Ticket {
     }
 }
 
-/// The Redis side of one queued acquisition (one [`Ticket`]).
-pub(crate) trait QueuedOps: Send + Sync + 'static {
+/// The Redis side of one queued acquisition (one [`Ticket`]); once granted, the same value
+/// extends and releases the hold ([`Holder`]).
+pub(crate) trait QueuedOps: Holder {
     /// The acquisition's ticket.
     fn ticket(&self) -> &Ticket;
 
@@ -278,7 +280,11 @@ pub(crate) trait QueuedOps: Send + Sync + 'static {
     fn cancel(&self) -> impl Future<Output = Result<Option<(u64, u64)>>> + Send;
 
     /// Releases a hold that was handed to a waiter nobody waits for any more.
-    fn release_orphan(&self) -> impl Future<Output = ()> + Send;
+    fn release_orphan(&self) -> impl Future<Output = ()> + Send {
+        async move {
+            let _ = Holder::release(self).await;
+        }
+    }
 
     /// Whether an entry of this acquisition may be in the queue (leaving it then needs a call).
     fn may_be_queued(&self) -> bool {

@@ -209,10 +209,6 @@ impl QueuedOps for MutexOps {
         waiting::parse_cancel("cancel_wait", &reply)
     }
 
-    async fn release_orphan(&self) {
-        let _ = Holder::release(self).await;
-    }
-
     fn may_be_queued(&self) -> bool {
         !self.entry().is_empty()
     }

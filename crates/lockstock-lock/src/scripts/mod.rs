@@ -18,8 +18,24 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// A script built from the helper files named (from `lib/`, in order) and the script's own file.
+/// A script built from the helper files named (from `lib/`, in order) and the script's own file;
+/// `semaphore`, `rwlock` and `fair` name the helper sets of those primitives' scripts.
 macro_rules! script {
+    (semaphore, $file:literal) => {
+        script!(
+            ["now", "lock_value", "handoff", "waiters", "expiring_set", "sem_handoff"],
+            $file
+        )
+    };
+    (rwlock, $file:literal) => {
+        script!(
+            ["now", "lock_value", "handoff", "waiters", "expiring_set", "rw_grant"],
+            $file
+        )
+    };
+    (fair, $file:literal) => {
+        script!(["now", "lock_value", "handoff", "waiters"], $file)
+    };
     ([$($lib:literal),* $(,)?], $file:literal) => {
         Script::new(concat!(
             $(include_str!(concat!("lib/", $lib, ".lua")),)*
@@ -78,78 +94,16 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     extend: script!(["lock_value"], "extend.lua"),
     cancel_wait: script!(["lock_value"], "cancel_wait.lua"),
     raise_fence: script!([], "raise_fence.lua"),
-    sem_acquire: script!(
-        ["now", "lock_value", "handoff", "waiters", "expiring_set"],
-        "sem_acquire.lua"
-    ),
-    sem_release: script!(
-        [
-            "now",
-            "lock_value",
-            "handoff",
-            "waiters",
-            "expiring_set",
-            "sem_handoff"
-        ],
-        "sem_release.lua"
-    ),
-    sem_cancel: script!(
-        [
-            "now",
-            "lock_value",
-            "handoff",
-            "waiters",
-            "expiring_set",
-            "sem_handoff"
-        ],
-        "sem_cancel.lua"
-    ),
+    sem_acquire: script!(semaphore, "sem_acquire.lua"),
+    sem_release: script!(semaphore, "sem_release.lua"),
+    sem_cancel: script!(semaphore, "sem_cancel.lua"),
     permit_extend: script!(["now"], "permit_extend.lua"),
-    rw_acquire: script!(
-        [
-            "now",
-            "lock_value",
-            "handoff",
-            "waiters",
-            "expiring_set",
-            "rw_grant"
-        ],
-        "rw_acquire.lua"
-    ),
-    rw_release: script!(
-        [
-            "now",
-            "lock_value",
-            "handoff",
-            "waiters",
-            "expiring_set",
-            "rw_grant"
-        ],
-        "rw_release.lua"
-    ),
-    rw_cancel: script!(
-        [
-            "now",
-            "lock_value",
-            "handoff",
-            "waiters",
-            "expiring_set",
-            "rw_grant"
-        ],
-        "rw_cancel.lua"
-    ),
-    fair_acquire: script!(
-        ["now", "lock_value", "handoff", "waiters"],
-        "fair_acquire.lua"
-    ),
-    fair_release: script!(
-        ["now", "lock_value", "handoff", "waiters"],
-        "fair_release.lua"
-    ),
-    fair_cancel: script!(
-        ["now", "lock_value", "handoff", "waiters"],
-        "fair_cancel.lua"
-    ),
+    rw_acquire: script!(rwlock, "rw_acquire.lua"),
+    rw_release: script!(rwlock, "rw_release.lua"),
+    rw_cancel: script!(rwlock, "rw_cancel.lua"),
+    fair_acquire: script!(fair, "fair_acquire.lua"),
+    fair_release: script!(fair, "fair_release.lua"),
+    fair_cancel: script!(fair, "fair_cancel.lua"),
     redlock_acquire: script!(["now", "lock_value", "redlock"], "redlock_acquire.lua"),
     redlock_fence: script!(["lock_value", "redlock"], "redlock_fence.lua"),
     redlock_extend: script!(["now", "lock_value", "redlock"], "redlock_extend.lua"),
