@@ -1,48 +1,5 @@
-//! [`FairLock`]: a fenced mutex that serves acquirers in strict FIFO order of arrival.
-//!
-//! # Guarantees
-//! - When waiters are queued, then the lock goes to the oldest live one — on release, and also
-//!   when the holder's TTL ran out (the next script call hands it over) — never to a newer
-//!   arrival. An acquirer takes the lock at once only when it is free *and* nobody live is
-//!   queued. Arrival is the moment the first acquire script ran for the caller.
-//! - When the lock is handed over, then the new holder wakes on the hand-off message (no
-//!   polling) and owns it without another round trip.
-//! - When a waiter gives up (deadline, or its future is dropped), then it leaves the queue and,
-//!   if it was at the head of a free lock, the lock goes on to the next live waiter at once. When
-//!   a waiter dies, then its entry's lease (renewed every third of it while it lives) runs out
-//!   and the next script call skips it: a dead waiter blocks the queue for at most one lease.
-//! - Fencing tokens strictly increase in grant order; heartbeat, lost signal and safety deadline
-//!   as for every guard.
-//!
-//! # Not guaranteed
-//! - A waiter paused (or cut off from Redis) past its lease loses its place: when it renews, it
-//!   is queued again at the back.
-//! - Exclusion in the face of pauses: use the fencing token where writes land.
-//!
-//! # Why a separate type, not a strict mode of the mutex
-//! [`super::LockClient`]'s mutex already queues waiters FIFO, but two of its design choices are
-//! wrong for strict fairness and right for its own job: its queue entries expire at the waiter's
-//! *deadline* (a waiter that dies while waiting 30 s would block a strict queue for 30 s), and
-//! its one-round-trip fast path lets an arrival take a *free* lock even while waiters sit queued
-//! behind an expired holder. Making that path strict would cost every mutex user a queue check
-//! and change the mutex's behaviour under everyone's feet. So the fair lock has its own keys
-//! (`P:{R}:fair:*`), scripts and renewable waiter leases, and shares the rest: the notifier, the
-//! hand-off message format, the guard's heartbeat and lost signal. A fair lock and a mutex on the
-//! same resource name are two different locks.
-//!
-//! # Example
-//! ```rust,no_run
-//! use std::time::Duration;
-//! use lockstock_lock::{FairLock, LockClient, LockConfig, LockOptions};
-//!
-//! # async fn demo() -> Result<(), lockstock_lock::LockError> {
-//! let client = LockClient::connect("redis://127.0.0.1:6379", LockConfig::default()).await?;
-//! let turn = FairLock::new(&client, "printer")?;
-//! let guard = turn.acquire(&LockOptions::default(), Duration::from_secs(30)).await?;
-//! // ... everyone who asked before us has had their turn ...
-//! guard.release().await?;
-//! # Ok(()) }
-//! ```
+//! [`FairLock`]: a fenced mutex serving acquirers in strict FIFO order of arrival (guide on
+//! the type).
 
 use std::{sync::Arc, time::Duration};
 
@@ -60,7 +17,51 @@ use super::{
     waiting::{self, Attempt, Pace, QueuedOps, Ticket, WaitPlan},
 };
 
-/// A strict-FIFO lock on one resource: cheap to clone, shares the client's connection.
+/// [`FairLock`]: a fenced mutex that serves acquirers in strict FIFO order of arrival.
+///
+/// # Guarantees
+/// - When waiters are queued, then the lock goes to the oldest live one — on release, and also
+///   when the holder's TTL ran out (the next script call hands it over) — never to a newer
+///   arrival. An acquirer takes the lock at once only when it is free *and* nobody live is
+///   queued. Arrival is the moment the first acquire script ran for the caller.
+/// - When the lock is handed over, then the new holder wakes on the hand-off message (no
+///   polling) and owns it without another round trip.
+/// - When a waiter gives up (deadline, or its future is dropped), then it leaves the queue and,
+///   if it was at the head of a free lock, the lock goes on to the next live waiter at once. When
+///   a waiter dies, then its entry's lease (renewed every third of it while it lives) runs out
+///   and the next script call skips it: a dead waiter blocks the queue for at most one lease.
+/// - Fencing tokens strictly increase in grant order; heartbeat, lost signal and safety deadline
+///   as for every guard.
+///
+/// # Not guaranteed
+/// - A waiter paused (or cut off from Redis) past its lease loses its place: when it renews, it
+///   is queued again at the back.
+/// - Exclusion in the face of pauses: use the fencing token where writes land.
+///
+/// # Why a separate type, not a strict mode of the mutex
+/// [`crate::LockClient`]'s mutex already queues waiters FIFO, but two of its design choices are
+/// wrong for strict fairness and right for its own job: its queue entries expire at the waiter's
+/// *deadline* (a waiter that dies while waiting 30 s would block a strict queue for 30 s), and
+/// its one-round-trip fast path lets an arrival take a *free* lock even while waiters sit queued
+/// behind an expired holder. Making that path strict would cost every mutex user a queue check
+/// and change the mutex's behaviour under everyone's feet. So the fair lock has its own keys
+/// (`P:{R}:fair:*`), scripts and renewable waiter leases, and shares the rest: the notifier, the
+/// hand-off message format, the guard's heartbeat and lost signal. A fair lock and a mutex on the
+/// same resource name are two different locks.
+///
+/// # Example
+/// ```rust,no_run
+/// use std::time::Duration;
+/// use lockstock_lock::{FairLock, LockClient, LockConfig, LockOptions};
+///
+/// # async fn demo() -> Result<(), lockstock_lock::LockError> {
+/// let client = LockClient::connect("redis://127.0.0.1:6379", LockConfig::default()).await?;
+/// let turn = FairLock::new(&client, "printer")?;
+/// let guard = turn.acquire(&LockOptions::default(), Duration::from_secs(30)).await?;
+/// // ... everyone who asked before us has had their turn ...
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct FairLock {
     client: LockClient,

@@ -1,44 +1,4 @@
-//! [`RwLock`]: many readers or one writer on a named resource.
-//!
-//! # Guarantees
-//! - When a writer holds the lock, then no reader and no other writer does; when readers hold
-//!   it, then no writer does. Each grant is checked and made in one script.
-//! - When a writer is waiting, then readers that arrive after it queue behind it: a stream of new
-//!   readers cannot starve a writer. Waiters are granted in arrival order — a run of readers at
-//!   the head of the queue together, a writer alone.
-//! - Each reader holds its own expiring entry (and heartbeat): when a reader crashes, then its
-//!   entry expires after its TTL and stops blocking writers; the other readers are unaffected.
-//! - When the last blocking hold is released, then the waiters it blocked are granted in the
-//!   same script and woken by a hand-off message (no polling).
-//! - When a waiter gives up or dies, then it leaves the queue (at once, or when its lease runs
-//!   out) and blocks nobody for longer than one lease.
-//! - Fencing tokens (readers' and writers') strictly increase in grant order: a writer's token is
-//!   above every token granted before it.
-//!
-//! # Not guaranteed
-//! - Upgrading a read hold to a write hold: release the read hold and queue as a writer (another
-//!   writer may go first).
-//! - Exclusion in the face of pauses: a holder paused past its TTL may still believe it holds
-//!   the lock. Check the writer's fencing token where writes land.
-//!
-//! # Example
-//! ```rust,no_run
-//! use std::time::Duration;
-//! use lockstock_lock::{LockClient, LockConfig, LockOptions, RwLock};
-//!
-//! # async fn demo() -> Result<(), lockstock_lock::LockError> {
-//! let client = LockClient::connect("redis://127.0.0.1:6379", LockConfig::default()).await?;
-//! let catalog = RwLock::new(&client, "catalog")?;
-//!
-//! let read = catalog.read(&LockOptions::default(), Duration::from_secs(5)).await?;
-//! // ... many readers may be here at once ...
-//! read.release().await?;
-//!
-//! let write = catalog.write(&LockOptions::default(), Duration::from_secs(5)).await?;
-//! // ... alone; hand write.fence() to the store before writing ...
-//! write.release().await?;
-//! # Ok(()) }
-//! ```
+//! [`RwLock`]: many readers or one writer on a named resource (guide on the type).
 
 use std::{sync::Arc, time::Duration};
 
@@ -56,7 +16,47 @@ use super::{
     waiting::{self, Attempt, Pace, QueuedOps, Ticket, WaitPlan},
 };
 
-/// A read/write lock on one resource: cheap to clone, shares the client's connection.
+/// [`RwLock`]: many readers or one writer on a named resource.
+///
+/// # Guarantees
+/// - When a writer holds the lock, then no reader and no other writer does; when readers hold
+///   it, then no writer does. Each grant is checked and made in one script.
+/// - When a writer is waiting, then readers that arrive after it queue behind it: a stream of new
+///   readers cannot starve a writer. Waiters are granted in arrival order — a run of readers at
+///   the head of the queue together, a writer alone.
+/// - Each reader holds its own expiring entry (and heartbeat): when a reader crashes, then its
+///   entry expires after its TTL and stops blocking writers; the other readers are unaffected.
+/// - When the last blocking hold is released, then the waiters it blocked are granted in the
+///   same script and woken by a hand-off message (no polling).
+/// - When a waiter gives up or dies, then it leaves the queue (at once, or when its lease runs
+///   out) and blocks nobody for longer than one lease.
+/// - Fencing tokens (readers' and writers') strictly increase in grant order: a writer's token is
+///   above every token granted before it.
+///
+/// # Not guaranteed
+/// - Upgrading a read hold to a write hold: release the read hold and queue as a writer (another
+///   writer may go first).
+/// - Exclusion in the face of pauses: a holder paused past its TTL may still believe it holds
+///   the lock. Check the writer's fencing token where writes land.
+///
+/// # Example
+/// ```rust,no_run
+/// use std::time::Duration;
+/// use lockstock_lock::{LockClient, LockConfig, LockOptions, RwLock};
+///
+/// # async fn demo() -> Result<(), lockstock_lock::LockError> {
+/// let client = LockClient::connect("redis://127.0.0.1:6379", LockConfig::default()).await?;
+/// let catalog = RwLock::new(&client, "catalog")?;
+///
+/// let read = catalog.read(&LockOptions::default(), Duration::from_secs(5)).await?;
+/// // ... many readers may be here at once ...
+/// read.release().await?;
+///
+/// let write = catalog.write(&LockOptions::default(), Duration::from_secs(5)).await?;
+/// // ... alone; hand write.fence() to the store before writing ...
+/// write.release().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RwLock {
     client: LockClient,

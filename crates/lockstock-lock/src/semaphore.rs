@@ -1,44 +1,4 @@
-//! [`Semaphore`]: at most N holders of a named resource, each with its own permit.
-//!
-//! # Guarantees
-//! - When N permits are held, then no further acquisition succeeds: the check and the grant are
-//!   one script, and the holders live in one sorted set whose size never exceeds N.
-//! - Each permit has its own random token, fencing token, expiry and heartbeat; releasing or
-//!   extending acts on the caller's permit only.
-//! - When a holder crashes, then its permit returns once its TTL has passed (the next script
-//!   call drops expired holders); a waiter blocked on it wakes at that instant.
-//! - When a permit is released and waiters are queued, then it goes straight to the oldest live
-//!   waiter, who wakes on the hand-off message (no polling) and owns it without another round
-//!   trip. Free permits always go to queued waiters before new arrivals (FIFO).
-//! - When a waiter gives up (deadline, or its future is dropped), then it leaves the queue; when
-//!   it dies, then its entry's lease runs out and it blocks nobody for longer than one lease.
-//! - Fencing tokens of one semaphore strictly increase in grant order.
-//!
-//! # Not guaranteed
-//! - That every user of a resource passes the same N: the limit is the caller's argument, not
-//!   stored state. Two sizes for one resource name mean the larger one wins at times.
-//! - Exclusion in the face of pauses: a holder paused past its TTL may still believe it holds a
-//!   permit. Use the fencing token where it matters (with N > 1 several holders are legitimate,
-//!   so a fence only orders them).
-//!
-//! # Example
-//! ```rust,no_run
-//! use std::time::Duration;
-//! use lockstock_lock::{LockClient, LockConfig, LockOptions, Semaphore};
-//!
-//! # async fn demo() -> Result<(), lockstock_lock::LockError> {
-//! let client = LockClient::connect("redis://127.0.0.1:6379", LockConfig::default()).await?;
-//! // At most 5 concurrent exports.
-//! let exports = Semaphore::new(&client, "exports", 5)?;
-//! let permit = exports.acquire(&LockOptions::default(), Duration::from_secs(10)).await?;
-//! let lost = permit.lost();
-//! tokio::select! {
-//!     () = lost.cancelled() => { /* the permit expired: stop */ }
-//!     () = tokio::time::sleep(Duration::from_millis(100)) => { /* the export */ }
-//! }
-//! permit.release().await?;
-//! # Ok(()) }
-//! ```
+//! [`Semaphore`]: at most N holders of a named resource, each with its own permit (guide on the type).
 
 use std::{sync::Arc, time::Duration};
 
@@ -58,7 +18,47 @@ use super::{
 /// The default lease of a waiter's queue entry: a dead waiter blocks nobody longer than this.
 pub const DEFAULT_WAITER_LEASE: Duration = Duration::from_secs(3);
 
-/// A counting semaphore on one resource: cheap to clone, shares the client's connection.
+/// [`Semaphore`]: at most N holders of a named resource, each with its own permit.
+///
+/// # Guarantees
+/// - When N permits are held, then no further acquisition succeeds: the check and the grant are
+///   one script, and the holders live in one sorted set whose size never exceeds N.
+/// - Each permit has its own random token, fencing token, expiry and heartbeat; releasing or
+///   extending acts on the caller's permit only.
+/// - When a holder crashes, then its permit returns once its TTL has passed (the next script
+///   call drops expired holders); a waiter blocked on it wakes at that instant.
+/// - When a permit is released and waiters are queued, then it goes straight to the oldest live
+///   waiter, who wakes on the hand-off message (no polling) and owns it without another round
+///   trip. Free permits always go to queued waiters before new arrivals (FIFO).
+/// - When a waiter gives up (deadline, or its future is dropped), then it leaves the queue; when
+///   it dies, then its entry's lease runs out and it blocks nobody for longer than one lease.
+/// - Fencing tokens of one semaphore strictly increase in grant order.
+///
+/// # Not guaranteed
+/// - That every user of a resource passes the same N: the limit is the caller's argument, not
+///   stored state. Two sizes for one resource name mean the larger one wins at times.
+/// - Exclusion in the face of pauses: a holder paused past its TTL may still believe it holds a
+///   permit. Use the fencing token where it matters (with N > 1 several holders are legitimate,
+///   so a fence only orders them).
+///
+/// # Example
+/// ```rust,no_run
+/// use std::time::Duration;
+/// use lockstock_lock::{LockClient, LockConfig, LockOptions, Semaphore};
+///
+/// # async fn demo() -> Result<(), lockstock_lock::LockError> {
+/// let client = LockClient::connect("redis://127.0.0.1:6379", LockConfig::default()).await?;
+/// // At most 5 concurrent exports.
+/// let exports = Semaphore::new(&client, "exports", 5)?;
+/// let permit = exports.acquire(&LockOptions::default(), Duration::from_secs(10)).await?;
+/// let lost = permit.lost();
+/// tokio::select! {
+///     () = lost.cancelled() => { /* the permit expired: stop */ }
+///     () = tokio::time::sleep(Duration::from_millis(100)) => { /* the export */ }
+/// }
+/// permit.release().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Semaphore {
     client: LockClient,

@@ -1,98 +1,4 @@
-//! [`Redlock`]: one lock over N independent Redis masters (N odd, at least 3), held while a
-//! majority agrees, with fencing tokens that keep increasing while instances fail and recover.
-//!
-//! # How it works
-//! 1. **Acquire**: the same script runs on every instance concurrently, under one short
-//!    per-instance deadline. It sets the lock (`SET NX PX ttl`) and, in the same atomic step,
-//!    raises that instance's fence counter to the caller's *proposed* token, reporting the
-//!    counter as it was. Every phase (acquire, write-back, extend, release) is decided as soon as
-//!    a majority has agreed: the caller waits for the quorum, not for the slowest instance, and
-//!    the remaining calls complete in the background (still under the deadline).
-//! 2. The acquisition stands only when a majority granted it *and* time is left:
-//!    `validity = ttl − elapsed − drift` must be positive, `elapsed` counted from the send
-//!    instant. Otherwise the lock is undone on every instance (including those that did not
-//!    answer) and the caller retries or fails.
-//! 3. **Fence**: the token is `max(proposal, highest counter read + 1)`. When the proposal beat
-//!    every counter read (the usual case), it was already written to the majority in step 1.
-//!    Otherwise the token is written back (`redlock_fence.lua`) to every instance, and handed out
-//!    only once a majority confirmed the write *under the caller's lock* with validity left.
-//! 4. **Hold**: the guard's heartbeat extends on all instances every `ttl / 3`; an extension
-//!    counts when a majority agreed. An instance where the key is missing (it restarted, or was
-//!    unreachable past the TTL) gets it set again, so the hold keeps a majority as instances come
-//!    and go. When no majority can be had, the lost signal fires at the safety deadline.
-//! 5. **Release** deletes the lock on every instance and announces it; waiters retry at once.
-//!
-//! # Guarantees
-//! - When an acquisition succeeds, then a majority of instances held the caller's token with
-//!   validity left, and the guard's safety deadline is the send instant plus `ttl − drift`.
-//! - When fewer than a majority answer (e.g. 2 of 3 down), then acquisition fails within its
-//!   wait with [`LockError::NoQuorum`], which says what every instance answered.
-//! - When an instance restarts empty, then for the *restart quarantine* (default: the TTL of the
-//!   call; set [`RedlockConfig::restart_quarantine`] to the longest TTL any client uses) it
-//!   refuses to grant: the locks it forgot may still be valid on other instances, and granting
-//!   could let a second holder reach a majority (the "delayed restart" of the Redlock analysis,
-//!   enforced by the server itself from its uptime).
-//! - Per-instance answers are never collapsed to a bool: errors carry [`InstanceReport`]s.
-//!
-//! ## Why the fencing tokens strictly increase
-//! Let holder H hand out token `t`. It did so only after `t` sat in the fence counter of a set
-//! `W` of at least a majority of instances, each written while H's lock key was present there
-//! (in the acquire script itself, or by the write-back, which checks the key). Let H′ be the next
-//! holder; it acquired on a majority `M′`. Two majorities of the same N instances share at least
-//! one instance `m`. On `m`, H′'s `SET NX` succeeded, so it ran after H's key had left `m`
-//! (released, or expired — and the key outlives H's validity, so after H's write on `m`). H′
-//! therefore read a counter of at least `t` on `m` and took a token of at least `t + 1`.
-//!
-//! The argument needs `m` to have kept its counter. Data loss is covered as follows:
-//! - the write goes to *every* instance that holds H's lock (normally all N; the calls to the
-//!   instances beyond the first majority land in the background), so with N = 3 and all three
-//!   written, H′'s majority shares *two* written instances with `W`: one of them may restart
-//!   empty and the other still carries `t`. (H′ reads the counters of the instances that
-//!   answered before its acquisition was decided: at least a majority.)
-//! - extensions and releases raise the counter of every instance they reach to the holder's
-//!   token, so an instance that restarted empty is brought up to date by the current holder's
-//!   next heartbeat, within its restart quarantine;
-//! - what remains uncovered is an instance losing its data while it is the only written instance
-//!   in a later majority (H held a bare majority because one instance was down, and then one of
-//!   H's instances restarts empty before anyone writes to the recovered one). Then a token can
-//!   repeat or go down — and the fenced resource refuses it (it never accepts a token at or below
-//!   the highest it has seen); [`Redlock::raise_fence_floor`] lifts every counter above the
-//!   resource's high-water mark, as for the single-instance mutex.
-//!
-//! Proposals come from the wall clock in microseconds (and above the client's last proposal),
-//! so successive holders usually propose above every counter and skip the write-back; a client
-//! whose clock is behind only takes the slower path. Correctness never depends on clocks being
-//! in sync — only the fast path's hit rate does. Tokens stay below 2^53 (Lua numbers).
-//!
-//! # Not guaranteed
-//! - Exclusion under unbounded pauses or clock jumps: a holder paused past its validity, or an
-//!   instance whose clock jumps forward, can let a second holder in while the first still
-//!   believes it holds. Fencing tokens, checked by the protected resource, keep that harmless.
-//! - Fairness: waiters are not queued (no instance can order them alone); they retry when any
-//!   instance announces a release (after a random delay of up to 0.4 ms, so that waiters woken
-//!   together split the votes less often), and after a jittered back-off bounded by the holder's
-//!   TTL.
-//! - An operator's `FLUSHALL` on an instance is not detected (its uptime does not change): flush
-//!   by restarting, or raise the fence floor afterwards.
-//! - Redlock keys live on independent masters; it is not meant for a Redis Cluster (use the
-//!   single-instance primitives there).
-//!
-//! # Example
-//! ```rust,no_run
-//! use std::time::Duration;
-//! use lockstock_lock::{LockOptions, Redlock, RedlockConfig};
-//!
-//! # async fn demo() -> Result<(), lockstock_lock::LockError> {
-//! let redlock = Redlock::connect(
-//!     &["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"],
-//!     RedlockConfig::default(),
-//! )
-//! .await?;
-//! let guard = redlock.acquire("product:1", &LockOptions::default(), Duration::from_secs(5)).await?;
-//! // Hand guard.fence() to the protected resource before reading; watch guard.lost().
-//! guard.release().await?;
-//! # Ok(()) }
-//! ```
+//! [`Redlock`]: one lock over N independent Redis masters (guide on the type); the phases live in `quorum.rs`, `acquire.rs` and `hold.rs`.
 
 mod acquire;
 mod hold;
@@ -173,7 +79,101 @@ impl RedlockConfig {
     }
 }
 
-/// A Redlock client over N independent Redis masters: cheap to clone.
+/// [`Redlock`]: one lock over N independent Redis masters (N odd, at least 3), held while a
+/// majority agrees, with fencing tokens that keep increasing while instances fail and recover.
+///
+/// # How it works
+/// 1. **Acquire**: the same script runs on every instance concurrently, under one short
+///    per-instance deadline. It sets the lock (`SET NX PX ttl`) and, in the same atomic step,
+///    raises that instance's fence counter to the caller's *proposed* token, reporting the
+///    counter as it was. Every phase (acquire, write-back, extend, release) is decided as soon as
+///    a majority has agreed: the caller waits for the quorum, not for the slowest instance, and
+///    the remaining calls complete in the background (still under the deadline).
+/// 2. The acquisition stands only when a majority granted it *and* time is left:
+///    `validity = ttl − elapsed − drift` must be positive, `elapsed` counted from the send
+///    instant. Otherwise the lock is undone on every instance (including those that did not
+///    answer) and the caller retries or fails.
+/// 3. **Fence**: the token is `max(proposal, highest counter read + 1)`. When the proposal beat
+///    every counter read (the usual case), it was already written to the majority in step 1.
+///    Otherwise the token is written back (`redlock_fence.lua`) to every instance, and handed out
+///    only once a majority confirmed the write *under the caller's lock* with validity left.
+/// 4. **Hold**: the guard's heartbeat extends on all instances every `ttl / 3`; an extension
+///    counts when a majority agreed. An instance where the key is missing (it restarted, or was
+///    unreachable past the TTL) gets it set again, so the hold keeps a majority as instances come
+///    and go. When no majority can be had, the lost signal fires at the safety deadline.
+/// 5. **Release** deletes the lock on every instance and announces it; waiters retry at once.
+///
+/// # Guarantees
+/// - When an acquisition succeeds, then a majority of instances held the caller's token with
+///   validity left, and the guard's safety deadline is the send instant plus `ttl − drift`.
+/// - When fewer than a majority answer (e.g. 2 of 3 down), then acquisition fails within its
+///   wait with [`LockError::NoQuorum`], which says what every instance answered.
+/// - When an instance restarts empty, then for the *restart quarantine* (default: the TTL of the
+///   call; set [`RedlockConfig::restart_quarantine`] to the longest TTL any client uses) it
+///   refuses to grant: the locks it forgot may still be valid on other instances, and granting
+///   could let a second holder reach a majority (the "delayed restart" of the Redlock analysis,
+///   enforced by the server itself from its uptime).
+/// - Per-instance answers are never collapsed to a bool: errors carry [`InstanceReport`](crate::InstanceReport)s.
+///
+/// ## Why the fencing tokens strictly increase
+/// Let holder H hand out token `t`. It did so only after `t` sat in the fence counter of a set
+/// `W` of at least a majority of instances, each written while H's lock key was present there
+/// (in the acquire script itself, or by the write-back, which checks the key). Let H′ be the next
+/// holder; it acquired on a majority `M′`. Two majorities of the same N instances share at least
+/// one instance `m`. On `m`, H′'s `SET NX` succeeded, so it ran after H's key had left `m`
+/// (released, or expired — and the key outlives H's validity, so after H's write on `m`). H′
+/// therefore read a counter of at least `t` on `m` and took a token of at least `t + 1`.
+///
+/// The argument needs `m` to have kept its counter. Data loss is covered as follows:
+/// - the write goes to *every* instance that holds H's lock (normally all N; the calls to the
+///   instances beyond the first majority land in the background), so with N = 3 and all three
+///   written, H′'s majority shares *two* written instances with `W`: one of them may restart
+///   empty and the other still carries `t`. (H′ reads the counters of the instances that
+///   answered before its acquisition was decided: at least a majority.)
+/// - extensions and releases raise the counter of every instance they reach to the holder's
+///   token, so an instance that restarted empty is brought up to date by the current holder's
+///   next heartbeat, within its restart quarantine;
+/// - what remains uncovered is an instance losing its data while it is the only written instance
+///   in a later majority (H held a bare majority because one instance was down, and then one of
+///   H's instances restarts empty before anyone writes to the recovered one). Then a token can
+///   repeat or go down — and the fenced resource refuses it (it never accepts a token at or below
+///   the highest it has seen); [`Redlock::raise_fence_floor`] lifts every counter above the
+///   resource's high-water mark, as for the single-instance mutex.
+///
+/// Proposals come from the wall clock in microseconds (and above the client's last proposal),
+/// so successive holders usually propose above every counter and skip the write-back; a client
+/// whose clock is behind only takes the slower path. Correctness never depends on clocks being
+/// in sync — only the fast path's hit rate does. Tokens stay below 2^53 (Lua numbers).
+///
+/// # Not guaranteed
+/// - Exclusion under unbounded pauses or clock jumps: a holder paused past its validity, or an
+///   instance whose clock jumps forward, can let a second holder in while the first still
+///   believes it holds. Fencing tokens, checked by the protected resource, keep that harmless.
+/// - Fairness: waiters are not queued (no instance can order them alone); they retry when any
+///   instance announces a release (after a random delay of up to 0.4 ms, so that waiters woken
+///   together split the votes less often), and after a jittered back-off bounded by the holder's
+///   TTL.
+/// - An operator's `FLUSHALL` on an instance is not detected (its uptime does not change): flush
+///   by restarting, or raise the fence floor afterwards.
+/// - Redlock keys live on independent masters; it is not meant for a Redis Cluster (use the
+///   single-instance primitives there).
+///
+/// # Example
+/// ```rust,no_run
+/// use std::time::Duration;
+/// use lockstock_lock::{LockOptions, Redlock, RedlockConfig};
+///
+/// # async fn demo() -> Result<(), lockstock_lock::LockError> {
+/// let redlock = Redlock::connect(
+///     &["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"],
+///     RedlockConfig::default(),
+/// )
+/// .await?;
+/// let guard = redlock.acquire("product:1", &LockOptions::default(), Duration::from_secs(5)).await?;
+/// // Hand guard.fence() to the protected resource before reading; watch guard.lost().
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Redlock {
     inner: Arc<Inner>,
