@@ -1,4 +1,5 @@
-//! [`Semaphore`]: at most N holders of a named resource, each with its own permit (guide on the type).
+//! [`Semaphore`]: at most N holders of a named resource, each with its own permit (guide on
+//! the type).
 
 use std::{sync::Arc, time::Duration};
 

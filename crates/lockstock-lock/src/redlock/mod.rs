@@ -1,4 +1,6 @@
-//! [`Redlock`]: one lock over N independent Redis masters (guide on the type); the phases live in `quorum.rs`, `acquire.rs` and `hold.rs`.
+//! [`Redlock`]: one lock over N independent Redis masters (guide on the type). The phases live
+//! in `quorum.rs` (fan-out, majority), `acquire.rs` (attempt, undo, fencing write-back, wait)
+//! and `hold.rs` (the guard: extend, release).
 
 mod acquire;
 mod hold;
