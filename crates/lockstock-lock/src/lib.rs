@@ -1,7 +1,8 @@
-//! A fenced Redis mutex with heartbeat, lost signal and FIFO hand-off.
+//! Fenced Redis locks: a FIFO-hand-off mutex with heartbeat and lost signal, plus a strict-FIFO
+//! lock, a counting semaphore, a read/write lock and Redlock — all handing out the same guard.
 //!
-//! This module knows Redis and nothing else: no orders, products or Postgres. It could become its
-//! own crate unchanged.
+//! The crate knows Redis and nothing else (no application types); the `README.md` beside it is
+//! the quick start, and `examples/` has runnable programs.
 //!
 //! # Primitives
 //! Every primitive hands out a guard of the same shape — a fencing token, a heartbeat that
@@ -10,7 +11,7 @@
 //!
 //! | type | holders | waiting | module guide |
 //! |---|---|---|---|
-//! | [`LockClient`] (mutex) | one | FIFO among waiters; a free lock goes to whoever asks | below |
+//! | [`LockClient`] (mutex) | one | FIFO among waiters; a free lock goes to whoever asks | below, [`LockGuard`] |
 //! | [`FairLock`] | one | strict FIFO of arrival, dead waiters leave by their lease | [`FairLock`] |
 //! | [`Semaphore`] | at most N | FIFO, permits handed to the oldest waiter | [`Semaphore`] |
 //! | [`RwLock`] | many readers or one writer | FIFO; a waiting writer is not starved | [`RwLock`] |
@@ -18,6 +19,24 @@
 //!
 //! On a Redis Cluster ([`LockClient::connect_cluster`]) every primitive but Redlock works
 //! unchanged: each resource's keys share its `{R}` hash tag ([`KeySpace`]).
+//!
+//! # Module map
+//! Data flows from the client through a primitive's wait loop to its guard:
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `client.rs` | [`LockClient`]: the shared connection, owner record, hand-off listener, metrics; the one counted script entry point; inspection |
+//! | `conn.rs` | [`LockConnection`]: one server or a Redis Cluster |
+//! | `mutex/` | the mutex: `acquire` / `try_acquire` / `raise_fence_floor` (`mod.rs`) and [`LockGuard`] (`guard.rs`) |
+//! | `with_lock.rs` | [`LockClient::with_lock`]: a closure under a lock, released on return, error and panic |
+//! | `fair.rs`, `semaphore.rs`, `rwlock.rs` | [`FairLock`], [`Semaphore`], [`RwLock`] and their guards |
+//! | `redlock/` | [`Redlock`]: config and type (`mod.rs`), the per-instance fan-out and majority counting (`quorum.rs`), acquisition with undo and fencing write-back (`acquire.rs`), the held guard (`hold.rs`) |
+//! | `waiting.rs` | the one wait loop every queued primitive runs: queue, sleep until hand-off, expiry or deadline, leave on give-up |
+//! | `notify.rs` | hand-off messages: one shared pub/sub subscription per client, delivered to the one local waiter |
+//! | `guard.rs` | the generic guard every primitive wraps: heartbeat, lost signal, safety deadline, release; [`HoldLease`], [`ReleaseOutcome`] |
+//! | `inspect.rs` | [`LockInfo`] and the one parser of what a hold stores in Redis |
+//! | `scripts/` | one registry of the Lua scripts (one file per atomic operation; shared helpers in `scripts/lib/`, prepended at build time) |
+//! | `keys.rs`, `token.rs`, `owner.rs`, `options.rs`, `error.rs`, `metrics.rs` | key names (built in one place), tokens, owner records, settings, errors, counters |
 //!
 //! # Guarantees
 //! - When [`LockClient::acquire`] or [`LockClient::try_acquire`] succeeds, then the caller's
@@ -78,15 +97,21 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod client;
 mod conn;
 mod error;
 mod fair;
 mod guard;
-mod held;
 mod inspect;
 mod keys;
 mod metrics;
+mod mutex;
 mod notify;
 mod options;
 mod owner;
@@ -98,17 +123,17 @@ mod token;
 mod waiting;
 mod with_lock;
 
-pub use client::{LockClient, ReleaseOutcome};
+pub use client::LockClient;
 pub use conn::LockConnection;
 pub use error::{InstanceReply, InstanceReport, LockError, Result};
 pub use fair::{FairGuard, FairLock};
-pub use guard::{LockGuard, LockLease};
-pub use held::HoldLease;
+pub use guard::{HoldLease, ReleaseOutcome};
 pub use inspect::LockInfo;
 pub use keys::{
     FairKeys, KeySpace, MAX_RESOURCE_LEN, RedlockKeys, ResourceKeys, RwLockKeys, SemaphoreKeys,
 };
 pub use metrics::{DURATION_BUCKETS, LockMetrics};
+pub use mutex::{LockGuard, LockLease};
 pub use options::{Heartbeat, LockConfig, LockOptions};
 pub use owner::LockOwner;
 pub use redlock::{InstanceLock, Redlock, RedlockConfig, RedlockGuard};

@@ -1,63 +1,62 @@
-//! [`RwLock`]: many readers or one writer on a named resource.
-//!
-//! # Guarantees
-//! - When a writer holds the lock, then no reader and no other writer does; when readers hold
-//!   it, then no writer does. Each grant is checked and made in one script.
-//! - When a writer is waiting, then readers that arrive after it queue behind it: a stream of new
-//!   readers cannot starve a writer. Waiters are granted in arrival order — a run of readers at
-//!   the head of the queue together, a writer alone.
-//! - Each reader holds its own expiring entry (and heartbeat): when a reader crashes, then its
-//!   entry expires after its TTL and stops blocking writers; the other readers are unaffected.
-//! - When the last blocking hold is released, then the waiters it blocked are granted in the
-//!   same script and woken by a hand-off message (no polling).
-//! - When a waiter gives up or dies, then it leaves the queue (at once, or when its lease runs
-//!   out) and blocks nobody for longer than one lease.
-//! - Fencing tokens (readers' and writers') strictly increase in grant order: a writer's token is
-//!   above every token granted before it.
-//!
-//! # Not guaranteed
-//! - Upgrading a read hold to a write hold: release the read hold and queue as a writer (another
-//!   writer may go first).
-//! - Exclusion in the face of pauses: a holder paused past its TTL may still believe it holds
-//!   the lock. Check the writer's fencing token where writes land.
-//!
-//! # Example
-//! ```rust,no_run
-//! use std::time::Duration;
-//! use lockstock_lock::{LockClient, LockConfig, LockOptions, RwLock};
-//!
-//! # async fn demo() -> Result<(), lockstock_lock::LockError> {
-//! let client = LockClient::connect("redis://127.0.0.1:6379", LockConfig::default()).await?;
-//! let catalog = RwLock::new(&client, "catalog")?;
-//!
-//! let read = catalog.read(&LockOptions::default(), Duration::from_secs(5)).await?;
-//! // ... many readers may be here at once ...
-//! read.release().await?;
-//!
-//! let write = catalog.write(&LockOptions::default(), Duration::from_secs(5)).await?;
-//! // ... alone; hand write.fence() to the store before writing ...
-//! write.release().await?;
-//! # Ok(()) }
-//! ```
+//! [`RwLock`]: many readers or one writer on a named resource (guide on the type).
 
 use std::{sync::Arc, time::Duration};
 
-use redis::Value;
+use redis::{Script, ScriptInvocation, Value};
 
 use super::{
-    client::{LockClient, ReleaseOutcome},
+    client::LockClient,
     error::Result,
-    held::{Held, Holder, held_guard_methods},
-    inspect::LockInfo,
+    guard::{Held, Holder, ReleaseOutcome, held_guard_methods},
+    inspect::{LockInfo, expiring_members, read_lock},
     keys::RwLockKeys,
     options::LockOptions,
-    scripts::PRIMITIVES,
-    semaphore::{DEFAULT_WAITER_LEASE, expiring_members, release_outcome},
-    token::LockToken,
-    waiting::{self, Attempt, QueuedOps, WaitPlan},
+    scripts::SCRIPTS,
+    semaphore::DEFAULT_WAITER_LEASE,
+    waiting::{self, Attempt, Pace, QueuedOps, Ticket, WaitPlan},
 };
 
-/// A read/write lock on one resource: cheap to clone, shares the client's connection.
+/// [`RwLock`]: many readers or one writer on a named resource.
+///
+/// # Guarantees
+/// - When a writer holds the lock, then no reader and no other writer does; when readers hold
+///   it, then no writer does. Each grant is checked and made in one script.
+/// - When a writer is waiting, then readers that arrive after it queue behind it: a stream of new
+///   readers cannot starve a writer. Waiters are granted in arrival order — a run of readers at
+///   the head of the queue together, a writer alone.
+/// - Each reader holds its own expiring entry (and heartbeat): when a reader crashes, then its
+///   entry expires after its TTL and stops blocking writers; the other readers are unaffected.
+/// - When the last blocking hold is released, then the waiters it blocked are granted in the
+///   same script and woken by a hand-off message (no polling).
+/// - When a waiter gives up or dies, then it leaves the queue (at once, or when its lease runs
+///   out) and blocks nobody for longer than one lease.
+/// - Fencing tokens (readers' and writers') strictly increase in grant order: a writer's token is
+///   above every token granted before it.
+///
+/// # Not guaranteed
+/// - Upgrading a read hold to a write hold: release the read hold and queue as a writer (another
+///   writer may go first).
+/// - Exclusion in the face of pauses: a holder paused past its TTL may still believe it holds
+///   the lock. Check the writer's fencing token where writes land.
+///
+/// # Example
+/// ```rust,no_run
+/// use std::time::Duration;
+/// use lockstock_lock::{LockClient, LockConfig, LockOptions, RwLock};
+///
+/// # async fn demo() -> Result<(), lockstock_lock::LockError> {
+/// let client = LockClient::connect("redis://127.0.0.1:6379", LockConfig::default()).await?;
+/// let catalog = RwLock::new(&client, "catalog")?;
+///
+/// let read = catalog.read(&LockOptions::default(), Duration::from_secs(5)).await?;
+/// // ... many readers may be here at once ...
+/// read.release().await?;
+///
+/// let write = catalog.write(&LockOptions::default(), Duration::from_secs(5)).await?;
+/// // ... alone; hand write.fence() to the store before writing ...
+/// write.release().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RwLock {
     client: LockClient,
@@ -93,18 +92,21 @@ impl Mode {
             Mode::Write => "w",
         }
     }
+
+    fn what(self) -> &'static str {
+        match self {
+            Mode::Read => "read lock",
+            Mode::Write => "write lock",
+        }
+    }
 }
 
 /// The Redis side of one read or write hold (one token), waiting or held.
 #[derive(Debug, Clone)]
 struct RwOps {
-    client: LockClient,
+    ticket: Ticket,
     keys: Arc<RwLockKeys>,
-    token: String,
-    /// This client's own hand-off channel for the resource (kept in the queue entry).
-    channel: String,
     mode: Mode,
-    ttl_ms: u64,
 }
 
 /// Who holds a read/write lock right now.
@@ -119,6 +121,8 @@ pub struct RwHolders {
 impl RwLock {
     /// A read/write lock on `resource` (refused with [`LockError::InvalidArgument`] when the name
     /// is unusable).
+    ///
+    /// [`LockError::InvalidArgument`]: crate::LockError::InvalidArgument
     pub fn new(client: &LockClient, resource: &str) -> Result<Self> {
         Ok(Self {
             keys: Arc::new(client.keys().rwlock(resource)?),
@@ -139,6 +143,8 @@ impl RwLock {
     }
 
     /// Takes a read hold, waiting up to `wait` ([`LockError::Timeout`] after that).
+    ///
+    /// [`LockError::Timeout`]: crate::LockError::Timeout
     #[tracing::instrument(level = "debug", skip_all, fields(resource = %self.keys.resource), err(level = "debug"))]
     pub async fn read(&self, options: &LockOptions, wait: Duration) -> Result<ReadGuard> {
         let held = self.acquire(Mode::Read, options, wait).await?;
@@ -146,6 +152,8 @@ impl RwLock {
     }
 
     /// Takes the write hold, waiting up to `wait` ([`LockError::Timeout`] after that).
+    ///
+    /// [`LockError::Timeout`]: crate::LockError::Timeout
     #[tracing::instrument(level = "debug", skip_all, fields(resource = %self.keys.resource), err(level = "debug"))]
     pub async fn write(&self, options: &LockOptions, wait: Duration) -> Result<WriteGuard> {
         let held = self.acquire(Mode::Write, options, wait).await?;
@@ -170,70 +178,40 @@ impl RwLock {
     ) -> Result<Held<RwOps>> {
         options.validate()?;
         let ops = RwOps {
-            client: self.client.clone(),
+            ticket: Ticket::new(&self.client, &self.keys.handoff, options),
             keys: self.keys.clone(),
-            token: LockToken::new().to_string(),
-            channel: self.client.inner.notifier.channel_for(&self.keys.handoff),
             mode,
-            ttl_ms: options.ttl_ms(),
         };
-        let grant = waiting::acquire(
-            &ops,
-            WaitPlan {
-                notifier: &self.client.inner.notifier,
-                channel: &ops.channel,
-                token: &ops.token,
-                resource: &self.keys.resource,
-                wait,
-                lease: self.waiter_lease,
-            },
-        )
-        .await?;
-        let what = match mode {
-            Mode::Read => "read lock",
-            Mode::Write => "write lock",
+        let plan = WaitPlan {
+            resource: &self.keys.resource,
+            wait,
+            pace: Pace::lease(self.waiter_lease),
         };
-        let resource = self.keys.resource.clone();
+        let grant = waiting::acquire(&ops, plan).await?;
         Ok(Held::start(
             ops,
-            what,
-            &resource,
-            grant.fence,
+            mode.what(),
+            &self.keys.resource,
             options,
-            grant.base,
-            grant.valid_for,
+            grant,
         ))
     }
 
     /// Who holds the lock right now. Read in two pipelines; not a snapshot.
     pub async fn holders(&self) -> Result<RwHolders> {
         let readers = expiring_members(
-            &self.client,
+            &self.client.inner.conn,
             &self.keys.resource,
             &self.keys.readers,
             &self.keys.owners,
         )
         .await?;
-        let mut conn = self.client.connection();
-        let (value, pttl): (Option<String>, i64) = redis::pipe()
-            .get(&self.keys.writer)
-            .pttl(&self.keys.writer)
-            .query_async(&mut conn)
-            .await?;
-        let writer = value.and_then(|value| {
-            let mut parts = value.splitn(4, '\n');
-            let _token = parts.next()?;
-            let fence = parts.next()?.parse().ok()?;
-            let since_unix_ms = parts.next()?.parse().ok()?;
-            let owner = parts.next().and_then(|o| serde_json::from_str(o).ok());
-            Some(LockInfo {
-                resource: self.keys.resource.clone(),
-                owner,
-                since_unix_ms,
-                ttl_left_ms: pttl.max(0) as u64,
-                fence,
-            })
-        });
+        let writer = read_lock(
+            &mut self.client.connection(),
+            &self.keys.writer,
+            &self.keys.resource,
+        )
+        .await?;
         Ok(RwHolders { writer, readers })
     }
 }
@@ -246,94 +224,74 @@ impl WriteGuard {
     held_guard_methods!();
 }
 
-impl QueuedOps for RwOps {
-    async fn attempt(&self, lease_ms: u64) -> Result<Attempt> {
-        let mut conn = self.client.conn_for_call();
-        let reply: Vec<Value> = PRIMITIVES
-            .rw_acquire
-            .key(&self.keys.writer)
+impl RwOps {
+    /// `script` on the read/write lock's six keys with the caller's token and mode as
+    /// `ARGV[1]`, `ARGV[2]`.
+    fn call<'a>(&'a self, script: &'a Script) -> ScriptInvocation<'a> {
+        let mut invocation = script.key(&self.keys.writer);
+        invocation
             .key(&self.keys.readers)
             .key(&self.keys.owners)
             .key(&self.keys.fence)
             .key(&self.keys.queue)
             .key(&self.keys.waiters)
-            .arg(&self.token)
-            .arg(self.mode.arg())
-            .arg(self.ttl_ms)
-            .arg(self.client.owner_json())
-            .arg(lease_ms)
-            .arg(&self.channel)
-            .invoke_async(&mut conn)
+            .arg(&self.ticket.token)
+            .arg(self.mode.arg());
+        invocation
+    }
+}
+
+impl QueuedOps for RwOps {
+    fn ticket(&self) -> &Ticket {
+        &self.ticket
+    }
+
+    async fn attempt(&self, lease_ms: u64) -> Result<Attempt> {
+        let client = &self.ticket.client;
+        let reply: Vec<Value> = client
+            .run(
+                self.call(&SCRIPTS.rw_acquire)
+                    .arg(self.ticket.ttl_ms)
+                    .arg(client.owner_json())
+                    .arg(lease_ms)
+                    .arg(&self.ticket.channel),
+            )
             .await?;
         waiting::parse_attempt("rw_acquire", &reply)
     }
 
     async fn cancel(&self) -> Result<Option<(u64, u64)>> {
-        let mut conn = self.client.conn_for_call();
-        let reply: Vec<Value> = PRIMITIVES
-            .rw_cancel
-            .key(&self.keys.writer)
-            .key(&self.keys.readers)
-            .key(&self.keys.owners)
-            .key(&self.keys.fence)
-            .key(&self.keys.queue)
-            .key(&self.keys.waiters)
-            .arg(&self.token)
-            .arg(self.mode.arg())
-            .invoke_async(&mut conn)
+        let reply: Vec<Value> = self
+            .ticket
+            .client
+            .run(&mut self.call(&SCRIPTS.rw_cancel))
             .await?;
         waiting::parse_cancel("rw_cancel", &reply)
-    }
-
-    async fn release_orphan(&self) {
-        let _ = Holder::release(self).await;
     }
 }
 
 impl Holder for RwOps {
     async fn extend(&self, ttl_ms: u64) -> Result<bool> {
-        let mut conn = self.client.conn_for_call();
-        let reply: i64 = match self.mode {
+        match self.mode {
             Mode::Write => {
-                PRIMITIVES
-                    .extend
-                    .key(&self.keys.writer)
-                    .arg(&self.token)
-                    .arg(ttl_ms)
-                    .invoke_async(&mut conn)
-                    .await?
+                self.ticket
+                    .extend_exclusive(&self.keys.writer, ttl_ms)
+                    .await
             }
-            Mode::Read => {
-                PRIMITIVES
-                    .permit_extend
-                    .key(&self.keys.readers)
-                    .arg(&self.token)
-                    .arg(ttl_ms)
-                    .invoke_async(&mut conn)
-                    .await?
-            }
-        };
-        Ok(reply == 1)
+            Mode::Read => self.ticket.extend_member(&self.keys.readers, ttl_ms).await,
+        }
     }
 
     async fn release(&self) -> Result<ReleaseOutcome> {
-        let mut conn = self.client.conn_for_call();
-        let reply: i64 = PRIMITIVES
-            .rw_release
-            .key(&self.keys.writer)
-            .key(&self.keys.readers)
-            .key(&self.keys.owners)
-            .key(&self.keys.fence)
-            .key(&self.keys.queue)
-            .key(&self.keys.waiters)
-            .arg(&self.token)
-            .arg(self.mode.arg())
-            .invoke_async(&mut conn)
+        let reply: i64 = self
+            .ticket
+            .client
+            .run(&mut self.call(&SCRIPTS.rw_release))
             .await?;
-        release_outcome("rw_release", reply)
+        ReleaseOutcome::from_reply("rw_release", reply)
     }
 
     fn owner(&self) -> &str {
-        self.client.owner_json()
+        self.ticket.client.owner_json()
     }
 }

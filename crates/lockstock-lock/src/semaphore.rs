@@ -1,65 +1,65 @@
-//! [`Semaphore`]: at most N holders of a named resource, each with its own permit.
-//!
-//! # Guarantees
-//! - When N permits are held, then no further acquisition succeeds: the check and the grant are
-//!   one script, and the holders live in one sorted set whose size never exceeds N.
-//! - Each permit has its own random token, fencing token, expiry and heartbeat; releasing or
-//!   extending acts on the caller's permit only.
-//! - When a holder crashes, then its permit returns once its TTL has passed (the next script
-//!   call drops expired holders); a waiter blocked on it wakes at that instant.
-//! - When a permit is released and waiters are queued, then it goes straight to the oldest live
-//!   waiter, who wakes on the hand-off message (no polling) and owns it without another round
-//!   trip. Free permits always go to queued waiters before new arrivals (FIFO).
-//! - When a waiter gives up (deadline, or its future is dropped), then it leaves the queue; when
-//!   it dies, then its entry's lease runs out and it blocks nobody for longer than one lease.
-//! - Fencing tokens of one semaphore strictly increase in grant order.
-//!
-//! # Not guaranteed
-//! - That every user of a resource passes the same N: the limit is the caller's argument, not
-//!   stored state. Two sizes for one resource name mean the larger one wins at times.
-//! - Exclusion in the face of pauses: a holder paused past its TTL may still believe it holds a
-//!   permit. Use the fencing token where it matters (with N > 1 several holders are legitimate,
-//!   so a fence only orders them).
-//!
-//! # Example
-//! ```rust,no_run
-//! use std::time::Duration;
-//! use lockstock_lock::{LockClient, LockConfig, LockOptions, Semaphore};
-//!
-//! # async fn demo() -> Result<(), lockstock_lock::LockError> {
-//! let client = LockClient::connect("redis://127.0.0.1:6379", LockConfig::default()).await?;
-//! // At most 5 concurrent exports.
-//! let exports = Semaphore::new(&client, "exports", 5)?;
-//! let permit = exports.acquire(&LockOptions::default(), Duration::from_secs(10)).await?;
-//! let lost = permit.lost();
-//! tokio::select! {
-//!     () = lost.cancelled() => { /* the permit expired: stop */ }
-//!     () = tokio::time::sleep(Duration::from_millis(100)) => { /* the export */ }
-//! }
-//! permit.release().await?;
-//! # Ok(()) }
-//! ```
+//! [`Semaphore`]: at most N holders of a named resource, each with its own permit (guide on
+//! the type).
 
 use std::{sync::Arc, time::Duration};
 
-use redis::Value;
+use redis::{Script, ScriptInvocation, Value};
 
 use super::{
-    client::{LockClient, ReleaseOutcome},
+    client::LockClient,
     error::{LockError, Result},
-    held::{Held, Holder, held_guard_methods},
-    inspect::LockInfo,
+    guard::{Held, Holder, ReleaseOutcome, held_guard_methods},
+    inspect::{LockInfo, expiring_members},
     keys::SemaphoreKeys,
     options::LockOptions,
-    scripts::PRIMITIVES,
-    token::LockToken,
-    waiting::{self, Attempt, QueuedOps, WaitPlan},
+    scripts::SCRIPTS,
+    waiting::{self, Attempt, Pace, QueuedOps, Ticket, WaitPlan},
 };
 
 /// The default lease of a waiter's queue entry: a dead waiter blocks nobody longer than this.
 pub const DEFAULT_WAITER_LEASE: Duration = Duration::from_secs(3);
 
-/// A counting semaphore on one resource: cheap to clone, shares the client's connection.
+/// [`Semaphore`]: at most N holders of a named resource, each with its own permit.
+///
+/// # Guarantees
+/// - When N permits are held, then no further acquisition succeeds: the check and the grant are
+///   one script, and the holders live in one sorted set whose size never exceeds N.
+/// - Each permit has its own random token, fencing token, expiry and heartbeat; releasing or
+///   extending acts on the caller's permit only.
+/// - When a holder crashes, then its permit returns once its TTL has passed (the next script
+///   call drops expired holders); a waiter blocked on it wakes at that instant.
+/// - When a permit is released and waiters are queued, then it goes straight to the oldest live
+///   waiter, who wakes on the hand-off message (no polling) and owns it without another round
+///   trip. Free permits always go to queued waiters before new arrivals (FIFO).
+/// - When a waiter gives up (deadline, or its future is dropped), then it leaves the queue; when
+///   it dies, then its entry's lease runs out and it blocks nobody for longer than one lease.
+/// - Fencing tokens of one semaphore strictly increase in grant order.
+///
+/// # Not guaranteed
+/// - That every user of a resource passes the same N: the limit is the caller's argument, not
+///   stored state. Two sizes for one resource name mean the larger one wins at times.
+/// - Exclusion in the face of pauses: a holder paused past its TTL may still believe it holds a
+///   permit. Use the fencing token where it matters (with N > 1 several holders are legitimate,
+///   so a fence only orders them).
+///
+/// # Example
+/// ```rust,no_run
+/// use std::time::Duration;
+/// use lockstock_lock::{LockClient, LockConfig, LockOptions, Semaphore};
+///
+/// # async fn demo() -> Result<(), lockstock_lock::LockError> {
+/// let client = LockClient::connect("redis://127.0.0.1:6379", LockConfig::default()).await?;
+/// // At most 5 concurrent exports.
+/// let exports = Semaphore::new(&client, "exports", 5)?;
+/// let permit = exports.acquire(&LockOptions::default(), Duration::from_secs(10)).await?;
+/// let lost = permit.lost();
+/// tokio::select! {
+///     () = lost.cancelled() => { /* the permit expired: stop */ }
+///     () = tokio::time::sleep(Duration::from_millis(100)) => { /* the export */ }
+/// }
+/// permit.release().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Semaphore {
     client: LockClient,
@@ -79,12 +79,8 @@ pub struct SemaphorePermit {
 /// The Redis side of one permit (one token), waiting or held.
 #[derive(Debug, Clone)]
 struct PermitOps {
-    client: LockClient,
+    ticket: Ticket,
     keys: Arc<SemaphoreKeys>,
-    token: String,
-    /// This client's own hand-off channel for the resource (kept in the queue entry).
-    channel: String,
-    ttl_ms: u64,
     permits: u32,
 }
 
@@ -124,17 +120,6 @@ impl Semaphore {
         self.permits
     }
 
-    fn ops(&self, options: &LockOptions) -> PermitOps {
-        PermitOps {
-            client: self.client.clone(),
-            keys: self.keys.clone(),
-            token: LockToken::new().to_string(),
-            channel: self.client.inner.notifier.channel_for(&self.keys.handoff),
-            ttl_ms: options.ttl_ms(),
-            permits: self.permits,
-        }
-    }
-
     /// Takes a permit if one is free and nobody is queued; `Ok(None)` otherwise.
     pub async fn try_acquire(&self, options: &LockOptions) -> Result<Option<SemaphorePermit>> {
         waiting::none_on_timeout(self.acquire(options, Duration::ZERO).await)
@@ -144,30 +129,19 @@ impl Semaphore {
     #[tracing::instrument(level = "debug", skip_all, fields(resource = %self.keys.resource), err(level = "debug"))]
     pub async fn acquire(&self, options: &LockOptions, wait: Duration) -> Result<SemaphorePermit> {
         options.validate()?;
-        let ops = self.ops(options);
-        let grant = waiting::acquire(
-            &ops,
-            WaitPlan {
-                notifier: &self.client.inner.notifier,
-                channel: &ops.channel,
-                token: &ops.token,
-                resource: &self.keys.resource,
-                wait,
-                lease: self.waiter_lease,
-            },
-        )
-        .await?;
-        let resource = self.keys.resource.clone();
+        let ops = PermitOps {
+            ticket: Ticket::new(&self.client, &self.keys.handoff, options),
+            keys: self.keys.clone(),
+            permits: self.permits,
+        };
+        let plan = WaitPlan {
+            resource: &self.keys.resource,
+            wait,
+            pace: Pace::lease(self.waiter_lease),
+        };
+        let grant = waiting::acquire(&ops, plan).await?;
         Ok(SemaphorePermit {
-            held: Held::start(
-                ops,
-                "semaphore permit",
-                &resource,
-                grant.fence,
-                options,
-                grant.base,
-                grant.valid_for,
-            ),
+            held: Held::start(ops, "semaphore permit", &self.keys.resource, options, grant),
         })
     }
 
@@ -175,7 +149,7 @@ impl Semaphore {
     /// first. Read in one pipeline; not a lock.
     pub async fn holders(&self) -> Result<Vec<LockInfo>> {
         expiring_members(
-            &self.client,
+            &self.client.inner.conn,
             &self.keys.resource,
             &self.keys.holders,
             &self.keys.owners,
@@ -188,139 +162,65 @@ impl SemaphorePermit {
     held_guard_methods!();
 }
 
-impl QueuedOps for PermitOps {
-    async fn attempt(&self, lease_ms: u64) -> Result<Attempt> {
-        let mut conn = self.client.conn_for_call();
-        let reply: Vec<Value> = PRIMITIVES
-            .sem_acquire
-            .key(&self.keys.holders)
+impl PermitOps {
+    /// `script` on the semaphore's five keys with the caller's token as `ARGV[1]`.
+    fn call<'a>(&'a self, script: &'a Script) -> ScriptInvocation<'a> {
+        let mut invocation = script.key(&self.keys.holders);
+        invocation
             .key(&self.keys.owners)
             .key(&self.keys.fence)
             .key(&self.keys.queue)
             .key(&self.keys.waiters)
-            .arg(&self.token)
-            .arg(self.ttl_ms)
-            .arg(self.client.owner_json())
-            .arg(lease_ms)
-            .arg(self.permits)
-            .arg(&self.channel)
-            .invoke_async(&mut conn)
+            .arg(&self.ticket.token);
+        invocation
+    }
+}
+
+impl QueuedOps for PermitOps {
+    fn ticket(&self) -> &Ticket {
+        &self.ticket
+    }
+
+    async fn attempt(&self, lease_ms: u64) -> Result<Attempt> {
+        let client = &self.ticket.client;
+        let reply: Vec<Value> = client
+            .run(
+                self.call(&SCRIPTS.sem_acquire)
+                    .arg(self.ticket.ttl_ms)
+                    .arg(client.owner_json())
+                    .arg(lease_ms)
+                    .arg(self.permits)
+                    .arg(&self.ticket.channel),
+            )
             .await?;
         waiting::parse_attempt("sem_acquire", &reply)
     }
 
     async fn cancel(&self) -> Result<Option<(u64, u64)>> {
-        let mut conn = self.client.conn_for_call();
-        let reply: Vec<Value> = PRIMITIVES
-            .sem_cancel
-            .key(&self.keys.holders)
-            .key(&self.keys.owners)
-            .key(&self.keys.fence)
-            .key(&self.keys.queue)
-            .key(&self.keys.waiters)
-            .arg(&self.token)
-            .arg(self.permits)
-            .invoke_async(&mut conn)
+        let reply: Vec<Value> = self
+            .ticket
+            .client
+            .run(self.call(&SCRIPTS.sem_cancel).arg(self.permits))
             .await?;
         waiting::parse_cancel("sem_cancel", &reply)
-    }
-
-    async fn release_orphan(&self) {
-        let _ = Holder::release(self).await;
     }
 }
 
 impl Holder for PermitOps {
     async fn extend(&self, ttl_ms: u64) -> Result<bool> {
-        let mut conn = self.client.conn_for_call();
-        let reply: i64 = PRIMITIVES
-            .permit_extend
-            .key(&self.keys.holders)
-            .arg(&self.token)
-            .arg(ttl_ms)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(reply == 1)
+        self.ticket.extend_member(&self.keys.holders, ttl_ms).await
     }
 
     async fn release(&self) -> Result<ReleaseOutcome> {
-        let mut conn = self.client.conn_for_call();
-        let reply: i64 = PRIMITIVES
-            .sem_release
-            .key(&self.keys.holders)
-            .key(&self.keys.owners)
-            .key(&self.keys.fence)
-            .key(&self.keys.queue)
-            .key(&self.keys.waiters)
-            .arg(&self.token)
-            .arg(self.permits)
-            .invoke_async(&mut conn)
+        let reply: i64 = self
+            .ticket
+            .client
+            .run(self.call(&SCRIPTS.sem_release).arg(self.permits))
             .await?;
-        release_outcome("sem_release", reply)
+        ReleaseOutcome::from_reply("sem_release", reply)
     }
 
     fn owner(&self) -> &str {
-        self.client.owner_json()
+        self.ticket.client.owner_json()
     }
-}
-
-/// Maps a release script's `1 | 2 | 0` reply.
-pub(crate) fn release_outcome(operation: &'static str, reply: i64) -> Result<ReleaseOutcome> {
-    match reply {
-        1 => Ok(ReleaseOutcome::Released),
-        2 => Ok(ReleaseOutcome::HandedOff),
-        0 => Ok(ReleaseOutcome::NotHeld),
-        other => Err(LockError::UnexpectedReply {
-            operation,
-            detail: other.to_string(),
-        }),
-    }
-}
-
-/// The unexpired members of an expiring set (token → expiry ms) with their owner records
-/// (`fence\nsince_ms\nowner`), as [`LockInfo`]s.
-pub(crate) async fn expiring_members(
-    client: &LockClient,
-    resource: &str,
-    set: &str,
-    owners: &str,
-) -> Result<Vec<LockInfo>> {
-    let mut conn = client.connection();
-    // Keyed commands first: on a cluster the pipeline goes to the node of the first key.
-    type Members = Vec<(String, f64)>;
-    type Records = Vec<(String, String)>;
-    let (members, records, time): (Members, Records, Vec<u64>) = redis::pipe()
-        .cmd("ZRANGE")
-        .arg(set)
-        .arg(0)
-        .arg(-1)
-        .arg("WITHSCORES")
-        .cmd("HGETALL")
-        .arg(owners)
-        .cmd("TIME")
-        .query_async(&mut conn)
-        .await?;
-    let now = match time.as_slice() {
-        [secs, micros, ..] => secs * 1000 + micros / 1000,
-        _ => 0,
-    };
-    let records: std::collections::HashMap<String, String> = records.into_iter().collect();
-    Ok(members
-        .into_iter()
-        .filter(|(_, expiry)| *expiry as u64 > now)
-        .map(|(token, expiry)| {
-            let record = records.get(&token).map(String::as_str).unwrap_or("");
-            let mut parts = record.splitn(3, '\n');
-            let fence = parts.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-            let since_unix_ms = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-            let owner = parts.next().and_then(|o| serde_json::from_str(o).ok());
-            LockInfo {
-                resource: resource.to_owned(),
-                owner,
-                since_unix_ms,
-                ttl_left_ms: (expiry as u64).saturating_sub(now),
-                fence,
-            }
-        })
-        .collect())
 }

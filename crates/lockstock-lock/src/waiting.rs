@@ -1,30 +1,40 @@
-//! Waiting in a Redis FIFO queue with a lease, for the semaphore, the read/write lock and the
-//! fair lock (the mutex has its own, older loop in `client.rs`).
+//! The one wait loop every queued primitive runs (mutex, semaphore, read/write lock, fair lock),
+//! and the jittered back-off it (and Redlock) falls back on.
 //!
-//! Every queued primitive keeps, per resource, a list of waiting tokens (oldest first) and a
-//! hash of each waiter's entry with a *lease*: the server time until which the entry counts as
-//! alive. Their scripts share one contract:
+//! Every queued primitive keeps, per resource, a FIFO queue of waiters in Redis. Its scripts
+//! share one contract ([`QueuedOps`]):
 //!
-//! - `acquire` grants when the primitive allows it and no older live waiter is ahead, else
-//!   (when asked to) queues the caller or renews its lease; it prunes dead waiters at the head
-//!   and hands free capacity to the oldest live waiters first, announcing each hand-off as
-//!   `token\nfence\nserver_ms\nttl_ms` (the mutex's format, so the shared [`Notifier`] delivers
-//!   it) on the channel the waiter's entry names: its own client's channel for the resource
+//! - `attempt` grants when the primitive allows it and no older live waiter is ahead, else (when
+//!   asked to) queues the caller, or keeps its entry; it hands free capacity to the oldest live
+//!   waiters first, announcing each hand-off as `token\nfence\nserver_ms\nttl_ms` on the channel
+//!   the waiter's entry names: its own client's channel for the resource
 //!   ([`Notifier::channel_for`]), so a hand-off wakes only the process it is for.
 //! - `cancel` leaves the queue unless the caller was handed the hold meanwhile.
 //!
-//! What this loop guarantees:
+//! Two paces ([`Pace`]) differ only in how long a queue entry lives and when the waiter looks
+//! again without a message:
+//!
+//! - [`Pace::Lease`] (semaphore, read/write lock, fair lock): an entry lives one *lease*, renewed
+//!   every `lease / 3` by the next attempt; a dead waiter blocks nobody longer than one lease.
+//! - [`Pace::Backoff`] (mutex): an entry lives until the waiter's deadline; the waiter listens
+//!   before it queues (a free lock costs one round trip while the process is not yet listening
+//!   on the resource), and looks again on a jittered back-off ([`Backoff`]) in case a message was
+//!   lost or the holder vanished.
+//!
+//! What the loop guarantees:
 //! - When the hold is handed to a waiter, then the waiter wakes on the hand-off message (no
-//!   polling) and owns it without another round trip.
-//! - While waiting, the waiter renews its lease every `lease / 3`; each renewal is also a
-//!   fallback attempt, so a lost message costs at most that long. When the blocking holder's
-//!   TTL runs out first, then the waiter wakes at that instant (the script reports it) and
-//!   tries again.
-//! - When a waiter dies (its process is gone), then its lease runs out and the next script call
-//!   skips it: it blocks nobody for longer than one lease.
+//!   polling) and owns it without another round trip; its hold counts from the earliest local
+//!   instant the hand-off can have happened.
+//! - When the blocking holder's TTL runs out first, then the waiter wakes at that instant (the
+//!   script reports it) and tries again; a lost message costs at most one renewal or back-off
+//!   step.
 //! - When the deadline passes, or the waiting future is dropped, then the waiter leaves the
 //!   queue (in the background when dropped); a hold handed to it meanwhile is taken (deadline)
 //!   or released (dropped).
+//! - When a call fails with a connection error while waiting, then the loop keeps waiting (the
+//!   queue entry still stands) until the deadline, then reports the error.
+//! - Not guaranteed: a place in the queue for a waiter cut off from Redis past its lease; it
+//!   queues again at the back when it renews.
 
 use std::{
     future::Future,
@@ -33,8 +43,13 @@ use std::{
 };
 
 use super::{
+    client::LockClient,
     error::{LockError, Result},
+    guard::Holder,
     notify::{Handoff, Notifier},
+    options::LockOptions,
+    scripts::SCRIPTS,
+    token::LockToken,
 };
 
 /// The shortest waiter lease accepted.
@@ -59,6 +74,107 @@ pub(crate) fn none_on_timeout<T>(result: Result<T>) -> Result<Option<T>> {
     }
 }
 
+/// A jittered exponential back-off: each delay is the current step ±20 %, and the step doubles
+/// up to a ceiling. (Not `backon`: its jitter only adds, up to a whole step, which would make
+/// every fallback wait longer; here the schedule is a nap inside a loop that also wakes on
+/// messages, not a retried call.)
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    step: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Starts at `min`, doubling up to `max`.
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        Self { step: min, max }
+    }
+
+    /// The current step, not jittered (what a failed call waits at most).
+    pub(crate) fn current(&self) -> Duration {
+        self.step
+    }
+
+    /// The next delay: the current step ±20 %; the step then doubles.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self.step.mul_f64(0.8 + fastrand::f64() * 0.4);
+        self.step = (self.step * 2).min(self.max);
+        delay
+    }
+}
+
+/// How long a queue entry lives and when a waiter looks again without a message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Pace {
+    /// Entries live one lease and are renewed every third of it (semaphore, read/write lock,
+    /// fair lock). `retry` is the back-off after a failed call, capped at a third of the lease.
+    Lease { lease: Duration, retry: Duration },
+    /// Entries live until the waiter's deadline; the waiter listens before it queues and looks
+    /// again on this back-off (mutex).
+    Backoff(Backoff),
+}
+
+impl Pace {
+    /// Leased queue entries of `lease`.
+    pub(crate) fn lease(lease: Duration) -> Self {
+        Self::Lease {
+            lease,
+            retry: Duration::from_millis(10),
+        }
+    }
+
+    fn listens_first(&self) -> bool {
+        matches!(self, Self::Backoff(_))
+    }
+
+    /// How long the entry of an attempt made with `remaining` wait left should live, in ms
+    /// (`0`: do not queue).
+    fn queue_ms(&self, remaining: Duration) -> u64 {
+        match self {
+            // The entry lives one lease, but never past the caller's deadline (plus a margin so a
+            // renewal right at the deadline still finds it).
+            Self::Lease { lease, .. } => {
+                ((*lease).min(remaining + MIN_WAITER_LEASE).as_millis() as u64).max(1)
+            }
+            Self::Backoff(_) => remaining.as_millis() as u64,
+        }
+    }
+
+    /// After a failed call: how soon to look again at the latest.
+    fn after_error(&mut self) -> Duration {
+        match self {
+            Self::Lease { lease, retry } => {
+                *retry = (*retry * 2).min(*lease / 3);
+                *retry
+            }
+            Self::Backoff(backoff) => backoff.current(),
+        }
+    }
+
+    /// How long to sleep before looking again, given when the blocking hold expires (`wake`).
+    fn nap(&mut self, wake: Option<Duration>) -> Duration {
+        match self {
+            Self::Lease { lease, .. } => {
+                let renew = *lease / 3;
+                wake.map_or(renew, |wake| {
+                    (wake.max(Duration::from_millis(1))
+                        + Duration::from_millis(fastrand::u64(0..3)))
+                    .min(renew)
+                })
+            }
+            Self::Backoff(backoff) => {
+                let jittered = backoff.next_delay();
+                wake.map_or(jittered, |wake| {
+                    jittered.min(
+                        wake.max(Duration::from_millis(1))
+                            + Duration::from_millis(fastrand::u64(0..5)),
+                    )
+                })
+            }
+        }
+    }
+}
+
 /// What one `acquire` script call found.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Attempt {
@@ -75,21 +191,105 @@ pub(crate) enum Attempt {
 /// A granted hold, with the local instant it is known to have been granted by.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Grant {
+    /// The fencing token.
     pub(crate) fence: u64,
+    /// The local instant the hold was granted by.
     pub(crate) base: Instant,
+    /// The TTL the hold had at `base`.
     pub(crate) valid_for: Duration,
 }
 
-/// The Redis side of one queued acquisition (one token).
-pub(crate) trait QueuedOps: Send + Sync + 'static {
-    /// One `acquire` call; `lease_ms == 0` means "do not queue".
-    fn attempt(&self, lease_ms: u64) -> impl Future<Output = Result<Attempt>> + Send;
+impl Grant {
+    fn at(base: Instant, fence: u64, pttl_ms: u64) -> Self {
+        Self {
+            fence,
+            base,
+            valid_for: Duration::from_millis(pttl_ms),
+        }
+    }
+}
+
+/// Who one acquisition is: its client, token, hand-off channel and TTL. Every primitive's
+/// Redis side starts from one.
+#[derive(Debug, Clone)]
+pub(crate) struct Ticket {
+    /// The client (connection, owner record, notifier, metrics).
+    pub(crate) client: LockClient,
+    /// The acquisition's token, as stored in Redis.
+    pub(crate) token: String,
+    /// This client's own hand-off channel for the resource (kept in the queue entry).
+    pub(crate) channel: String,
+    /// The TTL of the hold, ms.
+    pub(crate) ttl_ms: u64,
+}
+
+impl Ticket {
+    /// A fresh token for one acquisition on the resource whose hand-off channel is `handoff`.
+    pub(crate) fn new(client: &LockClient, handoff: &str, options: &LockOptions) -> Self {
+        Self::with_token(client, handoff, options, LockToken::new())
+    }
+
+    /// As [`Ticket::new`], with a given token.
+    pub(crate) fn with_token(
+        client: &LockClient,
+        handoff: &str,
+        options: &LockOptions,
+        token: LockToken,
+    ) -> Self {
+        Self {
+            client: client.clone(),
+            token: token.to_string(),
+            channel: client.inner.notifier.channel_for(handoff),
+            ttl_ms: options.ttl_ms(),
+        }
+    }
+}
+
+impl Ticket {
+    /// Resets the TTL of the exclusive hold at `key` if it is still this ticket's
+    /// (`extend.lua`: mutex, fair lock, writer): `Ok(false)` when gone or taken.
+    pub(crate) async fn extend_exclusive(&self, key: &str, ttl_ms: u64) -> Result<bool> {
+        let reply: i64 = self
+            .client
+            .run(SCRIPTS.extend.key(key).arg(&self.token).arg(ttl_ms))
+            .await?;
+        Ok(reply == 1)
+    }
+
+    /// Resets the expiry of this ticket's member of the expiring set `set`
+    /// (`permit_extend.lua`: semaphore permit, reader): `Ok(false)` when gone.
+    pub(crate) async fn extend_member(&self, set: &str, ttl_ms: u64) -> Result<bool> {
+        let reply: i64 = self
+            .client
+            .run(SCRIPTS.permit_extend.key(set).arg(&self.token).arg(ttl_ms))
+            .await?;
+        Ok(reply == 1)
+    }
+}
+
+/// The Redis side of one queued acquisition (one [`Ticket`]); once granted, the same value
+/// extends and releases the hold ([`Holder`]).
+pub(crate) trait QueuedOps: Holder {
+    /// The acquisition's ticket.
+    fn ticket(&self) -> &Ticket;
+
+    /// One `acquire` call; `queue_ms == 0` means "do not queue".
+    fn attempt(&self, queue_ms: u64) -> impl Future<Output = Result<Attempt>> + Send;
 
     /// Leaves the queue; `Some((fence, pttl_ms))` if the hold was handed over meanwhile.
     fn cancel(&self) -> impl Future<Output = Result<Option<(u64, u64)>>> + Send;
 
     /// Releases a hold that was handed to a waiter nobody waits for any more.
-    fn release_orphan(&self) -> impl Future<Output = ()> + Send;
+    fn release_orphan(&self) -> impl Future<Output = ()> + Send {
+        async move {
+            let _ = Holder::release(self).await;
+        }
+    }
+
+    /// Whether an entry of this acquisition may be in the queue (leaving it then needs a call).
+    fn may_be_queued(&self) -> bool {
+        true
+    }
 }
 
 /// Parses an `acquire` script's reply: `{1, fence, pttl_ms, server_ms}` or
@@ -130,15 +330,15 @@ pub(crate) fn parse_cancel(
     }
 }
 
-/// Where one acquisition listens and how long it may wait.
+/// How long one acquisition may wait, and at what pace.
 #[derive(Debug)]
 pub(crate) struct WaitPlan<'a> {
-    pub(crate) notifier: &'a Arc<Notifier>,
-    pub(crate) channel: &'a str,
-    pub(crate) token: &'a str,
+    /// The resource name (for errors and logs).
     pub(crate) resource: &'a str,
+    /// How long to wait at most (zero: one unqueued attempt).
     pub(crate) wait: Duration,
-    pub(crate) lease: Duration,
+    /// Entry lifetime and fallback schedule.
+    pub(crate) pace: Pace,
 }
 
 /// Acquires through `ops`: at once when allowed, else queued until a hand-off, the blocking
@@ -146,103 +346,92 @@ pub(crate) struct WaitPlan<'a> {
 pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -> Result<Grant> {
     let started = Instant::now();
     let deadline = started + plan.wait;
-    let lease_ms = |remaining: Duration| -> u64 {
-        // The entry lives one lease, but never past the caller's deadline (plus a margin so a
-        // renewal right at the deadline still finds it).
-        let lease = plan.lease.min(remaining + MIN_WAITER_LEASE);
-        (lease.as_millis() as u64).max(1)
+    let mut pace = plan.pace;
+    let ticket = ops.ticket();
+    let notifier: &Arc<Notifier> = &ticket.client.inner.notifier;
+    let timed_out = || LockError::Timeout {
+        resource: plan.resource.to_owned(),
+        waited: started.elapsed(),
     };
 
-    if plan.wait.is_zero() {
+    // One unqueued look first: for a zero wait, and for the mutex while this process does not
+    // listen on the resource yet (it was not contended lately): a free lock costs one round trip.
+    let listening = notifier.is_subscribed(&ticket.channel);
+    if plan.wait.is_zero() || (pace.listens_first() && !listening) {
         let sent = Instant::now();
-        return match ops.attempt(0).await? {
-            Attempt::Granted { fence, pttl_ms } => Ok(Grant {
-                fence,
-                base: sent,
-                valid_for: Duration::from_millis(pttl_ms),
-            }),
-            Attempt::Waiting { .. } => Err(LockError::Timeout {
-                resource: plan.resource.to_owned(),
-                waited: started.elapsed(),
-            }),
-        };
+        if let Attempt::Granted { fence, pttl_ms } = ops.attempt(0).await? {
+            return Ok(Grant::at(sent, fence, pttl_ms));
+        }
+        if plan.wait.is_zero() {
+            return Err(timed_out());
+        }
+    }
+    let mut registration = None;
+    if pace.listens_first() {
+        notifier.ensure_subscribed(&ticket.channel).await;
+        registration = Some(notifier.register(&ticket.token, &ticket.channel));
     }
 
-    // From the first call on, the caller holds a queue entry (its place in arrival order).
+    // From the first queued call on, the caller may hold a queue entry (its place in arrival
+    // order); dropping this removes it.
     let mut queued = QueuedEntry {
         ops: ops.clone(),
         armed: true,
     };
-    let mut registration = None;
-    // The latest (local send instant, server time) of a successful call: bounds when a hand-off
-    // announced with a later server time happened locally.
+    // The latest (local send instant, server time) of a successful call: the server ran that
+    // call after the local instant, which bounds when a later hand-off happened locally.
     let mut clock_pair: Option<(Instant, u64)> = None;
-    let mut backoff = Duration::from_millis(10);
     loop {
         let sent = Instant::now();
         let attempt = ops
-            .attempt(lease_ms(deadline.saturating_duration_since(sent)))
+            .attempt(pace.queue_ms(deadline.saturating_duration_since(sent)))
             .await;
-        let wake_ms = match attempt {
+        let wake = match attempt {
             Ok(Attempt::Granted { fence, pttl_ms }) => {
                 queued.armed = false;
-                return Ok(Grant {
-                    fence,
-                    base: sent,
-                    valid_for: Duration::from_millis(pttl_ms),
-                });
+                return Ok(Grant::at(sent, fence, pttl_ms));
             }
             Ok(Attempt::Waiting { wake_ms, server_ms }) => {
                 clock_pair = Some((sent, server_ms));
-                wake_ms
+                wake_ms.map(Duration::from_millis)
             }
+            // A connection error while waiting: keep waiting (the queue entry, if any, still
+            // stands) until the deadline, then report the error.
             Err(error) if error.is_transient() && Instant::now() < deadline => {
                 tracing::debug!(%error, resource = plan.resource, "queued attempt failed; retrying");
-                backoff = (backoff * 2).min(plan.lease / 3);
-                Some(backoff.as_millis() as u64)
+                Some(pace.after_error())
             }
             Err(error) => return Err(error),
         };
 
-        if registration.is_none() {
+        let Some(active) = registration.as_mut() else {
             // First time queued: listen, then look again (a hand-off published before the
             // subscription was confirmed would otherwise be missed).
-            registration = Some(plan.notifier.register(plan.token, plan.channel));
-            plan.notifier.ensure_subscribed(plan.channel).await;
+            registration = Some(notifier.register(&ticket.token, &ticket.channel));
+            notifier.ensure_subscribed(&ticket.channel).await;
             continue;
-        }
+        };
 
         if Instant::now() >= deadline {
             queued.armed = false;
             let cancel_sent = Instant::now();
             return match ops.cancel().await? {
-                Some((fence, pttl_ms)) => Ok(Grant {
-                    fence,
-                    base: cancel_sent,
-                    valid_for: Duration::from_millis(pttl_ms),
-                }),
-                None => Err(LockError::Timeout {
-                    resource: plan.resource.to_owned(),
-                    waited: started.elapsed(),
-                }),
+                Some((fence, pttl_ms)) => Ok(Grant::at(cancel_sent, fence, pttl_ms)),
+                None => Err(timed_out()),
             };
         }
 
-        let renew = plan.lease / 3;
-        let until_expiry = wake_ms.map(|ms| {
-            Duration::from_millis(ms.max(1)) + Duration::from_millis(fastrand::u64(0..3))
-        });
-        let nap = until_expiry
-            .map_or(renew, |e| e.min(renew))
+        let nap = pace
+            .nap(wake)
             .min(deadline.saturating_duration_since(Instant::now()));
-        let Some(active) = registration.as_mut() else {
-            continue;
-        };
         tokio::select! {
             handoff = &mut active.receiver => {
                 match handoff {
                     Ok(Handoff { fence, server_ms: handed_at, ttl_ms }) => {
                         queued.armed = false;
+                        // The call that saw the server at `server_ms` was sent at `sent`; the
+                        // hand-off ran `handed_at - server_ms` later on the server's clock, so
+                        // locally it happened no earlier than `sent` plus that gap.
                         let received = Instant::now();
                         let base = match clock_pair {
                             Some((sent, server_ms)) => {
@@ -251,10 +440,10 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
                             }
                             None => started,
                         };
-                        return Ok(Grant { fence, base, valid_for: Duration::from_millis(ttl_ms) });
+                        return Ok(Grant::at(base, fence, ttl_ms));
                     }
-                    // The notifier went away: carry on with renewals only.
-                    Err(_) => registration = Some(plan.notifier.register(plan.token, plan.channel)),
+                    // The notifier went away: carry on with the fallback looks only.
+                    Err(_) => registration = Some(notifier.register(&ticket.token, &ticket.channel)),
                 }
             }
             () = tokio::time::sleep(nap) => {}
@@ -271,7 +460,7 @@ struct QueuedEntry<Q: QueuedOps + Clone> {
 
 impl<Q: QueuedOps + Clone> Drop for QueuedEntry<Q> {
     fn drop(&mut self) {
-        if !self.armed {
+        if !self.armed || !self.ops.may_be_queued() {
             return;
         }
         let ops = self.ops.clone();

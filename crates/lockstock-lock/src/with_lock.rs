@@ -10,9 +10,7 @@ use std::{future::Future, panic::AssertUnwindSafe, time::Duration};
 use futures_util::FutureExt;
 
 use super::{
-    client::{LockClient, ReleaseOutcome},
-    error::Result,
-    guard::LockLease,
+    client::LockClient, error::Result, guard::ReleaseOutcome, mutex::LockLease,
     options::LockOptions,
 };
 

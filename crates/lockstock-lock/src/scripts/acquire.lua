@@ -23,13 +23,10 @@ local token = ARGV[1]
 local value = redis.call('GET', KEYS[1])
 
 if value then
-  if string.sub(value, 1, #token + 1) == token .. '\n' then
-    local fence = tonumber(string.match(value, '^[^\n]*\n([^\n]*)'))
-    local t = redis.call('TIME')
-    return {1, fence, redis.call('PTTL', KEYS[1]), tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
+  if held_by(value, token) then
+    return {1, fence_of(value), redis.call('PTTL', KEYS[1]), server_now_ms()}
   end
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = server_now_ms()
   local entry = ARGV[5]
   if ARGV[4] ~= '0' and entry == '' then
     entry = token .. '\n' .. ARGV[2] .. '\n' .. (now + tonumber(ARGV[4])) .. '\n' .. ARGV[6] .. '\n' .. ARGV[3]
@@ -41,8 +38,7 @@ end
 if ARGV[5] ~= '' then
   redis.call('LREM', KEYS[3], 1, ARGV[5])
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = server_now_ms()
 local fence = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], token .. '\n' .. fence .. '\n' .. now .. '\n' .. ARGV[3], 'PX', ARGV[2])
+redis.call('SET', KEYS[1], lock_value(token, fence, now, ARGV[3]), 'PX', ARGV[2])
 return {1, fence, tonumber(ARGV[2]), now}

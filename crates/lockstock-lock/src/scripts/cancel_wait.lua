@@ -8,9 +8,8 @@
 --          {0}                  not held by the waiter; its queue entry is gone
 local token = ARGV[1]
 local value = redis.call('GET', KEYS[1])
-if value and string.sub(value, 1, #token + 1) == token .. '\n' then
-  local fence = tonumber(string.match(value, '^[^\n]*\n([^\n]*)'))
-  return {1, fence, redis.call('PTTL', KEYS[1])}
+if held_by(value, token) then
+  return {1, fence_of(value), redis.call('PTTL', KEYS[1])}
 end
 if ARGV[2] ~= '' then
   redis.call('LREM', KEYS[2], 1, ARGV[2])

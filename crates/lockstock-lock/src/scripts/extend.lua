@@ -4,12 +4,11 @@
 -- ARGV[1]: token of the caller
 -- ARGV[2]: new ttl in milliseconds (> 0)
 -- Returns: 1 extended, 0 the lock is gone (expired or released), -1 held by another token
-local token = ARGV[1]
 local value = redis.call('GET', KEYS[1])
 if not value then
   return 0
 end
-if string.sub(value, 1, #token + 1) ~= token .. '\n' then
+if not held_by(value, ARGV[1]) then
   return -1
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])

@@ -9,40 +9,15 @@
 -- ARGV[1]: token of the caller
 -- Returns: 1 released (nobody waiting), 2 handed to the next waiter,
 --          0 not released: the lock is gone (expired) or held by another token
-
--- A waiter's entry -> the TTL it is handed the hold with (its TTL, but no longer than its
--- lease: a waiter that died just before the hand-off keeps the hold one lease at most; a live
--- one extends it at once), its lease expiry, its client's hand-off channel, its owner.
-local function claim(entry)
-  local ttl, lease, span, channel, owner =
-    string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
-  if tonumber(ttl) and tonumber(span) then
-    ttl = tostring(math.min(tonumber(ttl), tonumber(span)))
-  end
-  return ttl, lease, channel, owner
-end
-
-local token = ARGV[1]
 local value = redis.call('GET', KEYS[1])
-if not value or string.sub(value, 1, #token + 1) ~= token .. '\n' then
+if not held_by(value, ARGV[1]) then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-while true do
-  local head = redis.call('LPOP', KEYS[3])
-  if not head then
-    redis.call('DEL', KEYS[1])
-    return 1
-  end
-  local entry = redis.call('HGET', KEYS[4], head)
-  redis.call('HDEL', KEYS[4], head)
-  local ttl, lease, channel, owner
-  if entry then ttl, lease, channel, owner = claim(entry) end
-  if tonumber(lease) and tonumber(lease) > now and tonumber(ttl) then
-    local fence = redis.call('INCR', KEYS[2])
-    redis.call('SET', KEYS[1], head .. '\n' .. fence .. '\n' .. now .. '\n' .. owner, 'PX', ttl)
-    redis.call('PUBLISH', channel, head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
-    return 2
-  end
+local now = server_now_ms()
+local head, ttl, channel, owner = pop_live_waiter(KEYS[3], KEYS[4], now, nil)
+if not head then
+  redis.call('DEL', KEYS[1])
+  return 1
 end
+hand_over(KEYS[1], KEYS[2], head, owner, ttl, channel, now)
+return 2

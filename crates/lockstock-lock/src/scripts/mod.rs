@@ -1,9 +1,16 @@
-//! The lock's Lua scripts, one file per atomic operation, each opening with its
-//! `KEYS`/`ARGV`/`Returns` contract.
+//! The lock's Lua scripts: one registry, one `.lua` file per atomic operation, each opening with
+//! its `KEYS`/`ARGV`/`Returns` contract.
+//!
+//! Snippets several scripts need (the server clock, the stored lock value, the hand-off to the
+//! next live waiter, the wait queue, the expiring holder sets, the read/write grant loop, the
+//! Redlock quarantine) are written once under `lib/` — each opening with what it expects in scope
+//! and what it returns — and prepended to the scripts that use them at build time
+//! (`concat!(include_str!(…), …)`), so Redis still receives one self-contained script per
+//! operation.
 //!
 //! - When a script runs for the first time on a server (or after a restart emptied the script
 //!   cache), then `redis::Script` answers `NOSCRIPT` and is loaded once; every later call is an
-//!   `EVALSHA` by its SHA1.
+//!   `EVALSHA` by its SHA1, computed once per process ([`SCRIPTS`]).
 //! - Every read-then-write on Redis (compare-and-delete, compare-and-extend, fence increment) is
 //!   one of these scripts, never two round trips.
 
@@ -11,38 +18,45 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// One `redis::Script` per `.lua` file, built once per [`super::LockClient`].
+/// A script built from the helper files named (from `lib/`, in order) and the script's own file;
+/// `semaphore`, `rwlock` and `fair` name the helper sets of those primitives' scripts.
+macro_rules! script {
+    (semaphore, $file:literal) => {
+        script!(
+            ["now", "lock_value", "handoff", "waiters", "expiring_set", "sem_handoff"],
+            $file
+        )
+    };
+    (rwlock, $file:literal) => {
+        script!(
+            ["now", "lock_value", "handoff", "waiters", "expiring_set", "rw_grant"],
+            $file
+        )
+    };
+    (fair, $file:literal) => {
+        script!(["now", "lock_value", "handoff", "waiters"], $file)
+    };
+    ([$($lib:literal),* $(,)?], $file:literal) => {
+        Script::new(concat!(
+            $(include_str!(concat!("lib/", $lib, ".lua")),)*
+            include_str!($file)
+        ))
+    };
+}
+
+/// Every script of every primitive, each listed once.
 #[derive(Debug)]
 pub(crate) struct Scripts {
-    /// `acquire.lua`: take a free lock (with a new fencing token) or join the wait queue.
+    /// `acquire.lua`: take a free mutex (with a new fencing token) or join its wait queue.
     pub(crate) acquire: Script,
-    /// `release.lua`: release if owner, handing the lock to the oldest live waiter.
+    /// `release.lua`: release a mutex if owner, handing it to the oldest live waiter.
     pub(crate) release: Script,
-    /// `extend.lua`: reset the TTL if owner.
+    /// `extend.lua`: reset an exclusive hold's TTL if owner (mutex, fair lock, writer).
     pub(crate) extend: Script,
-    /// `cancel_wait.lua`: leave the wait queue unless the lock was handed over meanwhile.
+    /// `cancel_wait.lua`: leave the mutex's wait queue unless handed the lock meanwhile.
     pub(crate) cancel_wait: Script,
-    /// `raise_fence.lua`: raise the fence counter to a floor.
+    /// `raise_fence.lua`: raise a fence counter to a floor (mutex, Redlock).
     pub(crate) raise_fence: Script,
-}
-
-impl Scripts {
-    pub(crate) fn new() -> Self {
-        Self {
-            acquire: Script::new(include_str!("acquire.lua")),
-            release: Script::new(include_str!("release.lua")),
-            extend: Script::new(include_str!("extend.lua")),
-            cancel_wait: Script::new(include_str!("cancel_wait.lua")),
-            raise_fence: Script::new(include_str!("raise_fence.lua")),
-        }
-    }
-}
-
-/// The scripts of the semaphore, the read/write lock, the fair lock and Redlock, hashed once per
-/// process (each `.lua` file is one atomic operation; `extend.lua` and `raise_fence.lua` above
-/// are reused for the fair lock's, the writer's and Redlock's keys).
-#[derive(Debug)]
-pub(crate) struct PrimitiveScripts {
     /// `sem_acquire.lua`: take a free permit or queue for one.
     pub(crate) sem_acquire: Script,
     /// `sem_release.lua`: give a permit back, handing free permits to waiters.
@@ -71,28 +85,27 @@ pub(crate) struct PrimitiveScripts {
     pub(crate) redlock_extend: Script,
     /// `redlock_release.lua`: one instance's part of a Redlock release or undo.
     pub(crate) redlock_release: Script,
-    /// `extend.lua` again (fair lock, writer of the read/write lock).
-    pub(crate) extend: Script,
-    /// `raise_fence.lua` again (Redlock's counters).
-    pub(crate) raise_fence: Script,
 }
 
-/// The primitives' scripts, hashed once per process.
-pub(crate) static PRIMITIVES: LazyLock<PrimitiveScripts> = LazyLock::new(|| PrimitiveScripts {
-    sem_acquire: Script::new(include_str!("sem_acquire.lua")),
-    sem_release: Script::new(include_str!("sem_release.lua")),
-    sem_cancel: Script::new(include_str!("sem_cancel.lua")),
-    permit_extend: Script::new(include_str!("permit_extend.lua")),
-    rw_acquire: Script::new(include_str!("rw_acquire.lua")),
-    rw_release: Script::new(include_str!("rw_release.lua")),
-    rw_cancel: Script::new(include_str!("rw_cancel.lua")),
-    fair_acquire: Script::new(include_str!("fair_acquire.lua")),
-    fair_release: Script::new(include_str!("fair_release.lua")),
-    fair_cancel: Script::new(include_str!("fair_cancel.lua")),
-    redlock_acquire: Script::new(include_str!("redlock_acquire.lua")),
-    redlock_fence: Script::new(include_str!("redlock_fence.lua")),
-    redlock_extend: Script::new(include_str!("redlock_extend.lua")),
-    redlock_release: Script::new(include_str!("redlock_release.lua")),
-    extend: Script::new(include_str!("extend.lua")),
-    raise_fence: Script::new(include_str!("raise_fence.lua")),
+/// The scripts, built and hashed once per process.
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    acquire: script!(["now", "lock_value"], "acquire.lua"),
+    release: script!(["now", "lock_value", "handoff"], "release.lua"),
+    extend: script!(["lock_value"], "extend.lua"),
+    cancel_wait: script!(["lock_value"], "cancel_wait.lua"),
+    raise_fence: script!([], "raise_fence.lua"),
+    sem_acquire: script!(semaphore, "sem_acquire.lua"),
+    sem_release: script!(semaphore, "sem_release.lua"),
+    sem_cancel: script!(semaphore, "sem_cancel.lua"),
+    permit_extend: script!(["now"], "permit_extend.lua"),
+    rw_acquire: script!(rwlock, "rw_acquire.lua"),
+    rw_release: script!(rwlock, "rw_release.lua"),
+    rw_cancel: script!(rwlock, "rw_cancel.lua"),
+    fair_acquire: script!(fair, "fair_acquire.lua"),
+    fair_release: script!(fair, "fair_release.lua"),
+    fair_cancel: script!(fair, "fair_cancel.lua"),
+    redlock_acquire: script!(["now", "lock_value", "redlock"], "redlock_acquire.lua"),
+    redlock_fence: script!(["lock_value", "redlock"], "redlock_fence.lua"),
+    redlock_extend: script!(["now", "lock_value", "redlock"], "redlock_extend.lua"),
+    redlock_release: script!(["lock_value", "redlock"], "redlock_release.lua"),
 });

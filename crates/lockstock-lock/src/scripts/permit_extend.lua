@@ -5,8 +5,7 @@
 -- ARGV[1]: token of the caller
 -- ARGV[2]: new ttl in milliseconds (> 0)
 -- Returns: 1 extended, 0 gone (expired, released or never granted)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = server_now_ms()
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score or tonumber(score) <= now then
   return 0

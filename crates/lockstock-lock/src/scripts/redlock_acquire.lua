@@ -17,31 +17,23 @@
 -- Returns: {1, counter_before}          acquired (or already the caller's, on a retried call)
 --          {0, counter, pttl_ms}        held by another token
 --          {-1, ready_in_ms}            this instance restarted too recently; refused
-local quarantine = tonumber(ARGV[5])
-if quarantine > 0 then
-  local info = redis.call('INFO', 'server')
-  -- Whole seconds of both the clock and the start time: the true uptime may be a second less.
-  local uptime = math.max(0, (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0) - 1)
-  if uptime * 1000 < quarantine then
-    return {-1, quarantine - uptime * 1000}
-  end
+local ready_in = quarantine_left(tonumber(ARGV[5]))
+if ready_in then
+  return {-1, ready_in}
 end
 
 local token = ARGV[1]
 local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
 local value = redis.call('GET', KEYS[1])
 if value then
-  if string.sub(value, 1, #token + 1) == token .. '\n' then
+  if held_by(value, token) then
     return {1, counter}
   end
   return {0, counter, redis.call('PTTL', KEYS[1])}
 end
 
-local proposed = tonumber(ARGV[4])
-if counter < proposed then
+if counter < tonumber(ARGV[4]) then
   redis.call('SET', KEYS[2], ARGV[4])
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('SET', KEYS[1], token .. '\n' .. ARGV[4] .. '\n' .. now .. '\n' .. ARGV[3], 'PX', ARGV[2])
+redis.call('SET', KEYS[1], lock_value(token, ARGV[4], server_now_ms(), ARGV[3]), 'PX', ARGV[2])
 return {1, counter}

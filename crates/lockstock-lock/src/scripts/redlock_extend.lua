@@ -13,29 +13,18 @@
 -- ARGV[5]: restart quarantine in milliseconds ("0" = none)
 -- Returns: 1 extended, 2 set again (it was missing), 0 held by another token here,
 --          -1 missing and this instance is in its restart quarantine
-local fence = tonumber(ARGV[3])
-if tonumber(redis.call('GET', KEYS[2]) or '0') < fence then
-  redis.call('SET', KEYS[2], ARGV[3])
-end
+raise_counter(KEYS[2], ARGV[3])
 local token = ARGV[1]
 local value = redis.call('GET', KEYS[1])
 if value then
-  if string.sub(value, 1, #token + 1) ~= token .. '\n' then
+  if not held_by(value, token) then
     return 0
   end
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
-local quarantine = tonumber(ARGV[5])
-if quarantine > 0 then
-  local info = redis.call('INFO', 'server')
-  -- Whole seconds of both the clock and the start time: the true uptime may be a second less.
-  local uptime = math.max(0, (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0) - 1)
-  if uptime * 1000 < quarantine then
-    return -1
-  end
+if quarantine_left(tonumber(ARGV[5])) then
+  return -1
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('SET', KEYS[1], token .. '\n' .. ARGV[3] .. '\n' .. now .. '\n' .. ARGV[4], 'PX', ARGV[2], 'NX')
+redis.call('SET', KEYS[1], lock_value(token, ARGV[3], server_now_ms(), ARGV[4]), 'PX', ARGV[2], 'NX')
 return 2

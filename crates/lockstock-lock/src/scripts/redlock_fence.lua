@@ -9,15 +9,12 @@
 -- ARGV[2]: the fencing token (integer below 2^53)
 -- Returns: 1 written under the caller's lock, 0 the lock is not the caller's here (the counter
 --          was raised anyway: raising is always safe)
-local fence = tonumber(ARGV[2])
-if tonumber(redis.call('GET', KEYS[2]) or '0') < fence then
-  redis.call('SET', KEYS[2], ARGV[2])
-end
+raise_counter(KEYS[2], ARGV[2])
 local token = ARGV[1]
 local value = redis.call('GET', KEYS[1])
-if not value or string.sub(value, 1, #token + 1) ~= token .. '\n' then
+if not held_by(value, token) then
   return 0
 end
 local since, owner = string.match(value, '^[^\n]*\n[^\n]*\n([^\n]*)\n(.*)$')
-redis.call('SET', KEYS[1], token .. '\n' .. ARGV[2] .. '\n' .. (since or '0') .. '\n' .. (owner or ''), 'KEEPTTL')
+redis.call('SET', KEYS[1], lock_value(token, ARGV[2], since or '0', owner or ''), 'KEEPTTL')
 return 1

@@ -9,13 +9,11 @@
 -- ARGV[2]: the caller's fencing token ("0" = none: an undo)
 -- ARGV[3]: release channel
 -- Returns: 1 released, 0 not the caller's here (expired, taken, or never set)
-local fence = tonumber(ARGV[2])
-if fence > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') < fence then
-  redis.call('SET', KEYS[2], ARGV[2])
+if tonumber(ARGV[2]) > 0 then
+  raise_counter(KEYS[2], ARGV[2])
 end
-local token = ARGV[1]
 local value = redis.call('GET', KEYS[1])
-if not value or string.sub(value, 1, #token + 1) ~= token .. '\n' then
+if not held_by(value, ARGV[1]) then
   return 0
 end
 redis.call('DEL', KEYS[1])

@@ -13,7 +13,7 @@
 --          0 not released: the lock is gone (expired) or held by another token
 local token = ARGV[1]
 local value = redis.call('GET', KEYS[1])
-if not value or string.sub(value, 1, #token + 1) ~= token .. '\n' then
+if not held_by(value, token) then
   return 0
 end
 
@@ -27,13 +27,10 @@ while true do
   local waiter, ttl, expires, channel, owner =
     string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
   if not now then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    now = server_now_ms()
   end
-  if waiter and tonumber(expires) and tonumber(expires) > now and tonumber(ttl) then
-    local fence = redis.call('INCR', KEYS[2])
-    redis.call('SET', KEYS[1], waiter .. '\n' .. fence .. '\n' .. now .. '\n' .. owner, 'PX', ttl)
-    redis.call('PUBLISH', channel, waiter .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
+  if waiter and is_live(ttl, expires, now) then
+    hand_over(KEYS[1], KEYS[2], waiter, owner, ttl, channel, now)
     return 2
   end
 end

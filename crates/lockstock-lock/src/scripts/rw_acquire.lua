@@ -23,94 +23,37 @@
 -- Returns: {1, fence, pttl_ms, server_ms}  the caller holds the lock in its mode
 --          {0, wake_ms, server_ms}         not granted; wake_ms = ms until the blocking hold
 --                                          expires at the latest (-1 when unknown)
-
--- A waiter's entry -> its mode, the TTL it is handed the hold with (its TTL, but no longer
--- than its lease: a waiter that died just before the hand-off keeps the hold one lease at most;
--- a live one extends it at once), its lease expiry, its client's hand-off channel, its owner.
-local function claim(entry)
-  local m, ttl, lease, span, channel, owner =
-    string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
-  if tonumber(ttl) and tonumber(span) then
-    ttl = tostring(math.min(tonumber(ttl), tonumber(span)))
-  end
-  return m, ttl, lease, channel, owner
-end
-
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = server_now_ms()
 local token, mode = ARGV[1], ARGV[2]
 
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-if #expired > 0 then
-  for _, gone in ipairs(expired) do redis.call('HDEL', KEYS[3], gone) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-end
+drop_expired(KEYS[2], KEYS[3], now)
 
 local writer = redis.call('GET', KEYS[1])
-if mode == 'w' and writer and string.sub(writer, 1, #token + 1) == token .. '\n' then
-  return {1, tonumber(string.match(writer, '^[^\n]*\n([^\n]*)')), redis.call('PTTL', KEYS[1]), now}
+if mode == 'w' and held_by(writer, token) then
+  return {1, fence_of(writer), redis.call('PTTL', KEYS[1]), now}
 end
 if mode == 'r' then
-  local mine = redis.call('ZSCORE', KEYS[2], token)
-  if mine then
-    local info = redis.call('HGET', KEYS[3], token) or ''
-    return {1, tonumber(string.match(info, '^([^\n]*)')) or 0, tonumber(mine) - now, now}
+  local fence, left = member_hold(KEYS[2], KEYS[3], token, now)
+  if fence then
+    return {1, fence, left, now}
   end
 end
 
-local function grant(who, m, ttl, owner)
-  local fence = redis.call('INCR', KEYS[4])
-  if m == 'w' then
-    redis.call('SET', KEYS[1], who .. '\n' .. fence .. '\n' .. now .. '\n' .. owner, 'PX', ttl)
-    writer = who
-  else
-    redis.call('ZADD', KEYS[2], now + ttl, who)
-    redis.call('HSET', KEYS[3], who, fence .. '\n' .. now .. '\n' .. owner)
-  end
-  return fence
-end
-
-while true do
-  local head = redis.call('LINDEX', KEYS[5], 0)
-  if not head then break end
-  local entry = redis.call('HGET', KEYS[6], head)
-  local m, ttl, lease, channel, owner
-  if entry then m, ttl, lease, channel, owner = claim(entry) end
-  local alive = head == token or (tonumber(lease) and tonumber(lease) > now and tonumber(ttl))
-  if not alive then
-    redis.call('LPOP', KEYS[5])
-    redis.call('HDEL', KEYS[6], head)
-  else
-    if head == token then m, ttl, owner = mode, ARGV[3], ARGV[4] end
-    local fits
-    if m == 'w' then
-      fits = not writer and redis.call('ZCARD', KEYS[2]) == 0
-    else
-      fits = not writer
-    end
-    if not fits then break end
-    redis.call('LPOP', KEYS[5])
-    redis.call('HDEL', KEYS[6], head)
-    local fence = grant(head, m, tonumber(ttl), owner)
-    if head == token then
-      return {1, fence, tonumber(ttl), now}
-    end
-    redis.call('PUBLISH', channel, head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
-  end
+local new_writer, _, granted = rw_grant_waiters(now, writer, token, mode, ARGV[3], ARGV[4])
+writer = new_writer
+if granted then
+  return {1, granted, tonumber(ARGV[3]), now}
 end
 
 if not redis.call('LINDEX', KEYS[5], 0) then
   if not writer and (mode == 'r' or redis.call('ZCARD', KEYS[2]) == 0) then
     redis.call('HDEL', KEYS[6], token)
-    return {1, grant(token, mode, tonumber(ARGV[3]), ARGV[4]), tonumber(ARGV[3]), now}
+    return {1, rw_grant(token, mode, ARGV[3], ARGV[4], now), tonumber(ARGV[3]), now}
   end
 end
 
 if ARGV[5] ~= '0' then
-  if redis.call('HEXISTS', KEYS[6], token) == 0 then
-    redis.call('RPUSH', KEYS[5], token)
-  end
-  redis.call('HSET', KEYS[6], token, mode .. '\n' .. ARGV[3] .. '\n' .. (now + tonumber(ARGV[5])) .. '\n' .. ARGV[5] .. '\n' .. ARGV[6] .. '\n' .. ARGV[4])
+  enqueue(KEYS[5], KEYS[6], token, mode .. '\n' .. ARGV[3] .. '\n' .. (now + tonumber(ARGV[5])) .. '\n' .. ARGV[5] .. '\n' .. ARGV[6] .. '\n' .. ARGV[4])
 end
 local wake = -1
 if writer then

@@ -12,32 +12,14 @@
 -- ARGV[2]: mode held: "r" or "w"
 -- Returns: 1 released, nobody granted; 2 released and waiters granted;
 --          0 not held (expired or taken): nothing changed for the caller
-
--- A waiter's entry -> its mode, the TTL it is handed the hold with (its TTL, but no longer
--- than its lease: a waiter that died just before the hand-off keeps the hold one lease at most;
--- a live one extends it at once), its lease expiry, its client's hand-off channel, its owner.
-local function claim(entry)
-  local m, ttl, lease, span, channel, owner =
-    string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
-  if tonumber(ttl) and tonumber(span) then
-    ttl = tostring(math.min(tonumber(ttl), tonumber(span)))
-  end
-  return m, ttl, lease, channel, owner
-end
-
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = server_now_ms()
 local token = ARGV[1]
 
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-if #expired > 0 then
-  for _, gone in ipairs(expired) do redis.call('HDEL', KEYS[3], gone) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-end
+drop_expired(KEYS[2], KEYS[3], now)
 
 local writer = redis.call('GET', KEYS[1])
 if ARGV[2] == 'w' then
-  if not writer or string.sub(writer, 1, #token + 1) ~= token .. '\n' then
+  if not held_by(writer, token) then
     return 0
   end
   redis.call('DEL', KEYS[1])
@@ -49,37 +31,6 @@ else
   redis.call('HDEL', KEYS[3], token)
 end
 
-local handed = 0
-while true do
-  local head = redis.call('LINDEX', KEYS[5], 0)
-  if not head then break end
-  local entry = redis.call('HGET', KEYS[6], head)
-  local m, ttl, lease, channel, owner
-  if entry then m, ttl, lease, channel, owner = claim(entry) end
-  if not (tonumber(lease) and tonumber(lease) > now and tonumber(ttl)) then
-    redis.call('LPOP', KEYS[5])
-    redis.call('HDEL', KEYS[6], head)
-  else
-    local fits
-    if m == 'w' then
-      fits = not writer and redis.call('ZCARD', KEYS[2]) == 0
-    else
-      fits = not writer
-    end
-    if not fits then break end
-    redis.call('LPOP', KEYS[5])
-    redis.call('HDEL', KEYS[6], head)
-    local fence = redis.call('INCR', KEYS[4])
-    if m == 'w' then
-      redis.call('SET', KEYS[1], head .. '\n' .. fence .. '\n' .. now .. '\n' .. owner, 'PX', ttl)
-      writer = head
-    else
-      redis.call('ZADD', KEYS[2], now + tonumber(ttl), head)
-      redis.call('HSET', KEYS[3], head, fence .. '\n' .. now .. '\n' .. owner)
-    end
-    redis.call('PUBLISH', channel, head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
-    handed = handed + 1
-  end
-end
+local _, handed = rw_grant_waiters(now, writer, nil)
 if handed > 0 then return 2 end
 return 1

@@ -11,50 +11,13 @@
 -- ARGV[2]: permits N (>= 1)
 -- Returns: 1 released, nobody waiting; 2 released and permits handed to waiters;
 --          0 not held (expired, or never granted): nothing changed for the caller
-
--- A waiter's entry -> the TTL it is handed the hold with (its TTL, but no longer than its
--- lease: a waiter that died just before the hand-off keeps the hold one lease at most; a live
--- one extends it at once), its lease expiry, its client's hand-off channel, its owner.
-local function claim(entry)
-  local ttl, lease, span, channel, owner =
-    string.match(entry, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
-  if tonumber(ttl) and tonumber(span) then
-    ttl = tostring(math.min(tonumber(ttl), tonumber(span)))
-  end
-  return ttl, lease, channel, owner
-end
-
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-if #expired > 0 then
-  for _, gone in ipairs(expired) do redis.call('HDEL', KEYS[2], gone) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-end
+local now = server_now_ms()
+drop_expired(KEYS[1], KEYS[2], now)
 
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 
-local handed = 0
-local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
-while free > 0 do
-  local head = redis.call('LPOP', KEYS[4])
-  if not head then break end
-  local entry = redis.call('HGET', KEYS[5], head)
-  redis.call('HDEL', KEYS[5], head)
-  local ttl, lease, channel, owner
-  if entry then ttl, lease, channel, owner = claim(entry) end
-  if tonumber(lease) and tonumber(lease) > now and tonumber(ttl) then
-    local fence = redis.call('INCR', KEYS[3])
-    redis.call('ZADD', KEYS[1], now + tonumber(ttl), head)
-    redis.call('HSET', KEYS[2], head, fence .. '\n' .. now .. '\n' .. owner)
-    redis.call('PUBLISH', channel, head .. '\n' .. fence .. '\n' .. now .. '\n' .. ttl)
-    free = free - 1
-    handed = handed + 1
-  end
-end
-if handed > 0 then return 2 end
+if hand_free_permits(now) > 0 then return 2 end
 return 1

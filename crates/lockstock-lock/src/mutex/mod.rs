@@ -1,0 +1,250 @@
+//! The mutex: [`LockClient::acquire`], [`LockClient::try_acquire`] and [`LockGuard`] — one holder
+//! per resource, FIFO hand-off among waiters, a fencing token per grant.
+//!
+//! - When [`LockClient::try_acquire`] finds the resource free, then it returns a
+//!   [`LockGuard`] in one round trip; when the lock is held, then `Ok(None)`.
+//! - When [`LockClient::acquire`] finds the lock held, then the caller joins the resource's FIFO
+//!   wait queue in Redis and sleeps until the holder's release hands the lock over (no polling):
+//!   the hand-off costs the waiter no further round trip. A jittered retry schedule, never
+//!   sleeping past the holder's remaining TTL, is the fallback for a holder that vanished or a
+//!   lost hand-off message (the shared wait loop, `waiting.rs`). Past the deadline it returns
+//!   [`LockError::Timeout`](crate::LockError::Timeout).
+//! - When a call's reply is lost and it is retried, then re-acquiring with the same token counts
+//!   as success and a repeated release is harmless.
+//! - When a waiting acquire is cancelled (its future dropped), then its queue entry is removed in
+//!   the background, and a lock handed to it meanwhile is released.
+//! - Not guaranteed: fairness towards acquirers that arrive while the lock is *free* (they take
+//!   it at once); FIFO order holds among those that found it held (use
+//!   [`FairLock`](crate::FairLock) for strict arrival order). A waiter that died while queued may
+//!   be handed the lock once, which then sits idle for one TTL, as after a holder's crash.
+//!
+//! The protocol (acquire, queue, hand-off, expiry, fencing) is model-checked in `tests/model/`
+//! (stateright): every reachable interleaving keeps one holder and increasing fences.
+
+mod guard;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use redis::Value;
+
+pub use self::guard::{LockGuard, LockLease};
+use super::{
+    client::LockClient,
+    error::{LockError, Result},
+    guard::{Holder, ReleaseOutcome},
+    keys::ResourceKeys,
+    metrics::LockMetrics,
+    options::LockOptions,
+    scripts::SCRIPTS,
+    token::{FencingToken, LockToken},
+    waiting::{self, Attempt, Backoff, Pace, QueuedOps, Ticket, WaitPlan},
+};
+
+/// The Redis side of one mutex acquisition, waiting or held.
+#[derive(Debug, Clone)]
+pub(crate) struct MutexOps {
+    ticket: Ticket,
+    keys: Arc<ResourceKeys>,
+    token: LockToken,
+    /// The queue entry as stored in Redis ("" when not queued), shared by the waiting loop and
+    /// the background clean-up of a dropped waiter.
+    entry: Arc<Mutex<String>>,
+}
+
+impl MutexOps {
+    fn entry(&self) -> std::sync::MutexGuard<'_, String> {
+        // A panic while holding this lock leaves only a string behind; keep using it.
+        self.entry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl LockClient {
+    /// Takes the lock on `resource` if it is free right now; `Ok(None)` when it is held.
+    #[tracing::instrument(level = "debug", skip_all, fields(resource = %resource), err(level = "debug"))]
+    pub async fn try_acquire(
+        &self,
+        resource: &str,
+        options: &LockOptions,
+    ) -> Result<Option<LockGuard>> {
+        let started = Instant::now();
+        let result = waiting::none_on_timeout(
+            self.acquire_waiting(resource, options, Duration::ZERO)
+                .await,
+        );
+        let got = result.as_ref().map(Option::is_some);
+        self.metrics().record_acquire(got, started.elapsed());
+        result
+    }
+
+    /// Takes the lock on `resource`, waiting up to `wait` for it.
+    ///
+    /// Waiters are served in FIFO order and woken by the holder's release. Returns
+    /// [`LockError::Timeout`] when the lock could not be had in time.
+    #[tracing::instrument(level = "debug", skip_all, fields(resource = %resource), err(level = "debug"))]
+    pub async fn acquire(
+        &self,
+        resource: &str,
+        options: &LockOptions,
+        wait: Duration,
+    ) -> Result<LockGuard> {
+        let started = Instant::now();
+        let result = self.acquire_waiting(resource, options, wait).await;
+        let got = result.as_ref().map(|_| true);
+        self.metrics().record_acquire(got, started.elapsed());
+        result
+    }
+
+    async fn acquire_waiting(
+        &self,
+        resource: &str,
+        options: &LockOptions,
+        wait: Duration,
+    ) -> Result<LockGuard> {
+        options.validate()?;
+        let keys = Arc::new(self.keys().resource(resource)?);
+        let token = LockToken::new();
+        let ops = MutexOps {
+            ticket: Ticket::with_token(self, &keys.handoff, options, token),
+            keys,
+            token,
+            entry: Arc::default(),
+        };
+        let config = self.config();
+        let grant = waiting::acquire(
+            &ops,
+            WaitPlan {
+                resource: &ops.keys.resource,
+                wait,
+                pace: Pace::Backoff(Backoff::new(config.retry_min, config.retry_max)),
+            },
+        )
+        .await?;
+        Ok(LockGuard::start(ops, options, grant))
+    }
+
+    /// Raises `resource`'s fence counter to at least `floor`, returning its value afterwards.
+    ///
+    /// Use it after Redis lost its data (a restart without persistence): the counter restarted
+    /// low, so a fenced resource refuses the new tokens until the counter passes the resource's
+    /// high-water mark.
+    pub async fn raise_fence_floor(&self, resource: &str, floor: u64) -> Result<FencingToken> {
+        let keys = self.keys().resource(resource)?;
+        let value: u64 = self
+            .run(SCRIPTS.raise_fence.key(&keys.fence).arg(floor))
+            .await?;
+        Ok(FencingToken(value))
+    }
+}
+
+impl QueuedOps for MutexOps {
+    fn ticket(&self) -> &Ticket {
+        &self.ticket
+    }
+
+    /// One call of `acquire.lua`; remembers the queue entry it reports.
+    async fn attempt(&self, queue_ms: u64) -> Result<Attempt> {
+        let entry = self.entry().clone();
+        let reply: Vec<Value> = self
+            .ticket
+            .client
+            .run(
+                SCRIPTS
+                    .acquire
+                    .key(&self.keys.lock)
+                    .key(&self.keys.fence)
+                    .key(&self.keys.queue)
+                    .arg(&self.ticket.token)
+                    .arg(self.ticket.ttl_ms)
+                    .arg(self.ticket.client.owner_json())
+                    .arg(queue_ms)
+                    .arg(entry)
+                    .arg(&self.ticket.channel),
+            )
+            .await?;
+        match reply.as_slice() {
+            [Value::Int(1), Value::Int(fence), Value::Int(pttl), _] => {
+                self.entry().clear();
+                Ok(Attempt::Granted {
+                    fence: *fence as u64,
+                    pttl_ms: (*pttl).max(0) as u64,
+                })
+            }
+            [Value::Int(0), Value::Int(pttl), Value::Int(now), entry] => {
+                *self.entry() = match entry {
+                    Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                    _ => String::new(),
+                };
+                Ok(Attempt::Waiting {
+                    wake_ms: Some((*pttl).max(0) as u64),
+                    server_ms: (*now).max(0) as u64,
+                })
+            }
+            other => Err(LockError::UnexpectedReply {
+                operation: "acquire",
+                detail: format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// One call of `cancel_wait.lua` with the entry (taken: it is gone afterwards).
+    async fn cancel(&self) -> Result<Option<(u64, u64)>> {
+        let entry = std::mem::take(&mut *self.entry());
+        let reply: Vec<Value> = self
+            .ticket
+            .client
+            .run(
+                SCRIPTS
+                    .cancel_wait
+                    .key(&self.keys.lock)
+                    .key(&self.keys.queue)
+                    .arg(&self.ticket.token)
+                    .arg(entry),
+            )
+            .await?;
+        waiting::parse_cancel("cancel_wait", &reply)
+    }
+
+    fn may_be_queued(&self) -> bool {
+        !self.entry().is_empty()
+    }
+}
+
+impl Holder for MutexOps {
+    async fn extend(&self, ttl_ms: u64) -> Result<bool> {
+        self.ticket.extend_exclusive(&self.keys.lock, ttl_ms).await
+    }
+
+    async fn release(&self) -> Result<ReleaseOutcome> {
+        let reply: i64 = self
+            .ticket
+            .client
+            .run(
+                SCRIPTS
+                    .release
+                    .key(&self.keys.lock)
+                    .key(&self.keys.fence)
+                    .key(&self.keys.queue)
+                    .arg(&self.ticket.token),
+            )
+            .await?;
+        ReleaseOutcome::from_reply("release", reply)
+    }
+
+    fn owner(&self) -> &str {
+        self.ticket.client.owner_json()
+    }
+
+    fn metrics(&self) -> Option<Arc<LockMetrics>> {
+        Some(self.ticket.client.metrics_handle())
+    }
+
+    /// One period after the grant: a mutex hand-off is granted with the waiter's full TTL.
+    fn first_extend_after(&self, period: Duration, _valid_for: Duration) -> Duration {
+        period
+    }
+}
