@@ -26,7 +26,7 @@ pub(crate) fn check(name: &str, cfg: Config, stop: HasDiscoveries) -> impl Check
 }
 
 /// Prints the counterexample for `property` step by step (once, for --nocapture readers).
-pub(crate) fn print_path(model: &MutexModel, name: &'static str, checker: &impl Checker<MutexModel>) {
+pub(crate) fn print_path(name: &'static str, checker: &impl Checker<MutexModel>) {
     let Some(path) = checker.discovery(name) else {
         return;
     };
@@ -40,5 +40,4 @@ pub(crate) fn print_path(model: &MutexModel, name: &'static str, checker: &impl 
     if let Some((last, _)) = steps.last() {
         println!("  final state: {last:?}");
     }
-    let _ = model;
 }

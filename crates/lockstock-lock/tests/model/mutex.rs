@@ -588,18 +588,22 @@ impl Model for MutexModel {
                 } = c.phase
                     && token == m.token
                 {
-                    let stale = seen.is_some_and(|(_, server)| m.handed_at < server);
+                    let base = match seen {
+                        Some((sent, server)) => {
+                            (sent + m.handed_at.saturating_sub(server)).min(now)
+                        }
+                        None => started,
+                    };
+                    let deadline = (base + m.ttl).saturating_sub(drift);
+                    // Stale: handed over before a reply that already said "held by another",
+                    // or so long ago that the guard would be born expired.
+                    let stale = seen.is_some_and(|(_, server)| m.handed_at < server)
+                        || deadline <= now;
                     if !(stale && self.cfg.fixes.discard_stale_handoff) {
-                        let base = match seen {
-                            Some((sent, server)) => {
-                                (sent + m.handed_at.saturating_sub(server)).min(now)
-                            }
-                            None => started,
-                        };
                         c.phase = Phase::Holding {
                             token,
                             fence: m.fence,
-                            deadline: (base + m.ttl).saturating_sub(drift),
+                            deadline,
                             epoch: m.epoch,
                             lost: false,
                             extended: false,
