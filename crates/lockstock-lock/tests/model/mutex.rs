@@ -360,10 +360,9 @@ impl MutexModel {
         let now = s.now;
         let lease = self.cfg.lease;
         // Ghost: is a live waiter that keeps its lease queued right now?
-        let live_waiter_queued = s
-            .queue
-            .iter()
-            .any(|e| e.expires > now && Self::waiting_on(&s.clients[Self::owner(e.token)], e.token));
+        let live_waiter_queued = s.queue.iter().any(|e| {
+            e.expires > now && Self::waiting_on(&s.clients[Self::owner(e.token)], e.token)
+        });
         while !s.queue.is_empty() {
             let entry = s.queue.remove(0);
             if entry.expires <= now {
@@ -550,7 +549,7 @@ impl Model for MutexModel {
                 let c = s.clients[i as usize];
                 let reply = self.run_call(&mut s, &c, op);
                 if c.awaiting.is_none() {
-                    self.apply_reply(&mut s, i as usize, op, reply);
+                    self.apply_reply(&mut s, i as usize, reply);
                 }
             }
             Action::LoseRequest(i, op) => {
@@ -584,7 +583,10 @@ impl Model for MutexModel {
                 let now = s.now;
                 let c = &mut s.clients[Self::owner(m.token)];
                 if let Phase::Waiting {
-                    token, seen, started, ..
+                    token,
+                    seen,
+                    started,
+                    ..
                 } = c.phase
                     && token == m.token
                 {
@@ -597,8 +599,8 @@ impl Model for MutexModel {
                     let deadline = (base + m.ttl).saturating_sub(drift);
                     // Stale: handed over before a reply that already said "held by another",
                     // or so long ago that the guard would be born expired.
-                    let stale = seen.is_some_and(|(_, server)| m.handed_at < server)
-                        || deadline <= now;
+                    let stale =
+                        seen.is_some_and(|(_, server)| m.handed_at < server) || deadline <= now;
                     if !(stale && self.cfg.fixes.discard_stale_handoff) {
                         c.phase = Phase::Holding {
                             token,
@@ -684,9 +686,10 @@ impl Model for MutexModel {
             properties.push(Property::sometimes(S_STALE_REFUSED, |_, s: &State| {
                 s.ghost.stale_refused
             }));
-            properties.push(Property::sometimes(S_COMMIT_AFTER_REPAIR, |_, s: &State| {
-                s.ghost.commit_after_repair
-            }));
+            properties.push(Property::sometimes(
+                S_COMMIT_AFTER_REPAIR,
+                |_, s: &State| s.ghost.commit_after_repair,
+            ));
         }
         properties
     }
@@ -694,11 +697,14 @@ impl Model for MutexModel {
 
 /// Property names (the tests look discoveries up by them).
 pub(crate) const P1_ONE_VALID_GUARD: &str = "1: at most one valid guard (current Redis epoch)";
-pub(crate) const P2_FENCES_INCREASE: &str = "2: fences strictly increase in grant order (per epoch)";
+pub(crate) const P2_FENCES_INCREASE: &str =
+    "2: fences strictly increase in grant order (per epoch)";
 pub(crate) const P3_DB_FENCED: &str = "3: db accepts no older fence and no lost update";
 pub(crate) const P4_LIVE_WAITER_SERVED: &str = "4: a release serves a live, leased waiter";
-pub(crate) const P5_HANDOFF_TO_WAITER: &str = "5: hand-offs go only to waiting (or just-died) clients";
-pub(crate) const P6_DEAD_WAITER_LEASE: &str = "6: a hand-off to a dead waiter lasts at most a lease";
+pub(crate) const P5_HANDOFF_TO_WAITER: &str =
+    "5: hand-offs go only to waiting (or just-died) clients";
+pub(crate) const P6_DEAD_WAITER_LEASE: &str =
+    "6: a hand-off to a dead waiter lasts at most a lease";
 pub(crate) const S_TWO_HANDOFFS: &str = "sometimes: two hand-offs";
 pub(crate) const S_TWO_COMMITS: &str = "sometimes: two accepted commits";
 pub(crate) const S_STALE_REFUSED: &str = "sometimes: the db refuses a stale claim";
@@ -730,9 +736,12 @@ impl MutexModel {
     /// Runs `op` for client `c` on the server side.
     fn run_call(&self, s: &mut State, c: &Client, op: Op) -> Reply {
         match (op, c.phase) {
-            (Op::Acquire, Phase::Waiting { token, entry_known, .. }) => {
-                self.run_acquire(s, token, entry_known)
-            }
+            (
+                Op::Acquire,
+                Phase::Waiting {
+                    token, entry_known, ..
+                },
+            ) => self.run_acquire(s, token, entry_known),
             (Op::Extend, Phase::Holding { token, .. }) => match self.live_lock(s) {
                 Some(lock) if lock.token == token => {
                     s.lock = Some(Lock {
@@ -784,11 +793,10 @@ impl MutexModel {
         s.db.max_accepted = s.db.max_accepted.max(fence);
     }
 
-    /// The client's reaction to a reply.
-    fn apply_reply(&self, s: &mut State, i: usize, op: Op, reply: Reply) {
+    /// The client's reaction to a reply to a call it sent at `now`.
+    fn apply_reply(&self, s: &mut State, i: usize, reply: Reply) {
         let drift = self.cfg.drift;
         let sent = s.now;
-        let _ = op;
         let epoch = s.epoch;
         let c = &mut s.clients[i];
         match (reply, &mut c.phase) {
@@ -803,11 +811,24 @@ impl MutexModel {
                     work: Work::Claim,
                 };
             }
-            (Reply::Held { server }, Phase::Waiting { seen, entry_known, .. }) => {
+            (
+                Reply::Held { server },
+                Phase::Waiting {
+                    seen, entry_known, ..
+                },
+            ) => {
                 *seen = Some((sent, server));
                 *entry_known = true;
             }
-            (Reply::Extended(ok), Phase::Holding { deadline, lost, extended, .. }) => {
+            (
+                Reply::Extended(ok),
+                Phase::Holding {
+                    deadline,
+                    lost,
+                    extended,
+                    ..
+                },
+            ) => {
                 *extended = true;
                 if ok {
                     *deadline = (sent + self.cfg.ttl).saturating_sub(drift);
