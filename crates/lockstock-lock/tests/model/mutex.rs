@@ -537,15 +537,7 @@ impl Model for MutexModel {
                     s.losses_left -= 1;
                     s.clients[i as usize].awaiting = Some(op);
                 }
-                let c = &mut s.clients[i as usize];
-                if c.phase == Phase::Idle {
-                    c.phase = Phase::Waiting {
-                        token: i,
-                        started: s.now,
-                        seen: None,
-                        entry_known: false,
-                    };
-                }
+                start_if_idle(&mut s, i);
                 let c = s.clients[i as usize];
                 let reply = self.run_call(&mut s, &c, op);
                 if c.awaiting.is_none() {
@@ -554,16 +546,8 @@ impl Model for MutexModel {
             }
             Action::LoseRequest(i, op) => {
                 s.losses_left -= 1;
-                let c = &mut s.clients[i as usize];
-                if c.phase == Phase::Idle {
-                    c.phase = Phase::Waiting {
-                        token: i,
-                        started: s.now,
-                        seen: None,
-                        entry_known: false,
-                    };
-                }
-                c.awaiting = Some(op);
+                start_if_idle(&mut s, i);
+                s.clients[i as usize].awaiting = Some(op);
             }
             Action::TimeOut(i) => {
                 let c = &mut s.clients[i as usize];
@@ -845,6 +829,20 @@ impl MutexModel {
             (Reply::Released, _) => c.phase = Phase::Done,
             (reply, phase) => unreachable!("reply {reply:?} in phase {phase:?}"),
         }
+    }
+}
+
+/// A client's first call starts its acquire loop, with its own token.
+fn start_if_idle(s: &mut State, i: u8) {
+    let now = s.now;
+    let c = &mut s.clients[i as usize];
+    if c.phase == Phase::Idle {
+        c.phase = Phase::Waiting {
+            token: i,
+            started: now,
+            seen: None,
+            entry_known: false,
+        };
     }
 }
 
