@@ -99,7 +99,7 @@ fn bound(horizon: u8, fixes: Fixes) -> Config {
 fn with_every_fix_pauses_and_extensions_keep_every_property() {
     let cfg = Config {
         pauses: 2,
-        ..bound(6, Fixes::ALL)
+        ..bound(5, Fixes::ALL)
     };
     check::check("pauses", cfg, HasDiscoveries::All).assert_properties();
 }
