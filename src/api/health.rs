@@ -4,6 +4,9 @@
 //! - `GET /readyz` → 200 `{"status": "ready", "redis": "ok", "postgres": "ok"}` when Redis answers
 //!   `PING` and Postgres answers `SELECT 1`, each within 2 s; otherwise 503 with the failing one
 //!   marked `"unavailable"`. The cause is logged at `warn`, never returned.
+//! - Postgres is asked over the API's probe pool (one connection of its own), so requests that
+//!   hold every connection of the main pool cannot make the probe time out; `/healthz` and
+//!   `/readyz` are also exempt from the cap on requests in flight.
 
 use std::time::Duration;
 
@@ -29,7 +32,7 @@ pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             .map(|_| ())
             .map_err(|e| e.to_string())
     };
-    let postgres = async { state.store().ping().await.map_err(|e| e.to_string()) };
+    let postgres = async { state.probe_store().ping().await.map_err(|e| e.to_string()) };
     let (redis, postgres) = tokio::join!(
         tokio::time::timeout(PROBE_TIMEOUT, redis),
         tokio::time::timeout(PROBE_TIMEOUT, postgres)

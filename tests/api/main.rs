@@ -10,6 +10,7 @@ mod redis_server;
 mod helpers;
 
 mod binaries;
+mod defences;
 mod errors;
 mod lockctl_json;
 mod observability;
