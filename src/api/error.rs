@@ -142,7 +142,7 @@ impl IntoResponse for ApiError {
 }
 
 /// `outer: inner: innermost`, for one log field.
-fn chain(error: &(dyn StdError + 'static)) -> String {
+pub(crate) fn chain(error: &(dyn StdError + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

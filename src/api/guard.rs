@@ -149,7 +149,12 @@ mod tests {
 
     #[test]
     fn loopback_hosts_need_the_bound_port() {
-        for host in ["localhost:3000", "127.0.0.1:3000", "[::1]:3000", "LOCALHOST:3000"] {
+        for host in [
+            "localhost:3000",
+            "127.0.0.1:3000",
+            "[::1]:3000",
+            "LOCALHOST:3000",
+        ] {
             assert!(is_loopback_host(host, Some(3000)), "{host}");
             assert!(is_loopback_host(host, None), "{host}");
         }

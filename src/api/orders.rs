@@ -10,6 +10,8 @@
 //!
 //! - When `POST /orders` answers 202, then the message is on the same pending list the producer
 //!   pushes to, in the canonical wire form, so any worker decides it exactly once.
+//! - When `POST /orders` carries an `Idempotency-Key` seen before, then the answer is the first
+//!   one (same order id) and nothing more is enqueued (see `idempotency.rs`).
 //! - When the product does not exist, then 404 and nothing is enqueued (the producer does not
 //!   check; the API can, cheaply).
 //! - Not guaranteed: that a `pending` order is queued — an id that was never submitted is also
@@ -19,13 +21,18 @@ use axum::{
     Json,
     body::Bytes,
     extract::{Path, RawQuery, State, rejection::BytesRejection},
-    http::{StatusCode, header},
-    response::IntoResponse,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, Authorized, error::ApiError, parse_body, truncate};
+use super::{
+    AppState, Authorized,
+    error::ApiError,
+    idempotency::{self, Start},
+    parse_body, truncate,
+};
 use crate::{
     order::{OrderId, ProductId, PurchaseOrder, Quantity},
     producer::OrderProducer,
@@ -111,12 +118,14 @@ impl From<OrderRecord> for OrderView {
     }
 }
 
-/// `POST /orders`: validate, check the product exists, push onto the pending list.
+/// `POST /orders`: validate, check the product exists, push onto the pending list; optionally
+/// under an `Idempotency-Key` (see [`super::idempotency`]).
 pub(crate) async fn create(
     _: Authorized,
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let body: NewOrder = parse_body(body, state.config().body_limit)?;
     let product = body
         .product_id
@@ -125,7 +134,15 @@ pub(crate) async fn create(
     let quantity = Quantity::try_from(body.quantity.unwrap_or(1))?;
     // 404 for an unknown product before anything is queued.
     state.store().stock(product).await?;
-    let order = PurchaseOrder::new(product, quantity);
+    let key = idempotency::key_of(&headers)?;
+    let mut order = PurchaseOrder::new(product, quantity);
+    if let Some(key) = key.as_deref() {
+        let request = format!("POST /orders product={product} quantity={quantity}");
+        match idempotency::start(&state, key, &request, order.id).await? {
+            Start::Proceed(order_id) => order.id = order_id,
+            Start::Replay(answer) => return Ok(answer),
+        }
+    }
     OrderProducer::new(state.queue().clone())
         .push_orders(&[order], |_| {})
         .await
@@ -135,11 +152,13 @@ pub(crate) async fn create(
         })?;
     tracing::info!(order_id = %order.id, product_id = %product, quantity = %quantity, "order enqueued");
     let location = format!("/orders/{}", order.id);
-    Ok((
+    let response = (
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
         Json(OrderView::pending(order.id)),
-    ))
+    )
+        .into_response();
+    Ok(idempotency::finish(&state, key.as_deref(), order.id, response).await)
 }
 
 /// `GET /orders/{id}`.

@@ -71,7 +71,7 @@ struct Cli {
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     max_in_flight: u64,
     /// With API_TOKEN set, require the token for reads too (all but /, /healthz and /readyz).
-    #[arg(long, env = "API_TOKEN_FOR_READS")]
+    #[arg(long)]
     token_for_reads: bool,
     /// Serve the seed's deliberately unsafe POST /purchase/without-lock/{id} (oversells).
     #[arg(long)]

@@ -39,6 +39,7 @@
 //!   [`StoreError::InsufficientStock`]; its `out_of_stock` decision is recorded as made.
 
 mod error;
+mod idempotency;
 mod orders;
 mod products;
 mod sale;
@@ -51,6 +52,7 @@ use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
 
 pub use self::{
     error::{Result, StoreError},
+    idempotency::{KeyClaim, StoredAnswer},
     sale::{BatchCommit, Decision},
     views::{OutcomeCount, ProductRow},
 };

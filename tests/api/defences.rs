@@ -111,7 +111,11 @@ async fn foreign_hosts_are_refused_without_a_token(pool: PgPool) {
         StatusCode::FORBIDDEN
     );
     for name in ["localhost", "127.0.0.1", "[::1]"] {
-        assert_eq!(host(format!("{name}:{port}")).await, StatusCode::OK, "{name}");
+        assert_eq!(
+            host(format!("{name}:{port}")).await,
+            StatusCode::OK,
+            "{name}"
+        );
     }
     let guarded = TestApp::spawn_with(
         pool,
@@ -256,9 +260,11 @@ async fn the_in_flight_cap_spares_the_probes(pool: PgPool) {
         let request = app.client.post(app.url("/purchase/with-lock/1")).send();
         tokio::spawn(request)
     };
-    wait_for("a read refused for load", Duration::from_secs(3), || async {
-        app.get("/products").await.status() == StatusCode::SERVICE_UNAVAILABLE
-    })
+    wait_for(
+        "a read refused for load",
+        Duration::from_secs(3),
+        || async { app.get("/products").await.status() == StatusCode::SERVICE_UNAVAILABLE },
+    )
     .await;
     assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
@@ -274,7 +280,10 @@ async fn readiness_is_not_starved_by_a_full_pool(pool: PgPool) {
         .connect_with((*pool.connect_options()).clone())
         .await
         .unwrap();
-    let held = [small.acquire().await.unwrap(), small.acquire().await.unwrap()];
+    let held = [
+        small.acquire().await.unwrap(),
+        small.acquire().await.unwrap(),
+    ];
     let app = TestApp::spawn_with(small, quick()).await;
     let body = app.get_json("/readyz", StatusCode::OK).await;
     assert_eq!(body["postgres"], "ok");
@@ -309,9 +318,11 @@ async fn order_counts_are_not_recounted_per_scrape(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(fulfilled().await, 0.0, "the cached count is reused");
-    wait_for("the count refreshes after its TTL", Duration::from_secs(10), || async {
-        fulfilled().await == 1.0
-    })
+    wait_for(
+        "the count refreshes after its TTL",
+        Duration::from_secs(10),
+        || async { fulfilled().await == 1.0 },
+    )
     .await;
 }
 

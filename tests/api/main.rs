@@ -9,6 +9,8 @@ mod redis_server;
 
 mod helpers;
 
+mod idempotency;
+
 mod binaries;
 mod defences;
 mod errors;
