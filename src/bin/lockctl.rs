@@ -81,7 +81,12 @@ struct BenchArgs {
     scenarios: Vec<String>,
     /// Redlock instances for the redlock-* scenarios (comma-separated, odd, at least 3);
     /// unset = start three local redis-server processes for the run.
-    #[arg(long, env = "LOCK_REDIS_URLS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "LOCK_REDIS_URLS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
     lock_redis_urls: Vec<String>,
     /// Seconds each of raw/uncontended/concurrent runs.
     #[arg(long, default_value_t = 3.0)]
