@@ -141,16 +141,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `outer: inner: innermost`, for one log field.
+/// `outer: inner: innermost`, for one log field (see [`crate::telemetry::cause_chain`]).
 pub(crate) fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::telemetry::cause_chain(error)
 }
 
 impl From<StoreError> for ApiError {

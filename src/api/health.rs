@@ -14,6 +14,7 @@ use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde_json::json;
 
 use super::AppState;
+use crate::telemetry::cause_chain;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -30,9 +31,15 @@ pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             .query_async::<String>(&mut conn)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| cause_chain(&e))
     };
-    let postgres = async { state.probe_store().ping().await.map_err(|e| e.to_string()) };
+    let postgres = async {
+        state
+            .probe_store()
+            .ping()
+            .await
+            .map_err(|e| cause_chain(&e))
+    };
     let (redis, postgres) = tokio::join!(
         tokio::time::timeout(PROBE_TIMEOUT, redis),
         tokio::time::timeout(PROBE_TIMEOUT, postgres)
@@ -40,7 +47,7 @@ pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let verdict = |name: &str, result: Result<Result<(), String>, _>| match result {
         Ok(Ok(())) => "ok",
         Ok(Err(error)) => {
-            tracing::warn!(dependency = name, %error, "readiness probe failed");
+            tracing::warn!(dependency = name, error.cause_chain = %error, "readiness probe failed");
             "unavailable"
         }
         Err(_) => {

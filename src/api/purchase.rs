@@ -342,7 +342,9 @@ async fn release(guard: ProductGuard) {
             tracing::debug!("the product lock had expired before release");
         }
         Ok(_) => {}
-        Err(error) => tracing::debug!(%error, "release failed; the TTL frees the lock"),
+        Err(error) => {
+            tracing::debug!(error.cause_chain = %chain(&error), "release failed; the TTL frees the lock")
+        }
     }
 }
 

@@ -28,6 +28,7 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{AppState, app, guard::BoundPort};
+use crate::telemetry::cause_chain;
 
 /// Serves `app(state)` on `listener` until `shutdown` is cancelled, then waits for the requests
 /// in flight (see the module docs for the limits).
@@ -66,7 +67,7 @@ pub async fn serve(
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning, keep serving the rest.
-                    tracing::warn!(%error, "accepting a connection failed");
+                    tracing::warn!(error.cause_chain = %cause_chain(&error), "accepting a connection failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -90,7 +91,7 @@ pub async fn serve(
                 }
             };
             if let Err(error) = result {
-                tracing::debug!(%error, "connection ended with an error");
+                tracing::debug!(error.cause_chain = %cause_chain(&error), "connection ended with an error");
             }
         });
     }

@@ -27,6 +27,7 @@ use prometheus_client::{
 };
 
 use super::registry::{Labels, encode_series};
+use crate::telemetry::cause_chain;
 
 use crate::{
     queue::{JobQueue, QueueStats},
@@ -52,7 +53,7 @@ impl Readings {
         readings.orders = match counts.get().await {
             Ok(counts) => Some(counts),
             Err(error) => {
-                tracing::warn!(%error, "metrics: counting orders failed");
+                tracing::warn!(error.cause_chain = %cause_chain(&error), "metrics: counting orders failed");
                 None
             }
         };
@@ -73,7 +74,7 @@ impl Readings {
         self.queue = match queue.stats().await {
             Ok(stats) => Some(stats),
             Err(error) => {
-                tracing::warn!(%error, "metrics: reading the queue failed");
+                tracing::warn!(error.cause_chain = %cause_chain(&error), "metrics: reading the queue failed");
                 None
             }
         };
