@@ -76,6 +76,10 @@ struct Cli {
     /// Serve the seed's deliberately unsafe POST /purchase/without-lock/{id} (oversells).
     #[arg(long)]
     enable_unsafe_demo: bool,
+    /// Apply the database migrations at start (the quick start). Without it the API only checks
+    /// that the schema has what it needs (newer migrations are fine): run `lockctl migrate`.
+    #[arg(long)]
+    migrate: bool,
 }
 
 #[tokio::main]
@@ -98,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("API_TOKEN is not set: mutating routes are open to whoever can connect");
     }
 
-    let store = services::open_store(&cli.database, cli.max_connections).await?;
+    let store = services::open_store_with(&cli.database, cli.max_connections, cli.migrate).await?;
     let redis = services::connect_redis(&cli.redis).await?;
 
     let config = ApiConfig {

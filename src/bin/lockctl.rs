@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use lockstock::{
     config::{DatabaseArgs, LockPrefixArgs, LogArgs, QueueArgs, RedisArgs, mask_url},
     observe::{StatusReport, dead_letters_table},
-    order::ProductId,
+    order::{OrderId, ProductId},
     queue::JobQueue,
     services,
     store::OrderStore,
@@ -52,6 +52,22 @@ enum Command {
         keys: KeysArgs,
         /// One JSON document: `{"queue": {...}, "locks": [...]}`, the bodies of the API's
         /// `GET /queue` (without dead letters) and `GET /locks`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where an order is: its outcome, or pending / in flight at which worker / dead-lettered.
+    Order {
+        /// The order id (UUID).
+        order_id: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        keys: KeysArgs,
+        /// Pending and dead-letter entries searched (newest first).
+        #[arg(long, default_value_t = 100_000)]
+        scan_limit: usize,
+        /// One JSON document: `{"order_id", "status", ...}` (`status`: the outcome, or `pending`,
+        /// `in_flight`, `dead_lettered`, `unknown`).
         #[arg(long)]
         json: bool,
     },
@@ -232,7 +248,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Stock { database, action } => {
-            let store = connect_store(&database).await?;
+            let store = check_store(&database).await?;
             match action {
                 StockAction::Get { product, json } => {
                     let stock = store.stock(ProductId::new(product)?).await?;
@@ -254,6 +270,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { keys, json } => status(keys, json).await,
+        Command::Order {
+            order_id,
+            database,
+            keys,
+            scan_limit,
+            json,
+        } => order(&order_id, &database, &keys, scan_limit, json).await,
         Command::DeadLetters { action } => dead_letters(action).await,
         Command::Demo(args) => demo(args).await,
         Command::Bench(args) => bench(args).await,
@@ -274,7 +297,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn connect_store(database: &DatabaseArgs) -> anyhow::Result<OrderStore> {
-    Ok(services::open_store(database, 2).await?)
+    Ok(services::open_store_with(database, 2, true).await?)
+}
+
+/// A store whose schema is checked, not migrated (migrating is `lockctl migrate`'s job).
+async fn check_store(database: &DatabaseArgs) -> anyhow::Result<OrderStore> {
+    Ok(services::open_store_with(database, 2, false).await?)
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
@@ -433,6 +461,68 @@ async fn status(keys: KeysArgs, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{report}");
+    }
+    Ok(())
+}
+
+/// `lockctl order <id>`: the stored outcome, else where the queue holds the order.
+async fn order(
+    raw: &str,
+    database: &DatabaseArgs,
+    keys: &KeysArgs,
+    scan_limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let id: OrderId = raw
+        .parse()
+        .map_err(|_| anyhow::anyhow!("order id must be a UUID, got {raw:?}"))?;
+    let store = check_store(database).await?;
+    let mut report = serde_json::json!({ "order_id": id.to_string() });
+    let text = if let Some(record) = store.order(id).await.context("reading the outcome")? {
+        report["status"] = record.outcome.status().into();
+        report["reason"] = record.outcome.reason().map(|r| r.as_str()).into();
+        report["fence"] = record.fence.into();
+        report["worker"] = record.worker.clone().into();
+        report["decided_at"] = record.decided_at.to_rfc3339().into();
+        format!(
+            "order {id}: {} by {} at {} (fence {})",
+            record.outcome,
+            record.worker.as_deref().unwrap_or("?"),
+            record.decided_at.to_rfc3339(),
+            record.fence.map_or("none".to_owned(), |f| f.to_string()),
+        )
+    } else {
+        let (queue, _) = connect_keys(keys).await?;
+        let found = queue
+            .locate(id.to_string().as_bytes(), scan_limit)
+            .await
+            .context("searching the queue")?;
+        report["location"] = serde_json::to_value(&found)?;
+        if let Some((worker, alive)) = found.in_flight_at.first() {
+            report["status"] = "in_flight".into();
+            let state = if *alive {
+                "alive"
+            } else {
+                "not alive: it will be recovered"
+            };
+            format!("order {id}: in flight at worker {worker} ({state})")
+        } else if let Some(ahead) = found.pending_position {
+            report["status"] = "pending".into();
+            format!("order {id}: pending, {ahead} message(s) ahead of it")
+        } else if found.dead_lettered {
+            report["status"] = "dead_lettered".into();
+            format!("order {id}: dead-lettered (see `lockctl dead-letters list`)")
+        } else {
+            report["status"] = "unknown".into();
+            format!(
+                "order {id}: no outcome, not in flight, not among the {scan_limit} newest pending or dead letters"
+            )
+        }
+    };
+    if json {
+        println!("{report}");
+    } else {
+        println!("{text}");
     }
     Ok(())
 }

@@ -60,6 +60,7 @@ mod dead;
 mod error;
 mod keys;
 mod liveness;
+mod locate;
 mod scripts;
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -76,6 +77,7 @@ pub use self::{
     error::{QueueError, Result},
     keys::{QueueKeys, hash_tag},
     liveness::{QueueStats, WorkerState},
+    locate::Location,
 };
 
 /// A consumer's (or producer's) handle on one queue.

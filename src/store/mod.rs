@@ -43,6 +43,7 @@ mod idempotency;
 mod orders;
 mod products;
 mod sale;
+mod schema;
 mod views;
 
 use std::time::Duration;
@@ -54,6 +55,7 @@ pub use self::{
     error::{Result, StoreError},
     idempotency::{KeyClaim, StoredAnswer},
     sale::{BatchCommit, Decision},
+    schema::check_schema,
     views::{OutcomeCount, ProductRow},
 };
 use crate::order::{OrderId, Outcome};
@@ -75,7 +77,8 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
     // `run_direct` is what `Migrator::run` calls after acquiring; calling it on our own connection
     // lets us close that connection on failure, and avoids sqlx's "`Acquire` is not general
     // enough" error when this future must be `Send` (e.g. inside `tokio::spawn`).
-    if let Err(e) = MIGRATOR.run_direct(&mut *conn).await {
+    // Tolerant of newer builds' migrations (see `schema.rs`).
+    if let Err(e) = schema::tolerant_migrator().run_direct(&mut *conn).await {
         conn.close_on_drop();
         return Err(e.into());
     }
