@@ -57,9 +57,10 @@ pub struct OrderView {
     pub order_id: String,
     /// `pending`, `fulfilled` or `rejected`.
     pub status: &'static str,
-    /// Why it was rejected (`out_of_stock`, `unknown_product`, ...).
+    /// Why it was rejected (`out_of_stock`, `unknown_product`, ...), as stored: a reason written
+    /// by a newer version is shown as it is.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
+    pub reason: Option<String>,
     /// The product.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub product_id: Option<i32>,
@@ -106,7 +107,7 @@ impl From<OrderRecord> for OrderView {
         Self {
             order_id: record.id.to_string(),
             status: record.outcome.status(),
-            reason: record.outcome.reason().map(|r| r.as_str()),
+            reason: record.reason_text,
             product_id: record.product_id,
             quantity: record.quantity,
             fence: record.fence,

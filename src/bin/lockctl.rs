@@ -480,13 +480,17 @@ async fn order(
     let mut report = serde_json::json!({ "order_id": id.to_string() });
     let text = if let Some(record) = store.order(id).await.context("reading the outcome")? {
         report["status"] = record.outcome.status().into();
-        report["reason"] = record.outcome.reason().map(|r| r.as_str()).into();
+        report["reason"] = record.reason_text.clone().into();
         report["fence"] = record.fence.into();
         report["worker"] = record.worker.clone().into();
         report["decided_at"] = record.decided_at.to_rfc3339().into();
         format!(
-            "order {id}: {} by {} at {} (fence {})",
-            record.outcome,
+            "order {id}: {}{} by {} at {} (fence {})",
+            record.outcome.status(),
+            record
+                .reason_text
+                .as_deref()
+                .map_or(String::new(), |r| format!(" ({})", escape_control(r))),
             record.worker.as_deref().unwrap_or("?"),
             record.decided_at.to_rfc3339(),
             record.fence.map_or("none".to_owned(), |f| f.to_string()),
@@ -525,6 +529,19 @@ async fn order(
         println!("{text}");
     }
     Ok(())
+}
+
+/// `text` with control characters escaped (`\u{1b}`), for printing to a terminal.
+fn escape_control(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 async fn dead_letters(action: DeadLettersAction) -> anyhow::Result<()> {

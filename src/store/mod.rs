@@ -174,8 +174,12 @@ pub struct OrderRecord {
     pub product_id: Option<i32>,
     /// The quantity, when the message carried a usable one.
     pub quantity: Option<i32>,
-    /// The decision.
+    /// The decision ([`crate::order::RejectReason::Unrecognized`] for a reason a newer version
+    /// wrote; see [`OrderRecord::reason_text`]).
     pub outcome: Outcome,
+    /// The reason exactly as stored (`None` when fulfilled): what to show, since it may be one
+    /// this version does not know.
+    pub reason_text: Option<String>,
     /// The fencing token the decision was made under (`None` for unfenced decisions).
     pub fence: Option<u64>,
     /// Which worker decided.

@@ -19,3 +19,4 @@ mod observability;
 mod orders;
 mod page;
 mod seed;
+mod upgrades;
