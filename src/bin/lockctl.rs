@@ -6,9 +6,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lockstock::{
     config::{DatabaseArgs, LockPrefixArgs, LogArgs, QueueArgs, RedisArgs, mask_url},
-    observe::{StatusReport, dead_letters_table},
+    observe::{StatusReport, dead_letters_table, escape_control},
     order::{OrderId, ProductId},
-    queue::JobQueue,
+    queue::{DeadLetterAction, DeadLetterFilter, JobQueue, MAX_DEAD_LETTERS},
     services,
     store::OrderStore,
     telemetry::init_tracing,
@@ -434,11 +434,61 @@ enum DeadLettersAction {
         #[arg(long)]
         json: bool,
     },
-    /// Push every dead letter back onto the pending list.
+    /// Push dead letters back onto the pending list, oldest first, in batches of 1,000 (entries
+    /// whose payload was truncated are never requeued).
     Requeue {
         #[command(flatten)]
         keys: KeysArgs,
+        #[command(flatten)]
+        filter: DeadLetterFilterArgs,
     },
+    /// Delete dead letters, oldest first, in batches of 1,000.
+    Purge {
+        #[command(flatten)]
+        keys: KeysArgs,
+        #[command(flatten)]
+        filter: DeadLetterFilterArgs,
+    },
+}
+
+/// Which dead letters `requeue` / `purge` touch (all by default).
+#[derive(Debug, clap::Args)]
+struct DeadLetterFilterArgs {
+    /// Only entries whose reason starts with this (e.g. `not_json`).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only entries at least this old: a number with a unit, `90s`, `15m`, `2h`, `7d`.
+    #[arg(long, value_parser = parse_age)]
+    older_than: Option<Duration>,
+    /// At most this many entries.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl DeadLetterFilterArgs {
+    fn filter(self) -> DeadLetterFilter {
+        DeadLetterFilter {
+            reason: self.reason,
+            older_than: self.older_than,
+            limit: self.limit,
+        }
+    }
+}
+
+/// `90s`, `15m`, `2h`, `7d` as a duration.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.trim_end_matches(char::is_alphabetic).len());
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a number with a unit (s, m, h, d), got {text:?}"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit in {text:?}: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(number.saturating_mul(seconds)))
 }
 
 /// A queue handle (that never consumes) and a lock client on the given keys.
@@ -531,19 +581,6 @@ async fn order(
     Ok(())
 }
 
-/// `text` with control characters escaped (`\u{1b}`), for printing to a terminal.
-fn escape_control(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
-
 async fn dead_letters(action: DeadLettersAction) -> anyhow::Result<()> {
     match action {
         DeadLettersAction::List { keys, limit, json } => {
@@ -558,18 +595,37 @@ async fn dead_letters(action: DeadLettersAction) -> anyhow::Result<()> {
                 }
             } else {
                 print!("{}", dead_letters_table(&letters));
+                let dropped = queue
+                    .dead_dropped()
+                    .await
+                    .context("reading the drop count")?;
+                if dropped > 0 {
+                    println!(
+                        "({dropped} older dead letter(s) were dropped: the list keeps the newest {MAX_DEAD_LETTERS})"
+                    );
+                }
             }
         }
-        DeadLettersAction::Requeue { keys } => {
+        DeadLettersAction::Requeue { keys, filter } => {
             let (queue, _) = connect_keys(&keys).await?;
-            let requeued = queue
-                .requeue_dead_letters()
+            let done = queue
+                .move_dead_letters(DeadLetterAction::Requeue, &filter.filter())
                 .await
                 .context("requeueing the dead letters")?;
             println!(
-                "requeued {requeued} dead letter(s) onto {}",
-                keys.queue.queue_key
+                "requeued {} dead letter(s) onto {} ({} left in place)",
+                done.moved,
+                escape_control(&keys.queue.queue_key),
+                done.kept
             );
+        }
+        DeadLettersAction::Purge { keys, filter } => {
+            let (queue, _) = connect_keys(&keys).await?;
+            let done = queue
+                .move_dead_letters(DeadLetterAction::Purge, &filter.filter())
+                .await
+                .context("purging the dead letters")?;
+            println!("purged {} dead letter(s) ({} left)", done.moved, done.kept);
         }
     }
     Ok(())

@@ -64,6 +64,6 @@ pub use self::{
     readings::{OrderCounts, Readings, decided_orders},
     registry::{CONTENT_TYPE, MetricsRegistry},
     serve::{WorkerMetrics, serve_worker_metrics, worker_metrics_app},
-    status::{StatusError, StatusReport, dead_letters_table},
+    status::{StatusError, StatusReport, dead_letters_table, escape_control},
     worker_stats::{StatsSnapshot, WorkerStats},
 };

@@ -73,7 +73,10 @@ use self::conn::{Blocking, Opener, QueueConnection};
 use self::scripts::SCRIPTS;
 pub use self::{
     config::{QueueConfig, default_worker_id},
-    dead::DeadLetter,
+    dead::{
+        DEAD_PAYLOAD_PREFIX, DeadLetter, DeadLetterAction, DeadLetterFilter, DeadLetterMove,
+        MAX_DEAD_LETTERS, MAX_DEAD_LETTERS_READ, MOVE_BATCH,
+    },
     error::{QueueError, Result},
     keys::{QueueKeys, hash_tag},
     liveness::{QueueStats, WorkerState},

@@ -12,6 +12,7 @@ mod helpers;
 mod idempotency;
 
 mod binaries;
+mod dead_letters;
 mod defences;
 mod errors;
 mod lockctl_json;
