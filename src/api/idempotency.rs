@@ -22,7 +22,7 @@ use axum::{
 
 use super::{AppState, error::ApiError};
 use crate::{
-    order::OrderId,
+    order::{OrderId, ProductId, PurchaseOrder, Quantity},
     store::{KeyClaim, StoredAnswer},
 };
 
@@ -36,7 +36,7 @@ const MAX_KEY_LEN: usize = 255;
 const MAX_STORED_BODY: usize = 16 * 1024;
 
 /// The request's key, if any; 400 when malformed.
-pub(crate) fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(HEADER) else {
         return Ok(None);
     };
@@ -53,27 +53,45 @@ pub(crate) fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         })
 }
 
-/// What a keyed request should do.
+/// What a request should do, keyed or not.
 pub(crate) enum Start {
-    /// Proceed under this order id.
-    Proceed(OrderId),
+    /// Proceed with this order (fresh, or the one the key stands for) and key.
+    Proceed {
+        /// The order to decide or enqueue.
+        order: PurchaseOrder,
+        /// The request's key, if any (pass it to [`finish`]).
+        key: Option<String>,
+    },
     /// Send this stored answer again.
     Replay(Response),
 }
 
-/// Claims `key` for `request` with `fresh` as the order id it would get if new.
+/// The order a request on `route` for `quantity` of `product` stands for: a fresh one, or the
+/// one its `Idempotency-Key` was bound to; or the key's stored answer.
 pub(crate) async fn start(
     state: &AppState,
-    key: &str,
-    request: &str,
-    fresh: OrderId,
+    headers: &HeaderMap,
+    route: &str,
+    product: ProductId,
+    quantity: Quantity,
 ) -> Result<Start, ApiError> {
+    let mut order = PurchaseOrder::new(product, quantity);
+    let Some(key) = key_of(headers)? else {
+        return Ok(Start::Proceed { order, key: None });
+    };
+    let request = format!("{route} product={product} quantity={quantity}");
     match state
         .store()
-        .claim_idempotency_key(key, request, fresh)
+        .claim_idempotency_key(&key, &request, order.id)
         .await?
     {
-        KeyClaim::Open(order_id) => Ok(Start::Proceed(order_id)),
+        KeyClaim::Open(order_id) => {
+            order.id = order_id;
+            Ok(Start::Proceed {
+                order,
+                key: Some(key),
+            })
+        }
         KeyClaim::Answered(order_id, answer) => Ok(Start::Replay(replay(order_id, answer))),
         KeyClaim::Mismatch => Err(ApiError::Unprocessable(
             "this Idempotency-Key was used for a different request".to_owned(),

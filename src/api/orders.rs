@@ -34,7 +34,7 @@ use super::{
     parse_body, truncate,
 };
 use crate::{
-    order::{OrderId, ProductId, PurchaseOrder, Quantity},
+    order::{OrderId, ProductId, Quantity},
     producer::OrderProducer,
     store::OrderRecord,
 };
@@ -135,15 +135,11 @@ pub(crate) async fn create(
     let quantity = Quantity::try_from(body.quantity.unwrap_or(1))?;
     // 404 for an unknown product before anything is queued.
     state.store().stock(product).await?;
-    let key = idempotency::key_of(&headers)?;
-    let mut order = PurchaseOrder::new(product, quantity);
-    if let Some(key) = key.as_deref() {
-        let request = format!("POST /orders product={product} quantity={quantity}");
-        match idempotency::start(&state, key, &request, order.id).await? {
-            Start::Proceed(order_id) => order.id = order_id,
+    let (order, key) =
+        match idempotency::start(&state, &headers, "POST /orders", product, quantity).await? {
+            Start::Proceed { order, key } => (order, key),
             Start::Replay(answer) => return Ok(answer),
-        }
-    }
+        };
     OrderProducer::new(state.queue().clone())
         .push_orders(&[order], |_| {})
         .await

@@ -167,15 +167,11 @@ pub(crate) async fn with_lock(
     let started = Instant::now();
     let product = parse_product_id(&product)?;
     let quantity = quantity_of(parse_body(body, state.config().body_limit)?)?;
-    let key = idempotency::key_of(&headers)?;
-    let mut order = PurchaseOrder::new(product, quantity);
-    if let Some(key) = key.as_deref() {
-        let request = format!("POST /purchase/with-lock product={product} quantity={quantity}");
-        match idempotency::start(&state, key, &request, order.id).await? {
-            Start::Proceed(order_id) => order.id = order_id,
-            Start::Replay(answer) => return Ok(answer),
-        }
-    }
+    let route = "POST /purchase/with-lock";
+    let (order, key) = match idempotency::start(&state, &headers, route, product, quantity).await? {
+        Start::Proceed { order, key } => (order, key),
+        Start::Replay(answer) => return Ok(answer),
+    };
     let result = match locked_purchase(&state, &order).await {
         Err(error) => settle(&state, &order, error).await,
         decided => decided,

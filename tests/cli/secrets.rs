@@ -1,7 +1,7 @@
 //! Secrets stay out of help pages: `--help` names the variables that carry credentials but
 //! never prints their values.
 
-use crate::helpers::{BINARIES, command, run};
+use crate::helpers::{BINARIES, command, run, subcommands};
 
 /// Every help page of `binary` (the top one and each subcommand's, one level deep).
 fn help_pages(binary: &str, env: &[(&str, &str)]) -> Vec<String> {
@@ -13,17 +13,8 @@ fn help_pages(binary: &str, env: &[(&str, &str)]) -> Vec<String> {
         String::from_utf8(output.stdout).expect("help is UTF-8")
     };
     let top = page(&[]);
-    let subcommands: Vec<String> = top
-        .lines()
-        .skip_while(|line| *line != "Commands:")
-        .skip(1)
-        .take_while(|line| !line.trim().is_empty())
-        .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| *name != "help")
-        .map(str::to_owned)
-        .collect();
-    let mut pages = vec![top];
-    for sub in subcommands {
+    let mut pages = vec![top.clone()];
+    for sub in subcommands(&top) {
         pages.push(page(&[sub.as_str()]));
     }
     pages
