@@ -40,7 +40,7 @@ pub const DEFAULT_LOCK_PREFIX: &str = "lockstock";
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// Redis URL (`redis://` or `rediss://` for TLS; user and password may be in the URL).
-    #[arg(long = "redis-url", env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
+    #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true, default_value = DEFAULT_REDIS_URL)]
     pub redis_url: String,
 }
 
@@ -48,7 +48,7 @@ pub struct RedisArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Postgres URL.
-    #[arg(long = "database-url", env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true, default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 }
 
@@ -93,7 +93,12 @@ pub struct LockArgs {
     /// an odd number of at least 3 (e.g. `redis://a:6379,redis://b:6379,redis://c:6379`). One
     /// URL: the single-instance lock on that server. Unset: the lock on `--redis-url`. The queue
     /// always stays on `--redis-url`.
-    #[arg(long, env = "LOCK_REDIS_URLS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "LOCK_REDIS_URLS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
     pub lock_redis_urls: Vec<String>,
     /// Product lock TTL in milliseconds (extended by a heartbeat while held).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(3..))]
@@ -161,16 +166,30 @@ impl LogArgs {
     }
 }
 
-/// A URL with its password replaced by `***`, for logs and error messages.
+/// A URL with its password replaced by `***`, for logs and error messages; query parameters
+/// whose name contains `password`, `token` or `secret` (`?password=`, `?sslpassword=`) too.
 pub fn mask_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "<unparsable URL>".to_owned(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<unparsable URL>".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    let secret = |key: &str| {
+        let key = key.to_ascii_lowercase();
+        key.contains("password") || key.contains("token") || key.contains("secret")
+    };
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(key, value)| {
+            let value = if secret(&key) { "***".into() } else { value };
+            (key.into_owned(), value.into_owned())
+        })
+        .collect();
+    if pairs.iter().any(|(key, _)| secret(key)) {
+        parsed.query_pairs_mut().clear().extend_pairs(&pairs);
+    }
+    parsed.to_string()
 }
 
 #[cfg(test)]
@@ -187,6 +206,14 @@ mod tests {
         );
         assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(mask_url("::"), "<unparsable URL>");
+        assert_eq!(
+            mask_url("postgres://h/db?user=u&password=hunter2&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(
+            mask_url("redis://h:6379/?PASSWORD=hunter2"),
+            "redis://h:6379/?PASSWORD=***"
+        );
     }
 
     #[derive(Debug, Parser)]

@@ -256,6 +256,20 @@ async fn connect_redlock(urls: &[&str], config: LockConfig) -> Result<Redlock> {
 ///   or a migration fails, then [`ServiceError::Migrate`]; both name the database with its
 ///   password masked.
 pub async fn open_store(args: &DatabaseArgs, max_connections: u32) -> Result<OrderStore> {
+    open_store_with(args, max_connections, true).await
+}
+
+/// Like [`open_store`], migrating only when `migrate` is true; otherwise checking that the
+/// schema has every migration this build needs ([`crate::store::check_schema`]; newer ones are
+/// fine), so migrations are an explicit step (`lockctl migrate`, or `--migrate`).
+///
+/// - When the schema is behind, then [`ServiceError::Migrate`] whose cause names the missing
+///   migrations.
+pub async fn open_store_with(
+    args: &DatabaseArgs,
+    max_connections: u32,
+    migrate: bool,
+) -> Result<OrderStore> {
     let url = &args.database_url;
     let store = OrderStore::connect_lazy(url, max_connections).map_err(|source| {
         ServiceError::Postgres {
@@ -263,12 +277,14 @@ pub async fn open_store(args: &DatabaseArgs, max_connections: u32) -> Result<Ord
             source,
         }
     })?;
-    store
-        .migrate()
-        .await
-        .map_err(|source| ServiceError::Migrate {
-            url: mask_url(url),
-            source,
-        })?;
+    let checked = if migrate {
+        store.migrate().await
+    } else {
+        crate::store::check_schema(store.pool()).await
+    };
+    checked.map_err(|source| ServiceError::Migrate {
+        url: mask_url(url),
+        source,
+    })?;
     Ok(store)
 }

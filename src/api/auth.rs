@@ -2,7 +2,10 @@
 //!
 //! - When an API token is configured, then a handler that takes [`Authorized`] answers 401
 //!   (with `WWW-Authenticate: Bearer`) unless the request carries `Authorization: Bearer
-//!   <token>`; the comparison takes the same time wherever the first difference is.
+//!   <token>`; the scheme is matched without regard to case (`BEARER x` works, RFC 9110 §11.1);
+//!   the comparison takes the same time wherever the first difference is.
+//! - When the API also requires the token for reads ([`super::ApiConfig::token_for_reads`]), then
+//!   [`super::guard`] applies the same check to every route but `/`, `/healthz` and `/readyz`.
 //! - When no token is configured, then [`Authorized`] lets every request through, and
 //!   [`check_bind`] refuses any listen address that is not loopback unless the operator
 //!   explicitly allowed a public, unauthenticated server.
@@ -14,7 +17,7 @@ use std::net::SocketAddr;
 
 use axum::{
     extract::FromRequestParts,
-    http::{header, request::Parts},
+    http::{HeaderMap, header, request::Parts},
 };
 use subtle::ConstantTimeEq;
 
@@ -31,23 +34,22 @@ impl FromRequestParts<AppState> for Authorized {
         let Some(expected) = state.config().token.as_deref() else {
             return Ok(Authorized);
         };
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        match presented {
-            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
-                Ok(Authorized)
-            }
-            _ => Err(ApiError::Unauthorized),
+        if bearer_matches(&parts.headers, expected) {
+            Ok(Authorized)
+        } else {
+            Err(ApiError::Unauthorized)
         }
     }
+}
+
+/// Whether `headers` carry `Authorization: Bearer <expected>` (scheme in any case).
+pub(crate) fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, token)| constant_time_eq(token.trim().as_bytes(), expected.as_bytes()))
 }
 
 /// Compares two byte strings in time that depends only on their lengths (`subtle`).
@@ -102,6 +104,23 @@ mod tests {
         );
         assert!(check_bind(&[public], true, false).is_ok());
         assert!(check_bind(&[public], false, true).is_ok());
+    }
+
+    /// The scheme is case-insensitive; the token is not.
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            headers
+        };
+        for value in ["Bearer tok", "bearer tok", "BEARER tok", "bEaReR  tok "] {
+            assert!(bearer_matches(&with(value), "tok"), "{value}");
+        }
+        for value in ["Bearer TOK", "Basic tok", "tok", "Bearertok"] {
+            assert!(!bearer_matches(&with(value), "tok"), "{value}");
+        }
+        assert!(!bearer_matches(&HeaderMap::new(), "tok"));
     }
 
     #[test]

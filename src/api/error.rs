@@ -40,6 +40,19 @@ pub enum ApiError {
     /// A mutating route was called without the right bearer token: 401.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// The request came from a foreign origin or named a host this server does not answer
+    /// for (cross-site request, DNS rebinding): 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A mutating request whose body is not `application/json`: 415.
+    #[error("mutating requests take application/json bodies only")]
+    UnsupportedMediaType,
+    /// An `Idempotency-Key` reused for a different request: 422.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The cap on requests in flight is reached: 503, retry later.
+    #[error("the server is busy; try again")]
+    Busy,
     /// The request body exceeds the configured limit: 413.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -71,6 +84,10 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::OutOfStock { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::LockBusy | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,7 +130,7 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::LockBusy | ApiError::Unavailable(_) => {
+            ApiError::LockBusy | ApiError::Busy | ApiError::Unavailable(_) => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -124,16 +141,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `outer: inner: innermost`, for one log field.
-fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+/// `outer: inner: innermost`, for one log field (see [`crate::telemetry::cause_chain`]).
+pub(crate) fn chain(error: &(dyn StdError + 'static)) -> String {
+    crate::telemetry::cause_chain(error)
 }
 
 impl From<StoreError> for ApiError {

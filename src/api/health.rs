@@ -4,6 +4,9 @@
 //! - `GET /readyz` → 200 `{"status": "ready", "redis": "ok", "postgres": "ok"}` when Redis answers
 //!   `PING` and Postgres answers `SELECT 1`, each within 2 s; otherwise 503 with the failing one
 //!   marked `"unavailable"`. The cause is logged at `warn`, never returned.
+//! - Postgres is asked over the API's probe pool (one connection of its own), so requests that
+//!   hold every connection of the main pool cannot make the probe time out; `/healthz` and
+//!   `/readyz` are also exempt from the cap on requests in flight.
 
 use std::time::Duration;
 
@@ -11,6 +14,7 @@ use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde_json::json;
 
 use super::AppState;
+use crate::telemetry::cause_chain;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -27,9 +31,15 @@ pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             .query_async::<String>(&mut conn)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| cause_chain(&e))
     };
-    let postgres = async { state.store().ping().await.map_err(|e| e.to_string()) };
+    let postgres = async {
+        state
+            .probe_store()
+            .ping()
+            .await
+            .map_err(|e| cause_chain(&e))
+    };
     let (redis, postgres) = tokio::join!(
         tokio::time::timeout(PROBE_TIMEOUT, redis),
         tokio::time::timeout(PROBE_TIMEOUT, postgres)
@@ -37,7 +47,7 @@ pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let verdict = |name: &str, result: Result<Result<(), String>, _>| match result {
         Ok(Ok(())) => "ok",
         Ok(Err(error)) => {
-            tracing::warn!(dependency = name, %error, "readiness probe failed");
+            tracing::warn!(dependency = name, error.cause_chain = %error, "readiness probe failed");
             "unavailable"
         }
         Err(_) => {

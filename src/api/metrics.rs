@@ -13,7 +13,7 @@ use crate::observe::{CONTENT_TYPE, Readings};
 
 /// `GET /metrics` on the API.
 pub(crate) async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
-    let readings = Readings::for_api(state.queue(), state.store()).await;
+    let readings = Readings::for_api(state.queue(), state.order_counts()).await;
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
         state.registry().encode(readings),

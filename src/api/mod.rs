@@ -6,7 +6,7 @@
 //!
 //! | route | what | file |
 //! |---|---|---|
-//! | `POST /purchase/without-lock/{productId}` | the seed's unsafe read-wait-sell (oversells on purpose) | `purchase.rs` |
+//! | `POST /purchase/without-lock/{productId}` | the seed's unsafe read-wait-sell (oversells on purpose); only with [`ApiConfig::enable_unsafe_demo`] (`--enable-unsafe-demo`), else 404 | `purchase.rs` |
 //! | `POST /purchase/with-lock/{productId}` | the same under the product's fenced lock, exactly as a worker does it | `purchase.rs` |
 //! | `GET /stock/{productId}`, `POST /stock/{productId}/reset` | the seed's stock read and reset | `purchase.rs` |
 //! | `GET /products` | every product with stock, price and fence | `purchase.rs` |
@@ -26,7 +26,17 @@
 //! - When a synchronous purchase is decided, then it is recorded in `orders` under a fresh order
 //!   id (returned as `order_id`), like a worker's decision, so `GET /orders/{id}` can audit it.
 //! - When an API token is configured, then every mutating route (`POST`) needs
-//!   `Authorization: Bearer <token>`; read-only routes stay open (see [`auth`]).
+//!   `Authorization: Bearer <token>`; read-only routes stay open unless
+//!   [`ApiConfig::token_for_reads`] is set (see [`auth`]).
+//! - When a request comes from another site's page (foreign `Origin`), names a non-loopback
+//!   `Host` in loopback mode, or sends a mutating body that is not JSON, then it is refused
+//!   before any handler runs; when [`ApiConfig::max_in_flight`] requests are in flight, further
+//!   ones get 503, the health probes excepted (see `guard.rs`).
+//! - When a client does not finish its request head within [`ApiConfig::header_read_timeout`],
+//!   then its connection is closed; at most [`ApiConfig::max_connections`] connections are open
+//!   at once (see [`serve`]).
+//! - When `/readyz` runs, then it asks Postgres over a pool of its own, so a pool exhausted by
+//!   other requests cannot make the probe report Postgres down.
 //! - When a request body exceeds [`ApiConfig::body_limit`], then 413 and nothing is done.
 //! - When a request takes longer than [`ApiConfig::request_timeout`] (default 30 s), then the
 //!   caller gets 408 with a JSON error and the handler is dropped, as if the client had
@@ -49,12 +59,15 @@
 mod access;
 pub mod auth;
 pub mod error;
+mod guard;
+mod idempotency;
 pub mod locks;
 mod metrics;
 pub mod orders;
 mod page;
 pub mod purchase;
 pub mod queue;
+mod server;
 
 mod health;
 
@@ -69,18 +82,19 @@ use axum::{
     routing::{get, post},
 };
 use serde::de::DeserializeOwned;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 
 pub use self::{
     auth::{Authorized, BindError, check_bind},
     error::ApiError,
+    server::serve,
 };
 use lockstock_lock::LockClient;
 
 use crate::{
-    observe::{ApiMetrics, MetricsRegistry},
+    observe::{ApiMetrics, MetricsRegistry, OrderCounts},
     order::ProductId,
     product_lock::ProductLocks,
     queue::JobQueue,
@@ -106,6 +120,23 @@ pub struct ApiConfig {
     /// How long any request may take before the API answers 408 and drops its handler (the
     /// `api` binary's `--request-timeout-ms`). Default 30 s.
     pub request_timeout: Duration,
+    /// How long a connection may take to send a complete request head before it is closed
+    /// (`--header-read-timeout-ms`). Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Most connections open at once; beyond it new ones wait in the listen backlog
+    /// (`--max-connections-open`). Default 1,024.
+    pub max_connections: usize,
+    /// Most requests handled at once; beyond it 503, except the health probes
+    /// (`--max-in-flight`). Default 256.
+    pub max_in_flight: usize,
+    /// Whether reads (everything but `/`, `/healthz`, `/readyz`) need the token too, when one is
+    /// configured (`--token-for-reads`). Default false.
+    pub token_for_reads: bool,
+    /// Whether the seed's unsafe `POST /purchase/without-lock/{id}` is served
+    /// (`--enable-unsafe-demo`). Default false: 404.
+    pub enable_unsafe_demo: bool,
+    /// How long `/metrics` reuses the decided-order counts before counting again. Default 10 s.
+    pub order_counts_ttl: Duration,
 }
 
 impl Default for ApiConfig {
@@ -122,6 +153,12 @@ impl Default for ApiConfig {
                 std::process::id()
             ),
             request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            max_in_flight: 256,
+            token_for_reads: false,
+            enable_unsafe_demo: false,
+            order_counts_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -136,6 +173,12 @@ impl fmt::Debug for ApiConfig {
             .field("body_limit", &self.body_limit)
             .field("instance_id", &self.instance_id)
             .field("request_timeout", &self.request_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("token_for_reads", &self.token_for_reads)
+            .field("enable_unsafe_demo", &self.enable_unsafe_demo)
+            .field("order_counts_ttl", &self.order_counts_ttl)
             .finish()
     }
 }
@@ -164,6 +207,13 @@ struct StateInner {
     metrics: ApiMetrics,
     /// This instance's metrics registry: the lock client's families and [`Self::metrics`].
     registry: MetricsRegistry,
+    /// A one-connection store on the same database for `/readyz` only, so a pool exhausted by
+    /// other requests cannot starve the probe.
+    probe_store: OrderStore,
+    /// Permits for requests in flight ([`ApiConfig::max_in_flight`]).
+    in_flight: Semaphore,
+    /// Decided-order counts for `/metrics`, cached for [`ApiConfig::order_counts_ttl`].
+    order_counts: OrderCounts,
 }
 
 impl AppState {
@@ -190,8 +240,17 @@ impl AppState {
         let mut registry = MetricsRegistry::new();
         registry.register_locks(locks.metrics());
         registry.register_api(&metrics);
+        let probe_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy_with((*store.pool().connect_options()).clone());
+        let in_flight = Semaphore::new(config.max_in_flight.max(1));
+        let order_counts = OrderCounts::new(store.clone(), config.order_counts_ttl);
         Self {
             inner: Arc::new(StateInner {
+                probe_store: OrderStore::new(probe_pool),
+                in_flight,
+                order_counts,
                 store,
                 locks,
                 product_locks,
@@ -237,21 +296,40 @@ impl AppState {
     pub fn registry(&self) -> &MetricsRegistry {
         &self.inner.registry
     }
+
+    /// The store `/readyz` pings (its own one-connection pool on the same database).
+    pub(crate) fn probe_store(&self) -> &OrderStore {
+        &self.inner.probe_store
+    }
+
+    /// Permits for requests in flight.
+    pub(crate) fn in_flight(&self) -> &Semaphore {
+        &self.inner.in_flight
+    }
+
+    /// The cached decided-order counts `/metrics` reports.
+    pub(crate) fn order_counts(&self) -> &OrderCounts {
+        &self.inner.order_counts
+    }
 }
 
 /// The API's router over `state` (see the module docs for the routes).
 ///
 /// Layers, outermost first: the trace span, the access middleware (status counter, JSON for bare
-/// framework errors), the request timeout, the body limit.
+/// framework errors), the request guard (origin, host, content type, read token, in-flight cap),
+/// the request timeout, the body limit.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config().body_limit;
     let request_timeout = state.config().request_timeout;
-    Router::new()
-        .route("/", get(page::index))
-        .route(
+    let mut router = Router::new();
+    if state.config().enable_unsafe_demo {
+        router = router.route(
             "/purchase/without-lock/{product_id}",
             post(purchase::without_lock),
-        )
+        );
+    }
+    router
+        .route("/", get(page::index))
         .route(
             "/purchase/with-lock/{product_id}",
             post(purchase::with_lock),
@@ -272,38 +350,13 @@ pub fn app(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::check))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             access::observe,
         ))
         .layer(access::trace_layer())
         .with_state(state)
-}
-
-/// Serves `app(state)` on `listener` until `shutdown` is cancelled, then waits for the requests
-/// in flight.
-///
-/// ```rust,no_run
-/// use lockstock::api::{AppState, serve};
-/// use tokio_util::sync::CancellationToken;
-///
-/// # async fn demo(state: AppState) -> std::io::Result<()> {
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-/// let port = listener.local_addr()?.port();
-/// let shutdown = CancellationToken::new();
-/// tokio::spawn(serve(listener, state, shutdown.clone()));
-/// // ... talk to http://127.0.0.1:{port} ...
-/// shutdown.cancel();
-/// # let _ = port; Ok(()) }
-/// ```
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
 }
 
 /// Parses a product id path segment: a positive 32-bit integer, else 400.

@@ -10,6 +10,8 @@
 //!
 //! - When `POST /orders` answers 202, then the message is on the same pending list the producer
 //!   pushes to, in the canonical wire form, so any worker decides it exactly once.
+//! - When `POST /orders` carries an `Idempotency-Key` seen before, then the answer is the first
+//!   one (same order id) and nothing more is enqueued (see `idempotency.rs`).
 //! - When the product does not exist, then 404 and nothing is enqueued (the producer does not
 //!   check; the API can, cheaply).
 //! - Not guaranteed: that a `pending` order is queued — an id that was never submitted is also
@@ -19,15 +21,20 @@ use axum::{
     Json,
     body::Bytes,
     extract::{Path, RawQuery, State, rejection::BytesRejection},
-    http::{StatusCode, header},
-    response::IntoResponse,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, Authorized, error::ApiError, parse_body, truncate};
+use super::{
+    AppState, Authorized,
+    error::ApiError,
+    idempotency::{self, Start},
+    parse_body, truncate,
+};
 use crate::{
-    order::{OrderId, ProductId, PurchaseOrder, Quantity},
+    order::{OrderId, ProductId, Quantity},
     producer::OrderProducer,
     store::OrderRecord,
 };
@@ -50,9 +57,10 @@ pub struct OrderView {
     pub order_id: String,
     /// `pending`, `fulfilled` or `rejected`.
     pub status: &'static str,
-    /// Why it was rejected (`out_of_stock`, `unknown_product`, ...).
+    /// Why it was rejected (`out_of_stock`, `unknown_product`, ...), as stored: a reason written
+    /// by a newer version is shown as it is.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
+    pub reason: Option<String>,
     /// The product.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub product_id: Option<i32>,
@@ -99,7 +107,7 @@ impl From<OrderRecord> for OrderView {
         Self {
             order_id: record.id.to_string(),
             status: record.outcome.status(),
-            reason: record.outcome.reason().map(|r| r.as_str()),
+            reason: record.reason_text,
             product_id: record.product_id,
             quantity: record.quantity,
             fence: record.fence,
@@ -111,12 +119,14 @@ impl From<OrderRecord> for OrderView {
     }
 }
 
-/// `POST /orders`: validate, check the product exists, push onto the pending list.
+/// `POST /orders`: validate, check the product exists, push onto the pending list; optionally
+/// under an `Idempotency-Key` (see [`super::idempotency`]).
 pub(crate) async fn create(
     _: Authorized,
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let body: NewOrder = parse_body(body, state.config().body_limit)?;
     let product = body
         .product_id
@@ -125,7 +135,11 @@ pub(crate) async fn create(
     let quantity = Quantity::try_from(body.quantity.unwrap_or(1))?;
     // 404 for an unknown product before anything is queued.
     state.store().stock(product).await?;
-    let order = PurchaseOrder::new(product, quantity);
+    let (order, key) =
+        match idempotency::start(&state, &headers, "POST /orders", product, quantity).await? {
+            Start::Proceed { order, key } => (order, key),
+            Start::Replay(answer) => return Ok(answer),
+        };
     OrderProducer::new(state.queue().clone())
         .push_orders(&[order], |_| {})
         .await
@@ -135,11 +149,13 @@ pub(crate) async fn create(
         })?;
     tracing::info!(order_id = %order.id, product_id = %product, quantity = %quantity, "order enqueued");
     let location = format!("/orders/{}", order.id);
-    Ok((
+    let response = (
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
         Json(OrderView::pending(order.id)),
-    ))
+    )
+        .into_response();
+    Ok(idempotency::finish(&state, key.as_deref(), order.id, response).await)
 }
 
 /// `GET /orders/{id}`.

@@ -22,6 +22,10 @@
 //!   lock's counter is raised above the row's fence and the lock taken again, as the worker does;
 //!   likewise when the lock is lost during the slow step or the commit is refused by the fence.
 //!   After [`MAX_LOCK_HOLDS`] such rounds the answer is 503.
+//! - When a locked purchase fails after its outcome was stored (the reply to the commit was
+//!   lost), then the stored outcome is read back and answered, never a 5xx for a sale that
+//!   happened. With an `Idempotency-Key`, a retry gets the same order and the same answer (see
+//!   `idempotency.rs`).
 //! - When the stock changed outside the fenced path between claim and commit (an operator reset,
 //!   the unsafe path), then the decision is made again from the stock found at commit.
 
@@ -31,11 +35,17 @@ use axum::{
     Json,
     body::Bytes,
     extract::{Path, State, rejection::BytesRejection},
-    response::IntoResponse,
+    http::HeaderMap,
+    response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, Authorized, error::ApiError, parse_body, parse_product_id};
+use super::{
+    AppState, Authorized,
+    error::{ApiError, chain},
+    idempotency::{self, Start},
+    parse_body, parse_product_id,
+};
 use crate::{
     order::{Outcome, ProductId, PurchaseOrder, Quantity, RejectReason},
     product_lock::{ProductGuard, product_resource},
@@ -145,18 +155,27 @@ async fn unlocked_purchase(
     Ok((result.outcome(), remaining))
 }
 
-/// `POST /purchase/with-lock/{productId}`: the worker's fenced path, synchronously.
+/// `POST /purchase/with-lock/{productId}`: the worker's fenced path, synchronously, optionally
+/// under an `Idempotency-Key` (see [`super::idempotency`]).
 pub(crate) async fn with_lock(
     _: Authorized,
     State(state): State<AppState>,
     Path(product): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<PurchaseResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let product = parse_product_id(&product)?;
     let quantity = quantity_of(parse_body(body, state.config().body_limit)?)?;
-    let order = PurchaseOrder::new(product, quantity);
-    let result = locked_purchase(&state, &order).await;
+    let route = "POST /purchase/with-lock";
+    let (order, key) = match idempotency::start(&state, &headers, route, product, quantity).await? {
+        Start::Proceed { order, key } => (order, key),
+        Start::Replay(answer) => return Ok(answer),
+    };
+    let result = match locked_purchase(&state, &order).await {
+        Err(error) => settle(&state, &order, error).await,
+        decided => decided,
+    };
     let summary = result
         .as_ref()
         .map(|(outcome, remaining, _)| (*outcome, *remaining));
@@ -164,7 +183,7 @@ pub(crate) async fn with_lock(
         .metrics()
         .count_purchase("with-lock", result_label(summary));
     let (outcome, remaining, fence) = result?;
-    respond(
+    let response = respond(
         order,
         outcome,
         remaining,
@@ -172,6 +191,32 @@ pub(crate) async fn with_lock(
         "Purchase successful (WITH LOCK)",
         started,
     )
+    .into_response();
+    Ok(idempotency::finish(&state, key.as_deref(), order.id, response).await)
+}
+
+/// Resolves a failed locked purchase whose commit may have been stored anyway (the reply to it
+/// was lost): when the order has an outcome, that outcome is the answer; otherwise `error`.
+async fn settle(
+    state: &AppState,
+    order: &PurchaseOrder,
+    error: ApiError,
+) -> Result<(Outcome, i32, u64), ApiError> {
+    if !matches!(error, ApiError::Unavailable(_) | ApiError::Internal(_)) {
+        return Err(error);
+    }
+    let Ok(Some(record)) = state.store().order(order.id).await else {
+        return Err(error);
+    };
+    let Ok(remaining) = state.store().stock(order.product_id).await else {
+        return Err(error);
+    };
+    tracing::warn!(
+        order_id = %order.id,
+        error.cause_chain = %chain(&error),
+        "the purchase failed after its outcome was stored (lost reply); answering from the stored outcome"
+    );
+    Ok((record.outcome, remaining, record.fence.unwrap_or(0)))
 }
 
 fn respond(
@@ -293,7 +338,9 @@ async fn release(guard: ProductGuard) {
             tracing::debug!("the product lock had expired before release");
         }
         Ok(_) => {}
-        Err(error) => tracing::debug!(%error, "release failed; the TTL frees the lock"),
+        Err(error) => {
+            tracing::debug!(error.cause_chain = %chain(&error), "release failed; the TTL frees the lock")
+        }
     }
 }
 

@@ -61,6 +61,25 @@ struct Cli {
     /// How long shutdown waits for requests in flight, in milliseconds.
     #[arg(long, default_value_t = 15_000)]
     drain_timeout_ms: u64,
+    /// How long a connection may take to send its request head before it is closed, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    header_read_timeout_ms: u64,
+    /// Most HTTP connections open at once (beyond it, new ones wait in the listen backlog).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_open_connections: u64,
+    /// Most requests handled at once (beyond it 503; /healthz and /readyz are never refused).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_in_flight: u64,
+    /// With API_TOKEN set, require the token for reads too (all but /, /healthz and /readyz).
+    #[arg(long)]
+    token_for_reads: bool,
+    /// Serve the seed's deliberately unsafe POST /purchase/without-lock/{id} (oversells).
+    #[arg(long)]
+    enable_unsafe_demo: bool,
+    /// Apply the database migrations at start (the quick start). Without it the API only checks
+    /// that the schema has what it needs (newer migrations are fine): run `lockctl migrate`.
+    #[arg(long)]
+    migrate: bool,
 }
 
 #[tokio::main]
@@ -83,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("API_TOKEN is not set: mutating routes are open to whoever can connect");
     }
 
-    let store = services::open_store(&cli.database, cli.max_connections).await?;
+    let store = services::open_store_with(&cli.database, cli.max_connections, cli.migrate).await?;
     let redis = services::connect_redis(&cli.redis).await?;
 
     let config = ApiConfig {
@@ -93,6 +112,12 @@ async fn main() -> anyhow::Result<()> {
         token: cli.api_token.clone(),
         body_limit: usize::try_from(cli.body_limit).context("--body-limit")?,
         request_timeout: Duration::from_millis(cli.request_timeout_ms),
+        header_read_timeout: Duration::from_millis(cli.header_read_timeout_ms),
+        max_connections: usize::try_from(cli.max_open_connections)
+            .context("--max-open-connections")?,
+        max_in_flight: usize::try_from(cli.max_in_flight).context("--max-in-flight")?,
+        token_for_reads: cli.token_for_reads,
+        enable_unsafe_demo: cli.enable_unsafe_demo,
         ..ApiConfig::default()
     };
     let queue = redis.queue(cli.queue.queue_config(config.instance_id.clone()))?;

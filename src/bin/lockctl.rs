@@ -6,9 +6,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lockstock::{
     config::{DatabaseArgs, LockPrefixArgs, LogArgs, QueueArgs, RedisArgs, mask_url},
-    observe::{StatusReport, dead_letters_table},
-    order::ProductId,
-    queue::JobQueue,
+    observe::{StatusReport, dead_letters_table, escape_control},
+    order::{OrderId, ProductId},
+    queue::{DeadLetterAction, DeadLetterFilter, JobQueue, MAX_DEAD_LETTERS},
     services,
     store::OrderStore,
     telemetry::init_tracing,
@@ -55,6 +55,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Where an order is: its outcome, or pending / in flight at which worker / dead-lettered.
+    Order {
+        /// The order id (UUID).
+        order_id: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        keys: KeysArgs,
+        /// Pending and dead-letter entries searched (newest first).
+        #[arg(long, default_value_t = 100_000)]
+        scan_limit: usize,
+        /// One JSON document: `{"order_id", "status", ...}` (`status`: the outcome, or `pending`,
+        /// `in_flight`, `dead_lettered`, `unknown`).
+        #[arg(long)]
+        json: bool,
+    },
     /// List or requeue the dead letters.
     DeadLetters {
         #[command(subcommand)]
@@ -81,7 +97,12 @@ struct BenchArgs {
     scenarios: Vec<String>,
     /// Redlock instances for the redlock-* scenarios (comma-separated, odd, at least 3);
     /// unset = start three local redis-server processes for the run.
-    #[arg(long, env = "LOCK_REDIS_URLS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "LOCK_REDIS_URLS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
     lock_redis_urls: Vec<String>,
     /// Seconds each of raw/uncontended/concurrent runs.
     #[arg(long, default_value_t = 3.0)]
@@ -227,7 +248,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Stock { database, action } => {
-            let store = connect_store(&database).await?;
+            let store = check_store(&database).await?;
             match action {
                 StockAction::Get { product, json } => {
                     let stock = store.stock(ProductId::new(product)?).await?;
@@ -249,6 +270,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { keys, json } => status(keys, json).await,
+        Command::Order {
+            order_id,
+            database,
+            keys,
+            scan_limit,
+            json,
+        } => order(&order_id, &database, &keys, scan_limit, json).await,
         Command::DeadLetters { action } => dead_letters(action).await,
         Command::Demo(args) => demo(args).await,
         Command::Bench(args) => bench(args).await,
@@ -269,7 +297,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn connect_store(database: &DatabaseArgs) -> anyhow::Result<OrderStore> {
-    Ok(services::open_store(database, 2).await?)
+    Ok(services::open_store_with(database, 2, true).await?)
+}
+
+/// A store whose schema is checked, not migrated (migrating is `lockctl migrate`'s job).
+async fn check_store(database: &DatabaseArgs) -> anyhow::Result<OrderStore> {
+    Ok(services::open_store_with(database, 2, false).await?)
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
@@ -401,11 +434,61 @@ enum DeadLettersAction {
         #[arg(long)]
         json: bool,
     },
-    /// Push every dead letter back onto the pending list.
+    /// Push dead letters back onto the pending list, oldest first, in batches of 1,000 (entries
+    /// whose payload was truncated are never requeued).
     Requeue {
         #[command(flatten)]
         keys: KeysArgs,
+        #[command(flatten)]
+        filter: DeadLetterFilterArgs,
     },
+    /// Delete dead letters, oldest first, in batches of 1,000.
+    Purge {
+        #[command(flatten)]
+        keys: KeysArgs,
+        #[command(flatten)]
+        filter: DeadLetterFilterArgs,
+    },
+}
+
+/// Which dead letters `requeue` / `purge` touch (all by default).
+#[derive(Debug, clap::Args)]
+struct DeadLetterFilterArgs {
+    /// Only entries whose reason starts with this (e.g. `not_json`).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only entries at least this old: a number with a unit, `90s`, `15m`, `2h`, `7d`.
+    #[arg(long, value_parser = parse_age)]
+    older_than: Option<Duration>,
+    /// At most this many entries.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl DeadLetterFilterArgs {
+    fn filter(self) -> DeadLetterFilter {
+        DeadLetterFilter {
+            reason: self.reason,
+            older_than: self.older_than,
+            limit: self.limit,
+        }
+    }
+}
+
+/// `90s`, `15m`, `2h`, `7d` as a duration.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.trim_end_matches(char::is_alphabetic).len());
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a number with a unit (s, m, h, d), got {text:?}"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit in {text:?}: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(number.saturating_mul(seconds)))
 }
 
 /// A queue handle (that never consumes) and a lock client on the given keys.
@@ -432,6 +515,72 @@ async fn status(keys: KeysArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `lockctl order <id>`: the stored outcome, else where the queue holds the order.
+async fn order(
+    raw: &str,
+    database: &DatabaseArgs,
+    keys: &KeysArgs,
+    scan_limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let id: OrderId = raw
+        .parse()
+        .map_err(|_| anyhow::anyhow!("order id must be a UUID, got {raw:?}"))?;
+    let store = check_store(database).await?;
+    let mut report = serde_json::json!({ "order_id": id.to_string() });
+    let text = if let Some(record) = store.order(id).await.context("reading the outcome")? {
+        report["status"] = record.outcome.status().into();
+        report["reason"] = record.reason_text.clone().into();
+        report["fence"] = record.fence.into();
+        report["worker"] = record.worker.clone().into();
+        report["decided_at"] = record.decided_at.to_rfc3339().into();
+        format!(
+            "order {id}: {}{} by {} at {} (fence {})",
+            record.outcome.status(),
+            record
+                .reason_text
+                .as_deref()
+                .map_or(String::new(), |r| format!(" ({})", escape_control(r))),
+            record.worker.as_deref().unwrap_or("?"),
+            record.decided_at.to_rfc3339(),
+            record.fence.map_or("none".to_owned(), |f| f.to_string()),
+        )
+    } else {
+        let (queue, _) = connect_keys(keys).await?;
+        let found = queue
+            .locate(id.to_string().as_bytes(), scan_limit)
+            .await
+            .context("searching the queue")?;
+        report["location"] = serde_json::to_value(&found)?;
+        if let Some((worker, alive)) = found.in_flight_at.first() {
+            report["status"] = "in_flight".into();
+            let state = if *alive {
+                "alive"
+            } else {
+                "not alive: it will be recovered"
+            };
+            format!("order {id}: in flight at worker {worker} ({state})")
+        } else if let Some(ahead) = found.pending_position {
+            report["status"] = "pending".into();
+            format!("order {id}: pending, {ahead} message(s) ahead of it")
+        } else if found.dead_lettered {
+            report["status"] = "dead_lettered".into();
+            format!("order {id}: dead-lettered (see `lockctl dead-letters list`)")
+        } else {
+            report["status"] = "unknown".into();
+            format!(
+                "order {id}: no outcome, not in flight, not among the {scan_limit} newest pending or dead letters"
+            )
+        }
+    };
+    if json {
+        println!("{report}");
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}
+
 async fn dead_letters(action: DeadLettersAction) -> anyhow::Result<()> {
     match action {
         DeadLettersAction::List { keys, limit, json } => {
@@ -446,18 +595,37 @@ async fn dead_letters(action: DeadLettersAction) -> anyhow::Result<()> {
                 }
             } else {
                 print!("{}", dead_letters_table(&letters));
+                let dropped = queue
+                    .dead_dropped()
+                    .await
+                    .context("reading the drop count")?;
+                if dropped > 0 {
+                    println!(
+                        "({dropped} older dead letter(s) were dropped: the list keeps the newest {MAX_DEAD_LETTERS})"
+                    );
+                }
             }
         }
-        DeadLettersAction::Requeue { keys } => {
+        DeadLettersAction::Requeue { keys, filter } => {
             let (queue, _) = connect_keys(&keys).await?;
-            let requeued = queue
-                .requeue_dead_letters()
+            let done = queue
+                .move_dead_letters(DeadLetterAction::Requeue, &filter.filter())
                 .await
                 .context("requeueing the dead letters")?;
             println!(
-                "requeued {requeued} dead letter(s) onto {}",
-                keys.queue.queue_key
+                "requeued {} dead letter(s) onto {} ({} left in place)",
+                done.moved,
+                escape_control(&keys.queue.queue_key),
+                done.kept
             );
+        }
+        DeadLettersAction::Purge { keys, filter } => {
+            let (queue, _) = connect_keys(&keys).await?;
+            let done = queue
+                .move_dead_letters(DeadLetterAction::Purge, &filter.filter())
+                .await
+                .context("purging the dead letters")?;
+            println!("purged {} dead letter(s) ({} left)", done.moved, done.kept);
         }
     }
     Ok(())

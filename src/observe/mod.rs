@@ -61,9 +61,9 @@ mod worker_stats;
 
 pub use self::{
     api_metrics::ApiMetrics,
-    readings::{Readings, decided_orders},
+    readings::{OrderCounts, Readings, decided_orders},
     registry::{CONTENT_TYPE, MetricsRegistry},
     serve::{WorkerMetrics, serve_worker_metrics, worker_metrics_app},
-    status::{StatusError, StatusReport, dead_letters_table},
+    status::{StatusError, StatusReport, dead_letters_table, escape_control},
     worker_stats::{StatsSnapshot, WorkerStats},
 };

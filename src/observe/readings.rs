@@ -3,15 +3,22 @@
 //! | family | type | from |
 //! |---|---|---|
 //! | `lockstock_queue_pending`, `_in_flight`, `_dead_letters`, `_live_workers` | gauge | Redis |
-//! | `lockstock_orders{status,reason}` | gauge | Postgres ([`decided_orders`]; API only) |
+//! | `lockstock_orders{status,reason}` | gauge | Postgres ([`decided_orders`] through [`OrderCounts`]; API only) |
 //! | `lockstock_dependency_up{dependency}` | gauge | this scrape |
 //!
 //! - When Redis or Postgres fails during a scrape, then the families it feeds are left out,
 //!   `lockstock_dependency_up` says which one failed, and the scrape still succeeds: a broken
 //!   dependency must not blind the monitoring of everything else.
-//! - Not guaranteed: one consistent instant; each source is read on its own.
+//! - When several scrapes arrive within [`OrderCounts`]'s time to live, then Postgres is counted
+//!   once: the `GROUP BY` over every order runs at most once per TTL whatever the scrape rate or
+//!   the number of concurrent scrapers (they wait for the one count in progress).
+//! - Not guaranteed: one consistent instant; each source is read on its own, and the order counts
+//!   may be up to one TTL old.
 
-use std::fmt;
+use std::{
+    fmt,
+    time::{Duration, Instant},
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -20,6 +27,7 @@ use prometheus_client::{
 };
 
 use super::registry::{Labels, encode_series};
+use crate::telemetry::cause_chain;
 
 use crate::{
     queue::{JobQueue, QueueStats},
@@ -38,14 +46,14 @@ pub struct Readings {
 }
 
 impl Readings {
-    /// What the API exposes: the queue and the decided orders.
-    pub async fn for_api(queue: &JobQueue, store: &OrderStore) -> Self {
+    /// What the API exposes: the queue and the decided orders (cached, see [`OrderCounts`]).
+    pub async fn for_api(queue: &JobQueue, counts: &OrderCounts) -> Self {
         let mut readings = Self::default();
         readings.read_queue(queue).await;
-        readings.orders = match decided_orders(store).await {
+        readings.orders = match counts.get().await {
             Ok(counts) => Some(counts),
             Err(error) => {
-                tracing::warn!(%error, "metrics: counting orders failed");
+                tracing::warn!(error.cause_chain = %cause_chain(&error), "metrics: counting orders failed");
                 None
             }
         };
@@ -66,7 +74,7 @@ impl Readings {
         self.queue = match queue.stats().await {
             Ok(stats) => Some(stats),
             Err(error) => {
-                tracing::warn!(%error, "metrics: reading the queue failed");
+                tracing::warn!(error.cause_chain = %cause_chain(&error), "metrics: reading the queue failed");
                 None
             }
         };
@@ -75,9 +83,48 @@ impl Readings {
 }
 
 /// Decided orders by status and reason: the one place the `lockstock_orders` gauge is read
-/// (a `GROUP BY` over every order, per scrape).
+/// (a `GROUP BY` over every order; [`OrderCounts`] keeps it from running per scrape).
 pub async fn decided_orders(store: &OrderStore) -> Result<Vec<OutcomeCount>, StoreError> {
     store.outcome_counts().await
+}
+
+/// [`decided_orders`], counted at most once per time to live.
+///
+/// - When the last count is younger than the TTL, then it is returned without touching Postgres.
+/// - When several callers find it stale at once, then one counts and the others wait for and
+///   share its result (a failed count is not cached: the next caller tries again).
+#[derive(Debug)]
+pub struct OrderCounts {
+    /// Where to count.
+    store: OrderStore,
+    /// How long one count is reused.
+    ttl: Duration,
+    /// The last count and when it was taken; the lock also makes concurrent callers share one.
+    last: tokio::sync::Mutex<Option<(Instant, Vec<OutcomeCount>)>>,
+}
+
+impl OrderCounts {
+    /// Counts over `store`, reused for `ttl`.
+    pub fn new(store: OrderStore, ttl: Duration) -> Self {
+        Self {
+            store,
+            ttl,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The counts, from the cache when fresh.
+    pub async fn get(&self) -> Result<Vec<OutcomeCount>, StoreError> {
+        let mut last = self.last.lock().await;
+        if let Some((taken, counts)) = last.as_ref()
+            && taken.elapsed() < self.ttl
+        {
+            return Ok(counts.clone());
+        }
+        let counts = decided_orders(&self.store).await?;
+        *last = Some((Instant::now(), counts.clone()));
+        Ok(counts)
+    }
 }
 
 /// A count as a gauge value.

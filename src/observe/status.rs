@@ -112,11 +112,17 @@ pub fn dead_letters_table(letters: &[DeadLetter]) -> String {
                 || "?".to_owned(),
                 |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
             );
-            let mut payload: String = d.payload.chars().take(60).collect();
-            if d.payload.chars().count() > 60 {
+            let mut payload: String =
+                escape_control(&d.payload.chars().take(60).collect::<String>());
+            if d.truncated || d.payload.chars().count() > 60 {
                 payload.push('…');
             }
-            vec![at, d.reason.clone(), d.worker.clone(), payload]
+            vec![
+                at,
+                escape_control(&d.reason),
+                escape_control(&d.worker),
+                payload,
+            ]
         })
         .collect();
     table(
@@ -124,6 +130,20 @@ pub fn dead_letters_table(letters: &[DeadLetter]) -> String {
         &rows,
         "(no dead letters)",
     )
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`), so a payload printed to a terminal
+/// cannot move the cursor, change colours or rewrite earlier lines.
+pub fn escape_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Left-aligned columns separated by two spaces; `empty` under the header when there are no rows.
@@ -157,6 +177,18 @@ fn table(header: &[&str], rows: &[Vec<String>], empty: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Escape sequences in a payload reach the terminal as text.
+    #[test]
+    fn dead_letter_tables_escape_control_characters() {
+        let letter = DeadLetter::new(b"\x1b[2J\x1b]0;pwned\x07{", "not_json", "w\r", 0);
+        let table = dead_letters_table(&[letter]);
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert!(table.contains("\\u{1b}[2J"), "{table}");
+    }
 
     #[test]
     fn tables_align_columns() {

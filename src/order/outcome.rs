@@ -18,6 +18,10 @@ pub enum RejectReason {
     InvalidProduct,
     /// A field was missing or of the wrong JSON type.
     Malformed,
+    /// A reason this version does not know, read back from a row a newer version wrote (the
+    /// stored text is kept alongside, e.g. `OrderRecord::reason_text`). Never written: not in
+    /// [`RejectReason::ALL`], never parsed from a name.
+    Unrecognized,
 }
 
 impl RejectReason {
@@ -38,6 +42,7 @@ impl RejectReason {
             RejectReason::InvalidQuantity => "invalid_quantity",
             RejectReason::InvalidProduct => "invalid_product",
             RejectReason::Malformed => "malformed",
+            RejectReason::Unrecognized => "unrecognized",
         }
     }
 }

@@ -72,6 +72,11 @@ impl QueueKeys {
         &self.dead
     }
 
+    /// How many dead letters were dropped for the list's cap: `<dead>:dropped` (same slot).
+    pub fn dead_dropped(&self) -> String {
+        format!("{}:dropped", self.dead)
+    }
+
     /// A worker's processing list: `<pending>:processing:<worker>`.
     pub fn processing(&self, worker: &str) -> String {
         format!("{}{worker}", self.processing_prefix())

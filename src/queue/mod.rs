@@ -60,6 +60,7 @@ mod dead;
 mod error;
 mod keys;
 mod liveness;
+mod locate;
 mod scripts;
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -72,10 +73,14 @@ use self::conn::{Blocking, Opener, QueueConnection};
 use self::scripts::SCRIPTS;
 pub use self::{
     config::{QueueConfig, default_worker_id},
-    dead::DeadLetter,
+    dead::{
+        DEAD_PAYLOAD_PREFIX, DeadLetter, DeadLetterAction, DeadLetterFilter, DeadLetterMove,
+        MAX_DEAD_LETTERS, MAX_DEAD_LETTERS_READ, MOVE_BATCH,
+    },
     error::{QueueError, Result},
     keys::{QueueKeys, hash_tag},
     liveness::{QueueStats, WorkerState},
+    locate::Location,
 };
 
 /// A consumer's (or producer's) handle on one queue.

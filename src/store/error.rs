@@ -40,6 +40,11 @@ pub enum StoreError {
     /// A stored row holds a value this version does not understand (e.g. an unknown reason).
     #[error("unexpected stored value: {0}")]
     Corrupt(String),
+    /// The database lacks migrations this build needs (listed); run `lockctl migrate`.
+    #[error(
+        "the database schema is older than this build needs: missing {0}; run `lockctl migrate`"
+    )]
+    SchemaBehind(String),
     /// Applying the migrations failed.
     #[error("applying migrations failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),

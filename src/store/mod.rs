@@ -39,9 +39,11 @@
 //!   [`StoreError::InsufficientStock`]; its `out_of_stock` decision is recorded as made.
 
 mod error;
+mod idempotency;
 mod orders;
 mod products;
 mod sale;
+mod schema;
 mod views;
 
 use std::time::Duration;
@@ -51,7 +53,9 @@ use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
 
 pub use self::{
     error::{Result, StoreError},
+    idempotency::{KeyClaim, StoredAnswer},
     sale::{BatchCommit, Decision},
+    schema::check_schema,
     views::{OutcomeCount, ProductRow},
 };
 use crate::order::{OrderId, Outcome};
@@ -73,7 +77,8 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
     // `run_direct` is what `Migrator::run` calls after acquiring; calling it on our own connection
     // lets us close that connection on failure, and avoids sqlx's "`Acquire` is not general
     // enough" error when this future must be `Send` (e.g. inside `tokio::spawn`).
-    if let Err(e) = MIGRATOR.run_direct(&mut *conn).await {
+    // Tolerant of newer builds' migrations (see `schema.rs`).
+    if let Err(e) = schema::tolerant_migrator().run_direct(&mut *conn).await {
         conn.close_on_drop();
         return Err(e.into());
     }
@@ -169,8 +174,12 @@ pub struct OrderRecord {
     pub product_id: Option<i32>,
     /// The quantity, when the message carried a usable one.
     pub quantity: Option<i32>,
-    /// The decision.
+    /// The decision ([`crate::order::RejectReason::Unrecognized`] for a reason a newer version
+    /// wrote; see [`OrderRecord::reason_text`]).
     pub outcome: Outcome,
+    /// The reason exactly as stored (`None` when fulfilled): what to show, since it may be one
+    /// this version does not know.
+    pub reason_text: Option<String>,
     /// The fencing token the decision was made under (`None` for unfenced decisions).
     pub fence: Option<u64>,
     /// Which worker decided.

@@ -265,13 +265,15 @@ async fn existing_outcome(conn: &mut PgConnection, id: OrderId) -> Result<Outcom
     parse_outcome(&status, reason.as_deref())
 }
 
-fn parse_outcome(status: &str, reason: Option<&str>) -> Result<Outcome> {
+/// A stored status and reason as an outcome. A rejection for a reason this version does not
+/// know (a newer version wrote it) is [`RejectReason::Unrecognized`], never an error: the order
+/// is decided, and the stored text is shown as it is.
+pub(super) fn parse_outcome(status: &str, reason: Option<&str>) -> Result<Outcome> {
     match (status, reason) {
         ("fulfilled", None) => Ok(Outcome::Fulfilled),
-        ("rejected", Some(reason)) => reason
-            .parse()
-            .map(Outcome::Rejected)
-            .map_err(|e| StoreError::Corrupt(e.to_string())),
+        ("rejected", Some(reason)) => Ok(Outcome::Rejected(
+            reason.parse().unwrap_or(RejectReason::Unrecognized),
+        )),
         (status, reason) => Err(StoreError::Corrupt(format!(
             "order status {status:?} with reason {reason:?}"
         ))),
@@ -284,6 +286,7 @@ fn into_record(row: OrderRow) -> Result<OrderRecord> {
         product_id: row.product_id,
         quantity: row.quantity,
         outcome: parse_outcome(&row.status, row.reason.as_deref())?,
+        reason_text: row.reason,
         fence: row.fence.map(fence_u64),
         worker: row.worker,
         attempts: row.attempts,

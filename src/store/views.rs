@@ -8,8 +8,11 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{OrderRecord, OrderStore, Result, StoreError, orders::fence_u64};
-use crate::order::{OrderId, Outcome, RejectReason};
+use super::{
+    OrderRecord, OrderStore, Result,
+    orders::{fence_u64, parse_outcome},
+};
+use crate::order::OrderId;
 
 /// One product as an operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -119,23 +122,13 @@ struct RecentRow {
 
 impl RecentRow {
     fn into_record(self) -> Result<OrderRecord> {
-        let outcome = match (self.status.as_str(), self.reason.as_deref()) {
-            ("fulfilled", None) => Outcome::Fulfilled,
-            ("rejected", Some(reason)) => reason
-                .parse::<RejectReason>()
-                .map(Outcome::Rejected)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            (status, reason) => {
-                return Err(StoreError::Corrupt(format!(
-                    "order status {status:?} with reason {reason:?}"
-                )));
-            }
-        };
+        let outcome = parse_outcome(&self.status, self.reason.as_deref())?;
         Ok(OrderRecord {
             id: OrderId::from_uuid(self.id),
             product_id: self.product_id,
             quantity: self.quantity,
             outcome,
+            reason_text: self.reason,
             fence: self.fence.map(fence_u64),
             worker: self.worker,
             attempts: self.attempts,

@@ -150,32 +150,12 @@ async fn run_once(
         .await
         .context("connecting to Redis")?;
 
-    let mut args = vec![
-        "--redis-url".to_owned(),
-        config.redis_url.clone(),
-        "--database-url".to_owned(),
-        config.database_url.clone(),
-        "--queue-key".to_owned(),
-        queue_config.pending_key.clone(),
-        "--dead-key".to_owned(),
-        queue_config.dead_key.clone(),
-        "--work-ms".to_owned(),
-        config.work_ms.to_string(),
-    ];
-    if !locked {
-        args.push("--no-lock".to_owned());
-    }
+    let args = worker_args(&queue_config, config.work_ms, locked);
     let log_dir = config.log_dir.join(format!(
         "{}-stock{stock}",
         if locked { "locked" } else { "unlocked" }
     ));
-    let fleet = Fleet::start(
-        worker,
-        &args,
-        config.workers,
-        &log_dir,
-        &[("RUST_LOG", "warn")],
-    )?;
+    let fleet = Fleet::start(worker, &args, config.workers, &log_dir, &worker_env(config))?;
 
     let started = Instant::now();
     let producer = OrderProducer::new(queue.clone());
@@ -213,4 +193,48 @@ async fn run_once(
         oversold: (tally.fulfilled_quantity - i64::from(stock)).max(0),
         elapsed_secs: elapsed.as_secs_f64(),
     })
+}
+
+/// The worker's command line: no connection URL, since a command line is visible to every user
+/// of the host (`ps`); those go through [`worker_env`].
+fn worker_args(queue: &QueueConfig, work_ms: u64, locked: bool) -> Vec<String> {
+    let mut args = vec![
+        "--queue-key".to_owned(),
+        queue.pending_key.clone(),
+        "--dead-key".to_owned(),
+        queue.dead_key.clone(),
+        "--work-ms".to_owned(),
+        work_ms.to_string(),
+    ];
+    if !locked {
+        args.push("--no-lock".to_owned());
+    }
+    args
+}
+
+/// The worker's environment: the connection URLs (credentials included) and the log level.
+fn worker_env(config: &DemoConfig) -> [(&'static str, &str); 3] {
+    [
+        ("REDIS_URL", config.redis_url.as_str()),
+        ("DATABASE_URL", config.database_url.as_str()),
+        ("RUST_LOG", "warn"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Credentials reach the workers through the environment, never their command line.
+    #[test]
+    fn worker_command_lines_carry_no_credentials() {
+        let queue = QueueConfig::namespaced("demo");
+        for locked in [true, false] {
+            let args = worker_args(&queue, 50, locked).join(" ");
+            assert!(
+                !args.contains("redis://") && !args.contains("postgres"),
+                "{args}"
+            );
+        }
+    }
 }

@@ -54,11 +54,21 @@ async fn invalid_ids_and_bodies_answer_400(pool: PgPool) {
     let not_json = app
         .client
         .post(app.url("/purchase/with-lock/1"))
+        .header("content-type", "application/json")
         .body("quantity=1")
         .send()
         .await
         .unwrap();
     json_of(not_json, StatusCode::BAD_REQUEST).await;
+    // Without a JSON content type the body is not even read (issue 14: cross-site requests).
+    let untyped = app
+        .client
+        .post(app.url("/purchase/with-lock/1"))
+        .body("quantity=1")
+        .send()
+        .await
+        .unwrap();
+    json_of(untyped, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
     for body in [
         json!({ "stock": -1 }),
         json!({ "stock": 3_000_000_000_i64 }),
@@ -259,6 +269,7 @@ async fn internal_failures_answer_generic_errors(pool: PgPool) {
                 Request::builder()
                     .method(method)
                     .uri(path)
+                    .header("content-type", "application/json")
                     .body(Body::from(body))
                     .unwrap(),
             )

@@ -30,6 +30,13 @@ pub struct Settings {
     pub lock_wait: Duration,
     pub body_limit: usize,
     pub request_timeout: Duration,
+    /// `--enable-unsafe-demo`: on by default here, as the seed's scripts need it.
+    pub unsafe_demo: bool,
+    pub token_for_reads: bool,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub order_counts_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -40,6 +47,12 @@ impl Default for Settings {
             lock_wait: Duration::from_secs(10),
             body_limit: 4 * 1024,
             request_timeout: Duration::from_secs(30),
+            unsafe_demo: true,
+            token_for_reads: false,
+            header_read_timeout: ApiConfig::default().header_read_timeout,
+            max_connections: ApiConfig::default().max_connections,
+            max_in_flight: ApiConfig::default().max_in_flight,
+            order_counts_ttl: ApiConfig::default().order_counts_ttl,
         }
     }
 }
@@ -230,6 +243,12 @@ pub async fn build_state(
         token: settings.token.clone(),
         body_limit: settings.body_limit,
         request_timeout: settings.request_timeout,
+        enable_unsafe_demo: settings.unsafe_demo,
+        token_for_reads: settings.token_for_reads,
+        header_read_timeout: settings.header_read_timeout,
+        max_connections: settings.max_connections,
+        max_in_flight: settings.max_in_flight,
+        order_counts_ttl: settings.order_counts_ttl,
         instance_id: "api-test".to_owned(),
         ..ApiConfig::default()
     };

@@ -9,10 +9,15 @@ mod redis_server;
 
 mod helpers;
 
+mod idempotency;
+
 mod binaries;
+mod dead_letters;
+mod defences;
 mod errors;
 mod lockctl_json;
 mod observability;
 mod orders;
 mod page;
 mod seed;
+mod upgrades;

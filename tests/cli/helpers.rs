@@ -133,3 +133,15 @@ pub async fn llen(redis_url: &str, key: &str) -> usize {
         .await
         .expect("LLEN")
 }
+
+/// The subcommands a help page lists (without `help`).
+pub fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|line| *line != "Commands:")
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}

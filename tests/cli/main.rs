@@ -14,3 +14,4 @@ mod helpers;
 mod env;
 mod logs;
 mod readme;
+mod secrets;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::helpers::{BINARIES, command, run};
+use crate::helpers::{BINARIES, command, run, subcommands};
 
 /// Variables the binaries read without a flag (so `--help` does not list them).
 const WITHOUT_FLAG: [&str; 2] = ["RUST_LOG", "API_TOKEN"];
@@ -24,18 +24,6 @@ fn help(binary: &str, path: &[String]) -> String {
     let output = run(help);
     assert!(output.status.success(), "{binary} {path:?} --help failed");
     String::from_utf8(output.stdout).expect("help is UTF-8")
-}
-
-/// The subcommands a help page lists (without `help`).
-fn subcommands(help: &str) -> Vec<String> {
-    help.lines()
-        .skip_while(|line| *line != "Commands:")
-        .skip(1)
-        .take_while(|line| !line.trim().is_empty())
-        .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| *name != "help")
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Every option block of a help page: the option's lines joined.

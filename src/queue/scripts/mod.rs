@@ -21,7 +21,7 @@ pub(super) struct Scripts {
     pub(super) requeue: Script,
     /// `reclaim_worker.lua`: a worker's whole processing list → front of the pending list.
     pub(super) reclaim_worker: Script,
-    /// `requeue_dead.lua`: dead letter payloads → pending list.
+    /// `requeue_dead.lua`: one batch of dead letter payloads → pending list (or dropped).
     pub(super) requeue_dead: Script,
     /// `reserve_many.lua`: up to N pending messages → processing list.
     pub(super) reserve_many: Script,
