@@ -1,7 +1,8 @@
 //! Settings: [`LockConfig`] for a client, [`LockOptions`] for each acquisition.
 //!
 //! - When options are invalid (zero TTL, a heartbeat not shorter than the TTL, a drift allowance
-//!   that eats the whole TTL), then `acquire` refuses them with
+//!   that eats the whole TTL, a heartbeat period at or past `TTL − drift`, which would extend only
+//!   after the safety deadline fired), then `acquire` refuses them with
 //!   [`LockError::InvalidArgument`](super::LockError::InvalidArgument) before sending anything.
 
 use std::time::Duration;
@@ -17,7 +18,7 @@ use super::{
 pub enum Heartbeat {
     /// Extend the TTL every `ttl / 3` (the default).
     Auto,
-    /// Extend the TTL at this period (must be shorter than the TTL).
+    /// Extend the TTL at this period (must be shorter than the TTL minus the drift allowance).
     Every(Duration),
     /// Never extend: the lock lasts one TTL. The guard still fires its lost signal at the local
     /// safety deadline.
@@ -122,6 +123,16 @@ impl LockOptions {
                 self.ttl
             )));
         }
+        if let Some(period) = self.heartbeat_period()
+            && period >= self.ttl - self.drift()
+        {
+            return Err(LockError::InvalidArgument(format!(
+                "the heartbeat period ({period:?}) must be shorter than the TTL minus the drift \
+                 allowance ({:?}): the guard's safety deadline would pass before the first \
+                 extension",
+                self.ttl - self.drift()
+            )));
+        }
         if self.max_hold.is_some_and(|cap| cap.is_zero()) {
             return Err(LockError::InvalidArgument(
                 "max_hold must be above zero".into(),
@@ -198,5 +209,23 @@ mod tests {
             .unwrap_err();
         assert!(slow.to_string().contains("shorter than the TTL"), "{slow}");
         assert!(LockOptions::default().validate().is_ok());
+    }
+
+    /// A heartbeat period at or past `TTL - drift` extends only after the safety deadline has
+    /// already fired the lost signal: refused.
+    #[test]
+    fn a_heartbeat_that_cannot_beat_the_deadline_is_refused() {
+        // TTL 100 ms, drift 3 ms: the deadline is 97 ms after the grant.
+        let late = LockOptions::with_ttl(Duration::from_millis(100))
+            .heartbeat(Heartbeat::Every(Duration::from_millis(97)))
+            .validate()
+            .unwrap_err();
+        assert!(late.to_string().contains("drift"), "{late}");
+        assert!(
+            LockOptions::with_ttl(Duration::from_millis(100))
+                .heartbeat(Heartbeat::Every(Duration::from_millis(96)))
+                .validate()
+                .is_ok()
+        );
     }
 }
