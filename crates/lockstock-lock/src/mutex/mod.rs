@@ -55,6 +55,21 @@ pub(crate) struct MutexOps {
 }
 
 impl MutexOps {
+    /// The Redis side of one acquisition of `keys` with `token`.
+    fn new(
+        client: &LockClient,
+        keys: Arc<ResourceKeys>,
+        options: &LockOptions,
+        token: LockToken,
+    ) -> Self {
+        Self {
+            ticket: Ticket::with_token(client, &keys.handoff, options, token),
+            keys,
+            token,
+            entry: Arc::default(),
+        }
+    }
+
     fn entry(&self) -> std::sync::MutexGuard<'_, String> {
         // A panic while holding this lock leaves only a string behind; keep using it.
         self.entry
@@ -107,13 +122,7 @@ impl LockClient {
     ) -> Result<LockGuard> {
         options.validate()?;
         let keys = Arc::new(self.keys().resource(resource)?);
-        let token = LockToken::new();
-        let ops = MutexOps {
-            ticket: Ticket::with_token(self, &keys.handoff, options, token),
-            keys,
-            token,
-            entry: Arc::default(),
-        };
+        let ops = MutexOps::new(self, keys, options, LockToken::new());
         let config = self.config();
         let grant = waiting::acquire(
             &ops,
@@ -242,9 +251,66 @@ impl Holder for MutexOps {
     fn metrics(&self) -> Option<Arc<LockMetrics>> {
         Some(self.ticket.client.metrics_handle())
     }
+}
 
-    /// One period after the grant: a mutex hand-off is granted with the waiter's full TTL.
-    fn first_extend_after(&self, period: Duration, _valid_for: Duration) -> Duration {
-        period
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::options::LockConfig;
+
+    async fn client() -> LockClient {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        LockClient::connect(&url, LockConfig::default().with_prefix(prefix).unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn queue_len(client: &LockClient, keys: &ResourceKeys) -> usize {
+        let mut conn = client.connection();
+        redis::cmd("LLEN")
+            .arg(&keys.queue)
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    /// Hole 6: the queueing call ran but its reply was lost, so the caller never learned what it
+    /// queued; the retry (same token) must find the entry, not queue a second one. Two
+    /// `MutexOps` with one token and nothing shared are exactly that caller before and after.
+    #[tokio::test]
+    async fn requeueing_with_the_same_token_after_a_lost_reply_keeps_one_entry() {
+        let client = client().await;
+        let options = LockOptions::with_ttl(Duration::from_secs(10));
+        let holder = client.try_acquire("r", &options).await.unwrap().unwrap();
+        let keys = Arc::new(client.keys().resource("r").unwrap());
+        let token = LockToken::new();
+        let first = MutexOps::new(&client, keys.clone(), &options, token);
+        let retry = MutexOps::new(&client, keys.clone(), &options, token);
+
+        assert!(matches!(
+            first.attempt(5_000).await.unwrap(),
+            Attempt::Waiting { .. }
+        ));
+        assert!(matches!(
+            retry.attempt(5_000).await.unwrap(),
+            Attempt::Waiting { .. }
+        ));
+        assert_eq!(
+            queue_len(&client, &keys).await,
+            1,
+            "the retry queued a second entry"
+        );
+
+        // Giving up after a lost reply: the retry of the cancel still removes the entry.
+        retry.cancel().await.unwrap();
+        assert_eq!(
+            queue_len(&client, &keys).await,
+            0,
+            "giving up left the entry behind"
+        );
+        holder.release().await.unwrap();
     }
 }

@@ -1,0 +1,118 @@
+//! The protocol holes of the hardening review (issue 12), each reproduced deterministically: the
+//! exact Redis state is set up with plain commands, a stale hand-off is published by hand, a
+//! "dead" waiter is a future that is never polled again (`mem::forget`: no clean-up runs).
+//! Holes 2 (Redlock re-grant) and 6 (idempotent re-queue) have unit tests beside their code.
+
+use std::time::Duration;
+
+use lockstock_lock::{DEFAULT_WAITER_LEASE, FairLock, LockOptions, ReleaseOutcome, Semaphore};
+use redis::AsyncCommands;
+
+use crate::helpers::{TestRedis, llen, wait_for};
+
+/// The token and hand-off channel of the mutex waiter queued at `index` (its queue entry is
+/// `token\nttl_ms\nexpires_ms\nchannel\nowner`).
+async fn queued_waiter(redis: &TestRedis, resource: &str, index: isize) -> (String, String) {
+    let mut raw = redis.raw().await;
+    let entry: String = raw.lindex(redis.queue_key(resource), index).await.unwrap();
+    let parts: Vec<&str> = entry.split('\n').collect();
+    (parts[0].to_owned(), parts[3].to_owned())
+}
+
+/// Hole 3: a semaphore permit handed over with the waiter's lease (3 s) as its TTL, for a TTL of
+/// 200 s, must survive until its first extension: the safety deadline counts from the TTL
+/// actually granted, not the full TTL's drift allowance (2 s, which put it before the extension).
+#[tokio::test]
+async fn a_handed_over_permit_with_a_long_ttl_survives_to_its_first_extension() {
+    let redis = TestRedis::new();
+    let raw = redis.raw().await;
+    let client = redis.client("sem").await;
+    let semaphore = Semaphore::new(&client, "s", 1).unwrap();
+    let options = LockOptions::with_ttl(Duration::from_secs(200));
+    let held = semaphore
+        .acquire(&options, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let waiting = {
+        let semaphore = semaphore.clone();
+        let options = options.clone();
+        tokio::spawn(async move { semaphore.acquire(&options, Duration::from_secs(10)).await })
+    };
+    let queue = format!("{}:{{s}}:sem:queue", redis.prefix);
+    wait_for("the waiter to queue", Duration::from_secs(5), || async {
+        llen(&raw, &queue).await == 1
+    })
+    .await;
+    held.release().await.unwrap();
+    let permit = waiting.await.unwrap().unwrap();
+    assert!(!permit.is_lost(), "lost at once");
+
+    // Handed over for one lease (3 s): the first extension is due a third of that later.
+    let holders = format!("{}:{{s}}:sem:holders", redis.prefix);
+    let token_expiry_far = || async {
+        let mut raw = raw.clone();
+        let top: Vec<(String, f64)> = raw.zrange_withscores(&holders, 0, 0).await.unwrap();
+        let now: (u64, u64) = redis::cmd("TIME").query_async(&mut raw).await.unwrap();
+        let now_ms = now.0 * 1000 + now.1 / 1000;
+        top.first().is_some_and(|(_, expiry)| {
+            *expiry as u64 > now_ms + DEFAULT_WAITER_LEASE.as_millis() as u64
+        })
+    };
+    wait_for(
+        "the first extension to the full TTL",
+        Duration::from_secs(3),
+        token_expiry_far,
+    )
+    .await;
+    assert!(
+        !permit.is_lost(),
+        "the hand-off was lost before its first extension"
+    );
+    assert_eq!(permit.release().await.unwrap(), ReleaseOutcome::Released);
+}
+
+/// Hole 3, short lease: a fair lock handed over with a 100 ms lease (TTL 10 s, whose drift
+/// allowance is 102 ms) must not be lost at once; it is extended to the full TTL.
+#[tokio::test]
+async fn a_fair_lock_handed_over_with_a_short_lease_is_extended_not_lost() {
+    let redis = TestRedis::new();
+    let raw = redis.raw().await;
+    let client = redis.client("fair").await;
+    let fair = FairLock::new(&client, "f")
+        .unwrap()
+        .with_waiter_lease(Duration::from_millis(100))
+        .unwrap();
+    let options = LockOptions::with_ttl(Duration::from_secs(10));
+    let held = fair
+        .acquire(&options, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let waiting = {
+        let fair = fair.clone();
+        let options = options.clone();
+        tokio::spawn(async move { fair.acquire(&options, Duration::from_secs(10)).await })
+    };
+    wait_for("the waiter to queue", Duration::from_secs(5), || async {
+        fair.queue_len().await.unwrap() == 1
+    })
+    .await;
+    held.release().await.unwrap();
+    let guard = waiting.await.unwrap().unwrap();
+    let lock = format!("{}:{{f}}:fair:lock", redis.prefix);
+    wait_for(
+        "the first extension to the full TTL",
+        Duration::from_secs(2),
+        || async {
+            let mut raw = raw.clone();
+            let pttl: i64 = raw.pttl(&lock).await.unwrap();
+            pttl > 1000
+        },
+    )
+    .await;
+    assert!(
+        !guard.is_lost(),
+        "the hand-off was lost before its first extension"
+    );
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+}
+
