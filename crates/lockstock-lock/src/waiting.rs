@@ -25,6 +25,11 @@
 //! - When the hold is handed to a waiter, then the waiter wakes on the hand-off message (no
 //!   polling) and owns it without another round trip; its hold counts from the earliest local
 //!   instant the hand-off can have happened.
+//! - When a hand-off message is older (its server time below) than the server time of a call of
+//!   the waiter's that already found the hold not the waiter's, then the hold it announced is
+//!   gone (it expired, e.g. while the waiter was paused, and may be someone else's now): the
+//!   message is discarded, never turned into a guard, and the waiter keeps waiting. (Equal
+//!   server times cannot prove it: the call may have run just before the hand-off.)
 //! - When the blocking holder's TTL runs out first, then the waiter wakes at that instant (the
 //!   script reports it) and tries again; a lost message costs at most one renewal or back-off
 //!   step.
@@ -427,6 +432,16 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
         tokio::select! {
             handoff = &mut active.receiver => {
                 match handoff {
+                    // Older than a call that already found the hold not ours: the hold it
+                    // announced is gone (expired during a pause, maybe taken by another). Never
+                    // a guard; keep waiting (the next attempt re-queues if the entry is gone).
+                    Ok(Handoff { server_ms: handed_at, .. })
+                        if clock_pair.is_some_and(|(_, seen)| handed_at < seen) =>
+                    {
+                        tracing::debug!(resource = plan.resource, handed_at, "discarding a stale hand-off message");
+                        drop(registration.take());
+                        registration = Some(notifier.register(&ticket.token, &ticket.channel));
+                    }
                     Ok(Handoff { fence, server_ms: handed_at, ttl_ms }) => {
                         queued.armed = false;
                         // The call that saw the server at `server_ms` was sent at `sent`; the
@@ -443,7 +458,11 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
                         return Ok(Grant::at(base, fence, ttl_ms));
                     }
                     // The notifier went away: carry on with the fallback looks only.
-                    Err(_) => registration = Some(notifier.register(&ticket.token, &ticket.channel)),
+                    Err(_) => {
+                        // Drop the old registration first: its removal is by token.
+                        drop(registration.take());
+                        registration = Some(notifier.register(&ticket.token, &ticket.channel));
+                    }
                 }
             }
             () = tokio::time::sleep(nap) => {}

@@ -116,3 +116,59 @@ async fn a_fair_lock_handed_over_with_a_short_lease_is_extended_not_lost() {
     assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
 }
 
+/// Hole 1: a hand-off message older than a server time the waiter has already seen (its later
+/// registration call found the lock held by another) is stale: the hold it announced is gone. It
+/// must be discarded, never turned into a guard; the waiter keeps waiting for a real hand-off.
+#[tokio::test]
+async fn a_stale_handoff_message_is_discarded_not_turned_into_a_guard() {
+    let redis = TestRedis::new();
+    let raw = redis.raw().await;
+    let holder = redis.client("holder").await;
+    let waiter_client = redis.client("waiter").await;
+    let options = LockOptions::with_ttl(Duration::from_secs(10));
+    let held = holder
+        .acquire("r", &options, Duration::from_secs(1))
+        .await
+        .unwrap();
+
+    let waiting = {
+        let options = options.clone();
+        tokio::spawn(async move {
+            waiter_client
+                .acquire("r", &options, Duration::from_secs(10))
+                .await
+        })
+    };
+    // A fresh client listens before its first queued call, so once its entry is in the queue
+    // it is registered for hand-offs and has seen the server's clock.
+    wait_for("the waiter to queue", Duration::from_secs(5), || async {
+        llen(&raw, &redis.queue_key("r")).await == 1
+    })
+    .await;
+    let (token, channel) = queued_waiter(&redis, "r", 0).await;
+
+    // A hand-off "at server time 1 ms" with a fence nobody was given: older than anything the
+    // waiter saw, as after a pause in which the real hand-off expired and someone else took it.
+    let mut conn = raw.clone();
+    let _: i64 = conn
+        .publish(&channel, format!("{token}\n999999\n1\n10000"))
+        .await
+        .unwrap();
+
+    assert_eq!(held.release().await.unwrap(), ReleaseOutcome::HandedOff);
+    let guard = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("waiter stuck")
+        .unwrap()
+        .unwrap();
+    let stored = holder.inspect("r").await.unwrap().expect("held");
+    assert_ne!(
+        guard.fence().get(),
+        999_999,
+        "a stale hand-off became a guard"
+    );
+    assert_eq!(guard.fence().get(), stored.fence);
+    assert_eq!(guard.token().to_string(), token);
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+}
+
