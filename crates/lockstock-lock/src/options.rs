@@ -164,6 +164,11 @@ pub struct LockConfig {
     pub response_timeout: Duration,
     /// How long connecting to Redis may take.
     pub connection_timeout: Duration,
+    /// How long a mutex waiter's queue entry lives without renewal (the waiting acquire renews
+    /// it every third of this). A hand-off to a waiter is granted for at most this long until
+    /// the waiter extends it, so a waiter that died queued blocks the lock one lease at most.
+    /// At least 30 ms.
+    pub waiter_lease: Duration,
 }
 
 impl Default for LockConfig {
@@ -175,6 +180,7 @@ impl Default for LockConfig {
             retry_max: Duration::from_secs(1),
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(2),
+            waiter_lease: crate::semaphore::DEFAULT_WAITER_LEASE,
         }
     }
 }

@@ -16,10 +16,14 @@
 //!
 //! - [`Pace::Lease`] (semaphore, read/write lock, fair lock): an entry lives one *lease*, renewed
 //!   every `lease / 3` by the next attempt; a dead waiter blocks nobody longer than one lease.
-//! - [`Pace::Backoff`] (mutex): an entry lives until the waiter's deadline; the waiter listens
-//!   before it queues (a free lock costs one round trip while the process is not yet listening
-//!   on the resource), and looks again on a jittered back-off ([`Backoff`]) in case a message was
-//!   lost or the holder vanished.
+//! - [`Pace::Backoff`] (mutex): an entry lives one lease too (renewed at least every
+//!   `lease / 3`); the waiter listens before it queues (a free lock costs one round trip while
+//!   the process is not yet listening on the resource), and looks again on a jittered back-off
+//!   ([`Backoff`]) in case a message was lost or the holder vanished.
+//!
+//! Either way a hand-off grants the waiter its TTL capped by its lease (the scripts keep the
+//! capped TTL in the entry); the guard counts its deadline and first extension from that
+//! (`guard.rs`), and the first extension restores the full TTL.
 //!
 //! What the loop guarantees:
 //! - When the hold is handed to a waiter, then the waiter wakes on the hand-off message (no
@@ -34,8 +38,10 @@
 //!   script reports it) and tries again; a lost message costs at most one renewal or back-off
 //!   step.
 //! - When the deadline passes, or the waiting future is dropped, then the waiter leaves the
-//!   queue (in the background when dropped); a hold handed to it meanwhile is taken (deadline)
-//!   or released (dropped).
+//!   queue (in the background when dropped, or when leaving at the deadline failed); a hold
+//!   handed to it meanwhile is taken (deadline) or released (dropped). Leaving is by token, so a
+//!   retry after a lost reply still finds the entry; if every try fails, the entry's lease runs
+//!   out and a hand-off to it costs one lease at most.
 //! - When a call fails with a connection error while waiting, then the loop keeps waiting (the
 //!   queue entry still stands) until the deadline, then reports the error.
 //! - Not guaranteed: a place in the queue for a waiter cut off from Redis past its lease; it
@@ -114,9 +120,9 @@ pub(crate) enum Pace {
     /// Entries live one lease and are renewed every third of it (semaphore, read/write lock,
     /// fair lock). `retry` is the back-off after a failed call, capped at a third of the lease.
     Lease { lease: Duration, retry: Duration },
-    /// Entries live until the waiter's deadline; the waiter listens before it queues and looks
-    /// again on this back-off (mutex).
-    Backoff(Backoff),
+    /// Entries live one lease too, renewed at least every third of it; the waiter listens
+    /// before it queues and looks again on a jittered back-off in between (mutex).
+    Backoff { backoff: Backoff, lease: Duration },
 }
 
 impl Pace {
@@ -128,8 +134,13 @@ impl Pace {
         }
     }
 
+    /// Leased queue entries of `lease`, with looks on `backoff` in between.
+    pub(crate) fn backoff(backoff: Backoff, lease: Duration) -> Self {
+        Self::Backoff { backoff, lease }
+    }
+
     fn listens_first(&self) -> bool {
-        matches!(self, Self::Backoff(_))
+        matches!(self, Self::Backoff { .. })
     }
 
     /// How long the entry of an attempt made with `remaining` wait left should live, in ms
@@ -138,10 +149,9 @@ impl Pace {
         match self {
             // The entry lives one lease, but never past the caller's deadline (plus a margin so a
             // renewal right at the deadline still finds it).
-            Self::Lease { lease, .. } => {
+            Self::Lease { lease, .. } | Self::Backoff { lease, .. } => {
                 ((*lease).min(remaining + MIN_WAITER_LEASE).as_millis() as u64).max(1)
             }
-            Self::Backoff(_) => remaining.as_millis() as u64,
         }
     }
 
@@ -152,7 +162,7 @@ impl Pace {
                 *retry = (*retry * 2).min(*lease / 3);
                 *retry
             }
-            Self::Backoff(backoff) => backoff.current(),
+            Self::Backoff { backoff, lease } => backoff.current().min(*lease / 3),
         }
     }
 
@@ -167,8 +177,8 @@ impl Pace {
                     .min(renew)
                 })
             }
-            Self::Backoff(backoff) => {
-                let jittered = backoff.next_delay();
+            Self::Backoff { backoff, lease } => {
+                let jittered = backoff.next_delay().min(*lease / 3);
                 wake.map_or(jittered, |wake| {
                     jittered.min(
                         wake.max(Duration::from_millis(1))
@@ -418,9 +428,12 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
         };
 
         if Instant::now() >= deadline {
-            queued.armed = false;
             let cancel_sent = Instant::now();
-            return match ops.cancel().await? {
+            // When leaving fails, the entry stays armed: dropping it retries in the background
+            // (and the entry's lease bounds what it can cost meanwhile).
+            let left = ops.cancel().await?;
+            queued.armed = false;
+            return match left {
                 Some((fence, pttl_ms)) => Ok(Grant::at(cancel_sent, fence, pttl_ms)),
                 None => Err(timed_out()),
             };

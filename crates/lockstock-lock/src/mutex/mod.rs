@@ -9,14 +9,32 @@
 //!   sleeping past the holder's remaining TTL, is the fallback for a holder that vanished or a
 //!   lost hand-off message (the shared wait loop, `waiting.rs`). Past the deadline it returns
 //!   [`LockError::Timeout`](crate::LockError::Timeout).
+//! - While queued, the waiter holds a *lease* on its queue entry
+//!   ([`LockConfig::waiter_lease`](crate::LockConfig::waiter_lease), default 3 s), renewed by
+//!   its next call at least every third of it. When the holder releases, then the lock goes to
+//!   the oldest entry whose lease has not run out, for the waiter's TTL capped by that lease;
+//!   the waiter's guard extends it to the full TTL a third of the lease later. So a waiter that
+//!   died queued is skipped once its lease ran out, and one that died within its last lease
+//!   holds a handed lock **one lease at most** (not a TTL).
+//! - When a queueing call's reply is lost and it is retried, then the retry (same token) finds
+//!   the caller's entry and renews it in place: one entry per waiter, its place in line kept.
+//!   Leaving the queue is by token too, so a retried give-up still removes the entry; if giving
+//!   up fails outright, the clean-up is retried in the background and the lease bounds the rest.
+//! - When a hand-off message arrives older (by the server's clock) than a call of the waiter's
+//!   that already found the lock not its own, then it is discarded, never turned into a guard:
+//!   the hold it announced expired (the waiter was paused) and may be someone else's now. The
+//!   waiter keeps waiting; its next call queues it again at the back (the hand-off consumed its
+//!   entry).
 //! - When a call's reply is lost and it is retried, then re-acquiring with the same token counts
 //!   as success and a repeated release is harmless.
 //! - When a waiting acquire is cancelled (its future dropped), then its queue entry is removed in
 //!   the background, and a lock handed to it meanwhile is released.
+//! - The uncontended path is unchanged by the lease: acquire and release are one round trip
+//!   each, and only queued waiters renew.
 //! - Not guaranteed: fairness towards acquirers that arrive while the lock is *free* (they take
 //!   it at once); FIFO order holds among those that found it held (use
-//!   [`FairLock`](crate::FairLock) for strict arrival order). A waiter that died while queued may
-//!   be handed the lock once, which then sits idle for one TTL, as after a holder's crash.
+//!   [`FairLock`](crate::FairLock) for strict arrival order). A waiter cut off from Redis for
+//!   longer than its lease loses its place (it queues again at the back when it can).
 //!
 //! The protocol (acquire, queue, hand-off, expiry, fencing) is model-checked in `tests/model/`
 //! (stateright): every reachable interleaving keeps one holder and increasing fences.
@@ -24,7 +42,10 @@
 mod guard;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -33,7 +54,7 @@ use redis::Value;
 pub use self::guard::{LockGuard, LockLease};
 use super::{
     client::LockClient,
-    error::{LockError, Result},
+    error::Result,
     guard::{Holder, ReleaseOutcome},
     keys::ResourceKeys,
     metrics::LockMetrics,
@@ -49,9 +70,9 @@ pub(crate) struct MutexOps {
     ticket: Ticket,
     keys: Arc<ResourceKeys>,
     token: LockToken,
-    /// The queue entry as stored in Redis ("" when not queued), shared by the waiting loop and
-    /// the background clean-up of a dropped waiter.
-    entry: Arc<Mutex<String>>,
+    /// Whether a queueing call was sent (its entry may be in Redis even if the reply was lost),
+    /// shared by the waiting loop and the background clean-up of a dropped waiter.
+    queued: Arc<AtomicBool>,
 }
 
 impl MutexOps {
@@ -66,15 +87,8 @@ impl MutexOps {
             ticket: Ticket::with_token(client, &keys.handoff, options, token),
             keys,
             token,
-            entry: Arc::default(),
+            queued: Arc::default(),
         }
-    }
-
-    fn entry(&self) -> std::sync::MutexGuard<'_, String> {
-        // A panic while holding this lock leaves only a string behind; keep using it.
-        self.entry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -129,7 +143,10 @@ impl LockClient {
             WaitPlan {
                 resource: &ops.keys.resource,
                 wait,
-                pace: Pace::Backoff(Backoff::new(config.retry_min, config.retry_max)),
+                pace: Pace::backoff(
+                    Backoff::new(config.retry_min, config.retry_max),
+                    waiting::check_waiter_lease(config.waiter_lease)?,
+                ),
             },
         )
         .await?;
@@ -155,9 +172,11 @@ impl QueuedOps for MutexOps {
         &self.ticket
     }
 
-    /// One call of `acquire.lua`; remembers the queue entry it reports.
-    async fn attempt(&self, queue_ms: u64) -> Result<Attempt> {
-        let entry = self.entry().clone();
+    /// One call of `acquire.lua` (queueing, or renewing the entry's lease, when `lease_ms > 0`).
+    async fn attempt(&self, lease_ms: u64) -> Result<Attempt> {
+        if lease_ms > 0 {
+            self.queued.store(true, Ordering::Relaxed);
+        }
         let reply: Vec<Value> = self
             .ticket
             .client
@@ -170,39 +189,15 @@ impl QueuedOps for MutexOps {
                     .arg(&self.ticket.token)
                     .arg(self.ticket.ttl_ms)
                     .arg(self.ticket.client.owner_json())
-                    .arg(queue_ms)
-                    .arg(entry)
+                    .arg(lease_ms)
                     .arg(&self.ticket.channel),
             )
             .await?;
-        match reply.as_slice() {
-            [Value::Int(1), Value::Int(fence), Value::Int(pttl), _] => {
-                self.entry().clear();
-                Ok(Attempt::Granted {
-                    fence: *fence as u64,
-                    pttl_ms: (*pttl).max(0) as u64,
-                })
-            }
-            [Value::Int(0), Value::Int(pttl), Value::Int(now), entry] => {
-                *self.entry() = match entry {
-                    Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                    _ => String::new(),
-                };
-                Ok(Attempt::Waiting {
-                    wake_ms: Some((*pttl).max(0) as u64),
-                    server_ms: (*now).max(0) as u64,
-                })
-            }
-            other => Err(LockError::UnexpectedReply {
-                operation: "acquire",
-                detail: format!("{other:?}"),
-            }),
-        }
+        waiting::parse_attempt("acquire", &reply)
     }
 
-    /// One call of `cancel_wait.lua` with the entry (taken: it is gone afterwards).
+    /// One call of `cancel_wait.lua`: leaves the queue by token.
     async fn cancel(&self) -> Result<Option<(u64, u64)>> {
-        let entry = std::mem::take(&mut *self.entry());
         let reply: Vec<Value> = self
             .ticket
             .client
@@ -211,15 +206,14 @@ impl QueuedOps for MutexOps {
                     .cancel_wait
                     .key(&self.keys.lock)
                     .key(&self.keys.queue)
-                    .arg(&self.ticket.token)
-                    .arg(entry),
+                    .arg(&self.ticket.token),
             )
             .await?;
         waiting::parse_cancel("cancel_wait", &reply)
     }
 
     fn may_be_queued(&self) -> bool {
-        !self.entry().is_empty()
+        self.queued.load(Ordering::Relaxed)
     }
 }
 

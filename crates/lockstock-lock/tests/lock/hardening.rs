@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use lockstock_lock::{DEFAULT_WAITER_LEASE, FairLock, LockOptions, ReleaseOutcome, Semaphore};
+use lockstock_lock::{
+    DEFAULT_WAITER_LEASE, FairLock, LockClient, LockOptions, ReleaseOutcome, Semaphore,
+};
 use redis::AsyncCommands;
 
 use crate::helpers::{TestRedis, llen, wait_for};
@@ -172,3 +174,106 @@ async fn a_stale_handoff_message_is_discarded_not_turned_into_a_guard() {
     assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
 }
 
+/// Hole 7: a mutex waiter that died while queued (its future is never polled again and never
+/// cleaned up) is handed the lock for at most its lease, not a whole TTL; the next waiter gets it
+/// within about one lease.
+#[tokio::test]
+async fn a_dead_mutex_waiter_is_handed_the_lock_for_one_lease_at_most() {
+    let redis = TestRedis::new();
+    let raw = redis.raw().await;
+    let holder = redis.client("holder").await;
+    let dead_client = redis.client("dead").await;
+    let next = redis.client("next").await;
+    let options = LockOptions::with_ttl(Duration::from_secs(30));
+    let held = holder
+        .acquire("r", &options, Duration::from_secs(1))
+        .await
+        .unwrap();
+
+    let mut dead = Box::pin(dead_client.acquire("r", &options, Duration::from_secs(60)));
+    tokio::select! {
+        _ = &mut dead => panic!("the waiter was granted while the lock was held"),
+        () = wait_for("the waiter to queue", Duration::from_secs(5), || async {
+            llen(&raw, &redis.queue_key("r")).await == 1
+        }) => {}
+    }
+    std::mem::forget(dead); // never polled again, never cleaned up: as if its process died
+
+    assert_eq!(held.release().await.unwrap(), ReleaseOutcome::HandedOff);
+    let mut conn = raw.clone();
+    let pttl: i64 = conn.pttl(redis.lock_key("r")).await.unwrap();
+    assert!(
+        pttl <= DEFAULT_WAITER_LEASE.as_millis() as i64,
+        "the dead waiter was handed the lock for {pttl} ms, more than one waiter lease"
+    );
+    let guard = next
+        .acquire("r", &options, DEFAULT_WAITER_LEASE + Duration::from_secs(2))
+        .await
+        .expect("the next waiter gets the lock within one lease");
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+}
+
+/// Hole 7, the live side: a mutex waiter renews its lease while it waits, so waiting many leases
+/// keeps its place in line; the hand-off it then gets (granted for one lease) is extended to the
+/// full TTL, not lost.
+#[tokio::test]
+async fn a_live_mutex_waiter_keeps_its_place_past_its_lease_and_extends_the_handoff() {
+    let redis = TestRedis::new();
+    let raw = redis.raw().await;
+    let holder = redis.client("holder").await;
+    let mut config = redis.config("waiter");
+    config.waiter_lease = Duration::from_millis(100);
+    let first = LockClient::connect(&redis.url, config.clone())
+        .await
+        .unwrap();
+    let second = LockClient::connect(&redis.url, config).await.unwrap();
+    let options = LockOptions::with_ttl(Duration::from_secs(10));
+    let held = holder
+        .acquire("r", &options, Duration::from_secs(1))
+        .await
+        .unwrap();
+
+    let spawn_waiter = |client: LockClient| {
+        let options = options.clone();
+        tokio::spawn(async move { client.acquire("r", &options, Duration::from_secs(10)).await })
+    };
+    let first_waiting = spawn_waiter(first);
+    wait_for(
+        "the first waiter to queue",
+        Duration::from_secs(5),
+        || async { llen(&raw, &redis.queue_key("r")).await == 1 },
+    )
+    .await;
+    // Five leases: a waiter that did not renew would have lost its place by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (first_token, _) = queued_waiter(&redis, "r", 0).await;
+    let second_waiting = spawn_waiter(second);
+    wait_for(
+        "the second waiter to queue",
+        Duration::from_secs(5),
+        || async { llen(&raw, &redis.queue_key("r")).await == 2 },
+    )
+    .await;
+    assert_eq!(queued_waiter(&redis, "r", 0).await.0, first_token);
+
+    assert_eq!(held.release().await.unwrap(), ReleaseOutcome::HandedOff);
+    let guard = first_waiting.await.unwrap().unwrap();
+    assert_eq!(guard.token().to_string(), first_token);
+    wait_for(
+        "the first extension of the hand-off to the full TTL",
+        Duration::from_secs(2),
+        || async {
+            let mut raw = raw.clone();
+            let pttl: i64 = raw.pttl(redis.lock_key("r")).await.unwrap();
+            pttl > 1000
+        },
+    )
+    .await;
+    assert!(
+        !guard.is_lost(),
+        "the hand-off was lost before its first extension"
+    );
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::HandedOff);
+    let next = second_waiting.await.unwrap().unwrap();
+    assert_eq!(next.release().await.unwrap(), ReleaseOutcome::Released);
+}
