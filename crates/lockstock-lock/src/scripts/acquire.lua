@@ -38,7 +38,11 @@ if value then
   return {0, redis.call('PTTL', KEYS[1]), now}
 end
 
-leave_queue(KEYS[3], token)
+if ARGV[4] ~= '0' then
+  -- Only a queueing call can have an entry (an unqueued look never did): the uncontended path
+  -- stays free of the queue scan.
+  leave_queue(KEYS[3], token)
+end
 local fence = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], lock_value(token, fence, now, ARGV[3]), 'PX', ARGV[2])
 return {1, fence, tonumber(ARGV[2]), now}
