@@ -206,9 +206,12 @@ impl<H: Holder> Held<H> {
             metrics: holder.metrics(),
         });
         let stop = CancellationToken::new();
-        let first_extend = options
-            .heartbeat_period()
-            .map(|period| base + scaled(period, valid_for, options.ttl));
+        let first_extend = match options.heartbeat_period() {
+            Some(period) => Some(base + scaled(period, valid_for, options.ttl)),
+            // No heartbeat: a hand-off granted for less than the TTL is still extended once, to
+            // the TTL the caller asked for.
+            None => (valid_for < options.ttl).then(|| base + valid_for / 3),
+        };
         let holder = Arc::new(holder);
         let heartbeat = tokio::spawn(heartbeat(
             holder.clone(),
@@ -428,7 +431,7 @@ async fn heartbeat<H: Holder>(
     let ttl = options.ttl;
     let ttl_ms = options.ttl_ms();
     let drift = options.drift();
-    let retry_after = period.map(|p| (p / 4).max(Duration::from_millis(5)));
+    let retry_after = (period.unwrap_or(ttl / 3) / 4).max(Duration::from_millis(5));
     let mut next_extend = first_extend;
     let mut warnings = 1u32;
     let mut warn_at = options.warn_after.map(|w| state.acquired_at + w);
@@ -483,7 +486,7 @@ async fn heartbeat<H: Holder>(
                     }
                     Some(Err(error)) => {
                         tracing::debug!(%error, resource = %state.resource, what = state.what, "extension failed; retrying");
-                        next_extend = retry_after.map(|r| Instant::now() + r);
+                        next_extend = Some(Instant::now() + retry_after);
                     }
                     None => {} // deadline reached; the next turn fires the lost signal
                 }

@@ -20,7 +20,8 @@ pub enum Heartbeat {
     Auto,
     /// Extend the TTL at this period (must be shorter than the TTL minus the drift allowance).
     Every(Duration),
-    /// Never extend: the lock lasts one TTL. The guard still fires its lost signal at the local
+    /// Never extend: the lock lasts one TTL (a hand-off, granted for the waiter's lease at most,
+    /// is extended once to the TTL). The guard still fires its lost signal at the local
     /// safety deadline.
     Off,
 }

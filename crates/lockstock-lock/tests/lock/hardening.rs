@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use lockstock_lock::{
-    DEFAULT_WAITER_LEASE, FairLock, LockClient, LockOptions, ReleaseOutcome, Semaphore,
+    DEFAULT_WAITER_LEASE, FairLock, Heartbeat, LockClient, LockOptions, ReleaseOutcome, Semaphore,
 };
 use redis::AsyncCommands;
 
@@ -276,4 +276,44 @@ async fn a_live_mutex_waiter_keeps_its_place_past_its_lease_and_extends_the_hand
     assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::HandedOff);
     let next = second_waiting.await.unwrap().unwrap();
     assert_eq!(next.release().await.unwrap(), ReleaseOutcome::Released);
+}
+
+/// With the heartbeat off, a mutex hand-off (granted for the waiter's lease) is still extended
+/// once to the TTL asked for, so it lasts one TTL as `Heartbeat::Off` promises.
+#[tokio::test]
+async fn a_handoff_without_heartbeat_is_claimed_for_the_full_ttl_once() {
+    let redis = TestRedis::new();
+    let raw = redis.raw().await;
+    let holder = redis.client("holder").await;
+    let mut config = redis.config("waiter");
+    config.waiter_lease = Duration::from_millis(100);
+    let waiter = LockClient::connect(&redis.url, config).await.unwrap();
+    let options = LockOptions::with_ttl(Duration::from_secs(10)).heartbeat(Heartbeat::Off);
+    let held = holder
+        .acquire("r", &options, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let waiting = {
+        let options = options.clone();
+        tokio::spawn(async move { waiter.acquire("r", &options, Duration::from_secs(10)).await })
+    };
+    wait_for("the waiter to queue", Duration::from_secs(5), || async {
+        llen(&raw, &redis.queue_key("r")).await == 1
+    })
+    .await;
+    assert_eq!(held.release().await.unwrap(), ReleaseOutcome::HandedOff);
+    let guard = waiting.await.unwrap().unwrap();
+    wait_for(
+        "the claim to the full TTL",
+        Duration::from_secs(2),
+        || async {
+            let mut raw = raw.clone();
+            let pttl: i64 = raw.pttl(redis.lock_key("r")).await.unwrap();
+            pttl > 1000
+        },
+    )
+    .await;
+    assert!(!guard.is_lost());
+    assert!(guard.remaining() > Duration::from_secs(5));
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
 }
