@@ -6,9 +6,13 @@
 use std::time::Duration;
 
 use lockstock_lock::{
-    DEFAULT_WAITER_LEASE, FairLock, Heartbeat, LockClient, LockOptions, ReleaseOutcome, Semaphore,
+    DEFAULT_WAITER_LEASE, FairLock, Heartbeat, LockClient, LockGuard, LockOptions, ReleaseOutcome,
+    Result, Semaphore,
 };
 use redis::AsyncCommands;
+
+use redis::aio::ConnectionManager;
+use tokio::task::JoinHandle;
 
 use crate::helpers::{TestRedis, llen, wait_for};
 
@@ -19,6 +23,35 @@ async fn queued_waiter(redis: &TestRedis, resource: &str, index: isize) -> (Stri
     let entry: String = raw.lindex(redis.queue_key(resource), index).await.unwrap();
     let parts: Vec<&str> = entry.split('\n').collect();
     (parts[0].to_owned(), parts[3].to_owned())
+}
+
+/// Waits until the list at `key` holds `n` waiters.
+async fn queued(raw: &ConnectionManager, key: &str, n: usize) {
+    wait_for("the waiters to queue", Duration::from_secs(5), || async {
+        llen(raw, key).await == n
+    })
+    .await;
+}
+
+/// Waits until the exclusive hold at `key` was extended past its hand-off's short TTL (to the
+/// full 10 s asked for): the first extension came and succeeded.
+async fn extended_to_full_ttl(raw: &ConnectionManager, key: &str) {
+    wait_for(
+        "the first extension to the full TTL",
+        Duration::from_secs(2),
+        || async {
+            let mut raw = raw.clone();
+            let pttl: i64 = raw.pttl(key).await.unwrap();
+            pttl > 1000
+        },
+    )
+    .await;
+}
+
+/// `client` waiting for the mutex on `r` (up to 10 s) in a spawned task.
+fn spawn_mutex_waiter(client: LockClient, options: &LockOptions) -> JoinHandle<Result<LockGuard>> {
+    let options = options.clone();
+    tokio::spawn(async move { client.acquire("r", &options, Duration::from_secs(10)).await })
 }
 
 /// Hole 3: a semaphore permit handed over with the waiter's lease (3 s) as its TTL, for a TTL of
@@ -41,10 +74,7 @@ async fn a_handed_over_permit_with_a_long_ttl_survives_to_its_first_extension() 
         tokio::spawn(async move { semaphore.acquire(&options, Duration::from_secs(10)).await })
     };
     let queue = format!("{}:{{s}}:sem:queue", redis.prefix);
-    wait_for("the waiter to queue", Duration::from_secs(5), || async {
-        llen(&raw, &queue).await == 1
-    })
-    .await;
+    queued(&raw, &queue, 1).await;
     held.release().await.unwrap();
     let permit = waiting.await.unwrap().unwrap();
     assert!(!permit.is_lost(), "lost at once");
@@ -101,16 +131,7 @@ async fn a_fair_lock_handed_over_with_a_short_lease_is_extended_not_lost() {
     held.release().await.unwrap();
     let guard = waiting.await.unwrap().unwrap();
     let lock = format!("{}:{{f}}:fair:lock", redis.prefix);
-    wait_for(
-        "the first extension to the full TTL",
-        Duration::from_secs(2),
-        || async {
-            let mut raw = raw.clone();
-            let pttl: i64 = raw.pttl(&lock).await.unwrap();
-            pttl > 1000
-        },
-    )
-    .await;
+    extended_to_full_ttl(&raw, &lock).await;
     assert!(
         !guard.is_lost(),
         "the hand-off was lost before its first extension"
@@ -133,20 +154,10 @@ async fn a_stale_handoff_message_is_discarded_not_turned_into_a_guard() {
         .await
         .unwrap();
 
-    let waiting = {
-        let options = options.clone();
-        tokio::spawn(async move {
-            waiter_client
-                .acquire("r", &options, Duration::from_secs(10))
-                .await
-        })
-    };
+    let waiting = spawn_mutex_waiter(waiter_client, &options);
     // A fresh client listens before its first queued call, so once its entry is in the queue
     // it is registered for hand-offs and has seen the server's clock.
-    wait_for("the waiter to queue", Duration::from_secs(5), || async {
-        llen(&raw, &redis.queue_key("r")).await == 1
-    })
-    .await;
+    queued(&raw, &redis.queue_key("r"), 1).await;
     let (token, channel) = queued_waiter(&redis, "r", 0).await;
 
     // A hand-off "at server time 1 ms" with a fence nobody was given: older than anything the
@@ -190,12 +201,11 @@ async fn a_dead_mutex_waiter_is_handed_the_lock_for_one_lease_at_most() {
         .await
         .unwrap();
 
+    let queue = redis.queue_key("r");
     let mut dead = Box::pin(dead_client.acquire("r", &options, Duration::from_secs(60)));
     tokio::select! {
         _ = &mut dead => panic!("the waiter was granted while the lock was held"),
-        () = wait_for("the waiter to queue", Duration::from_secs(5), || async {
-            llen(&raw, &redis.queue_key("r")).await == 1
-        }) => {}
+        () = queued(&raw, &queue, 1) => {}
     }
     std::mem::forget(dead); // never polled again, never cleaned up: as if its process died
 
@@ -233,42 +243,19 @@ async fn a_live_mutex_waiter_keeps_its_place_past_its_lease_and_extends_the_hand
         .await
         .unwrap();
 
-    let spawn_waiter = |client: LockClient| {
-        let options = options.clone();
-        tokio::spawn(async move { client.acquire("r", &options, Duration::from_secs(10)).await })
-    };
-    let first_waiting = spawn_waiter(first);
-    wait_for(
-        "the first waiter to queue",
-        Duration::from_secs(5),
-        || async { llen(&raw, &redis.queue_key("r")).await == 1 },
-    )
-    .await;
+    let first_waiting = spawn_mutex_waiter(first, &options);
+    queued(&raw, &redis.queue_key("r"), 1).await;
     // Five leases: a waiter that did not renew would have lost its place by now.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (first_token, _) = queued_waiter(&redis, "r", 0).await;
-    let second_waiting = spawn_waiter(second);
-    wait_for(
-        "the second waiter to queue",
-        Duration::from_secs(5),
-        || async { llen(&raw, &redis.queue_key("r")).await == 2 },
-    )
-    .await;
+    let second_waiting = spawn_mutex_waiter(second, &options);
+    queued(&raw, &redis.queue_key("r"), 2).await;
     assert_eq!(queued_waiter(&redis, "r", 0).await.0, first_token);
 
     assert_eq!(held.release().await.unwrap(), ReleaseOutcome::HandedOff);
     let guard = first_waiting.await.unwrap().unwrap();
     assert_eq!(guard.token().to_string(), first_token);
-    wait_for(
-        "the first extension of the hand-off to the full TTL",
-        Duration::from_secs(2),
-        || async {
-            let mut raw = raw.clone();
-            let pttl: i64 = raw.pttl(redis.lock_key("r")).await.unwrap();
-            pttl > 1000
-        },
-    )
-    .await;
+    extended_to_full_ttl(&raw, &redis.lock_key("r")).await;
     assert!(
         !guard.is_lost(),
         "the hand-off was lost before its first extension"
@@ -293,26 +280,11 @@ async fn a_handoff_without_heartbeat_is_claimed_for_the_full_ttl_once() {
         .acquire("r", &options, Duration::from_secs(1))
         .await
         .unwrap();
-    let waiting = {
-        let options = options.clone();
-        tokio::spawn(async move { waiter.acquire("r", &options, Duration::from_secs(10)).await })
-    };
-    wait_for("the waiter to queue", Duration::from_secs(5), || async {
-        llen(&raw, &redis.queue_key("r")).await == 1
-    })
-    .await;
+    let waiting = spawn_mutex_waiter(waiter, &options);
+    queued(&raw, &redis.queue_key("r"), 1).await;
     assert_eq!(held.release().await.unwrap(), ReleaseOutcome::HandedOff);
     let guard = waiting.await.unwrap().unwrap();
-    wait_for(
-        "the claim to the full TTL",
-        Duration::from_secs(2),
-        || async {
-            let mut raw = raw.clone();
-            let pttl: i64 = raw.pttl(redis.lock_key("r")).await.unwrap();
-            pttl > 1000
-        },
-    )
-    .await;
+    extended_to_full_ttl(&raw, &redis.lock_key("r")).await;
     assert!(!guard.is_lost());
     assert!(guard.remaining() > Duration::from_secs(5));
     assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
