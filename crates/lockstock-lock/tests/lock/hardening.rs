@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lockstock_lock::{
     DEFAULT_WAITER_LEASE, FairLock, Heartbeat, LockClient, LockGuard, LockOptions, ReleaseOutcome,
-    Result, Semaphore,
+    Result, RwLock, Semaphore,
 };
 use redis::AsyncCommands;
 
@@ -132,6 +132,35 @@ async fn a_fair_lock_handed_over_with_a_short_lease_is_extended_not_lost() {
     let guard = waiting.await.unwrap().unwrap();
     let lock = format!("{}:{{f}}:fair:lock", redis.prefix);
     extended_to_full_ttl(&raw, &lock).await;
+    assert!(
+        !guard.is_lost(),
+        "the hand-off was lost before its first extension"
+    );
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+}
+
+/// Hole 3, read/write lock: a write lock handed over with a 100 ms lease (TTL 10 s) is extended
+/// to the full TTL, not lost.
+#[tokio::test]
+async fn a_write_lock_handed_over_with_a_short_lease_is_extended_not_lost() {
+    let redis = TestRedis::new();
+    let raw = redis.raw().await;
+    let client = redis.client("rw").await;
+    let rw = RwLock::new(&client, "w")
+        .unwrap()
+        .with_waiter_lease(Duration::from_millis(100))
+        .unwrap();
+    let options = LockOptions::with_ttl(Duration::from_secs(10));
+    let held = rw.write(&options, Duration::from_secs(1)).await.unwrap();
+    let waiting = {
+        let rw = rw.clone();
+        let options = options.clone();
+        tokio::spawn(async move { rw.write(&options, Duration::from_secs(10)).await })
+    };
+    queued(&raw, &format!("{}:{{w}}:rw:queue", redis.prefix), 1).await;
+    held.release().await.unwrap();
+    let guard = waiting.await.unwrap().unwrap();
+    extended_to_full_ttl(&raw, &format!("{}:{{w}}:rw:writer", redis.prefix)).await;
     assert!(
         !guard.is_lost(),
         "the hand-off was lost before its first extension"
