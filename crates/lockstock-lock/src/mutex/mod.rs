@@ -113,7 +113,7 @@ impl LockClient {
     /// Takes the lock on `resource`, waiting up to `wait` for it.
     ///
     /// Waiters are served in FIFO order and woken by the holder's release. Returns
-    /// [`LockError::Timeout`] when the lock could not be had in time.
+    /// [`LockError::Timeout`](crate::LockError::Timeout) when the lock could not be had in time.
     #[tracing::instrument(level = "debug", skip_all, fields(resource = %resource), err(level = "debug"))]
     pub async fn acquire(
         &self,
