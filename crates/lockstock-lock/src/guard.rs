@@ -7,11 +7,17 @@
 //!
 //! - When a primitive is acquired, then the safety deadline is the instant the acquiring request
 //!   was *sent* (for a hand-off: the earliest local instant it can have happened) plus the TTL
-//!   minus the drift allowance; each successful extension moves it to that extension's send
-//!   instant plus the TTL minus the drift.
+//!   *actually granted* minus the drift allowance scaled to it (a hand-off to a waiter is granted
+//!   with the waiter's lease at most, so a dead waiter cannot sit on it for a TTL); each
+//!   successful extension moves it to that extension's send instant plus the full TTL minus the
+//!   drift.
+//! - Deadlines are measured on the local monotonic clock (`Instant`), which on most platforms
+//!   does not advance while the host is suspended: a host that sleeps through its deadline wakes
+//!   believing it still holds, and the lost signal fires late — at the next extension, which then
+//!   finds the hold gone. Only the fencing token protects the resource across a suspend.
 //! - While held, the heartbeat extends every `ttl / 3` (see [`Heartbeat`](crate::Heartbeat));
-//!   the first time after a third of the TTL the hold was *granted with* (a hand-off to a waiter is
-//!   granted with the waiter's lease at most, so a dead waiter cannot sit on it for a TTL). When an
+//!   the first time after the period scaled to the TTL actually granted (a third of the waiter's
+//!   lease for a capped hand-off), so the first extension always comes before the deadline. When an
 //!   extension finds the hold gone, then the lost signal fires at once; when extensions fail
 //!   (Redis unreachable, no majority), then they are retried quickly and the lost signal fires
 //!   at the safety deadline, before any Redis could expire the hold.
@@ -88,13 +94,6 @@ pub(crate) trait Holder: fmt::Debug + Send + Sync + 'static {
     /// Where losses and hold times are counted, if anywhere.
     fn metrics(&self) -> Option<Arc<LockMetrics>> {
         None
-    }
-
-    /// How long after the grant the first extension is due, given the heartbeat `period` and the
-    /// TTL the hold was granted with: a third of that when sooner (a hand-off granted with a
-    /// waiter's short lease must be extended before the lease runs out).
-    fn first_extend_after(&self, period: Duration, valid_for: Duration) -> Duration {
-        period.min(valid_for / 3)
     }
 }
 
@@ -190,21 +189,29 @@ impl<H: Holder> Held<H> {
             valid_for,
         } = grant;
         let drift = options.drift();
+        // A hand-off capped by the waiter's lease is granted for less than the TTL: its deadline
+        // and first extension count from the TTL actually granted (the full TTL's drift
+        // allowance could exceed a short grant and lose it before its first extension).
         let state = Arc::new(State {
             resource: resource.to_owned(),
             what,
             fence: FencingToken(fence),
             acquired_at: base,
-            deadline: Mutex::new(base + valid_for.saturating_sub(drift)),
+            deadline: Mutex::new(
+                base + valid_for.saturating_sub(scaled(drift, valid_for, options.ttl)),
+            ),
             lost: CancellationToken::new(),
             ttl: options.ttl,
             drift,
             metrics: holder.metrics(),
         });
         let stop = CancellationToken::new();
-        let first_extend = options
-            .heartbeat_period()
-            .map(|period| base + holder.first_extend_after(period, valid_for));
+        let first_extend = match options.heartbeat_period() {
+            Some(period) => Some(base + scaled(period, valid_for, options.ttl)),
+            // No heartbeat: a hand-off granted for less than the TTL is still extended once, to
+            // the TTL the caller asked for.
+            None => (valid_for < options.ttl).then(|| base + valid_for / 3),
+        };
         let holder = Arc::new(holder);
         let heartbeat = tokio::spawn(heartbeat(
             holder.clone(),
@@ -394,6 +401,17 @@ macro_rules! held_guard_methods {
 }
 pub(crate) use held_guard_methods;
 
+/// `span` (a drift allowance or heartbeat period of a full-TTL hold) scaled to a hold granted
+/// for `granted`: in proportion when that is shorter than `ttl`. Validation keeps the period below
+/// `ttl - drift`, so the scaled period stays below the scaled deadline too.
+fn scaled(span: Duration, granted: Duration, ttl: Duration) -> Duration {
+    if granted >= ttl || ttl.is_zero() {
+        span
+    } else {
+        span.mul_f64(granted.as_secs_f64() / ttl.as_secs_f64())
+    }
+}
+
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -413,7 +431,7 @@ async fn heartbeat<H: Holder>(
     let ttl = options.ttl;
     let ttl_ms = options.ttl_ms();
     let drift = options.drift();
-    let retry_after = period.map(|p| (p / 4).max(Duration::from_millis(5)));
+    let retry_after = (period.unwrap_or(ttl / 3) / 4).max(Duration::from_millis(5));
     let mut next_extend = first_extend;
     let mut warnings = 1u32;
     let mut warn_at = options.warn_after.map(|w| state.acquired_at + w);
@@ -468,7 +486,7 @@ async fn heartbeat<H: Holder>(
                     }
                     Some(Err(error)) => {
                         tracing::debug!(%error, resource = %state.resource, what = state.what, "extension failed; retrying");
-                        next_extend = retry_after.map(|r| Instant::now() + r);
+                        next_extend = Some(Instant::now() + retry_after);
                     }
                     None => {} // deadline reached; the next turn fires the lost signal
                 }

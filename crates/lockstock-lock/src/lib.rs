@@ -11,7 +11,7 @@
 //!
 //! | type | holders | waiting | module guide |
 //! |---|---|---|---|
-//! | [`LockClient`] (mutex) | one | FIFO among waiters; a free lock goes to whoever asks | below, [`LockGuard`] |
+//! | [`LockClient`] (mutex) | one | FIFO among waiters, dead waiters leave by their lease; a free lock goes to whoever asks | below, [`LockGuard`] |
 //! | [`FairLock`] | one | strict FIFO of arrival, dead waiters leave by their lease | [`FairLock`] |
 //! | [`Semaphore`] | at most N | FIFO, permits handed to the oldest waiter | [`Semaphore`] |
 //! | [`RwLock`] | many readers or one writer | FIFO; a waiting writer is not starved | [`RwLock`] |
@@ -49,11 +49,18 @@
 //!   one process-local wake-up per hand-off.
 //! - Release and extend act only while the caller's token is still on the key (compared in a
 //!   script); otherwise they report [`ReleaseOutcome::NotHeld`] / the lost signal.
+//! - While queued, a mutex waiter holds a lease on its entry ([`LockConfig::waiter_lease`],
+//!   renewed every third of it); a hand-off grants its TTL capped by that lease until the waiter
+//!   extends it, so a waiter that died queued blocks the lock one lease at most.
 //! - While held, the [`LockGuard`]'s heartbeat extends the TTL every `ttl / 3`; its lost signal
 //!   fires when an extension finds the lock gone, and also at a local safety deadline (measured
-//!   on the monotonic clock from when the request was *sent*) when extensions stop succeeding.
+//!   on the monotonic clock from when the request was *sent*, over the TTL actually granted)
+//!   when extensions stop succeeding. A host suspended past the deadline (the monotonic clock
+//!   does not run while suspended) learns of the loss late: at its next extension.
 //! - Retrying a call whose reply was lost is safe: re-acquiring with the same token is a success,
-//!   a second release is a no-op. Redis stores no client wall-clock time.
+//!   re-queueing renews the one entry, a second release is a no-op. A hand-off message older
+//!   than a reply that already found the lock not the waiter's is discarded. Redis stores no
+//!   client wall-clock time.
 //!
 //! # Not guaranteed
 //! - Mutual exclusion in the face of pauses. A holder can be paused (GC, SIGSTOP, swap) past its

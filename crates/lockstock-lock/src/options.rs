@@ -1,7 +1,8 @@
 //! Settings: [`LockConfig`] for a client, [`LockOptions`] for each acquisition.
 //!
 //! - When options are invalid (zero TTL, a heartbeat not shorter than the TTL, a drift allowance
-//!   that eats the whole TTL), then `acquire` refuses them with
+//!   that eats the whole TTL, a heartbeat period at or past `TTL − drift`, which would extend only
+//!   after the safety deadline fired), then `acquire` refuses them with
 //!   [`LockError::InvalidArgument`](super::LockError::InvalidArgument) before sending anything.
 
 use std::time::Duration;
@@ -17,9 +18,10 @@ use super::{
 pub enum Heartbeat {
     /// Extend the TTL every `ttl / 3` (the default).
     Auto,
-    /// Extend the TTL at this period (must be shorter than the TTL).
+    /// Extend the TTL at this period (must be shorter than the TTL minus the drift allowance).
     Every(Duration),
-    /// Never extend: the lock lasts one TTL. The guard still fires its lost signal at the local
+    /// Never extend: the lock lasts one TTL (a hand-off, granted for the waiter's lease at most,
+    /// is extended once to the TTL). The guard still fires its lost signal at the local
     /// safety deadline.
     Off,
 }
@@ -122,6 +124,16 @@ impl LockOptions {
                 self.ttl
             )));
         }
+        if let Some(period) = self.heartbeat_period()
+            && period >= self.ttl - self.drift()
+        {
+            return Err(LockError::InvalidArgument(format!(
+                "the heartbeat period ({period:?}) must be shorter than the TTL minus the drift \
+                 allowance ({:?}): the guard's safety deadline would pass before the first \
+                 extension",
+                self.ttl - self.drift()
+            )));
+        }
         if self.max_hold.is_some_and(|cap| cap.is_zero()) {
             return Err(LockError::InvalidArgument(
                 "max_hold must be above zero".into(),
@@ -153,6 +165,11 @@ pub struct LockConfig {
     pub response_timeout: Duration,
     /// How long connecting to Redis may take.
     pub connection_timeout: Duration,
+    /// How long a mutex waiter's queue entry lives without renewal (the waiting acquire renews
+    /// it every third of this). A hand-off to a waiter is granted for at most this long until
+    /// the waiter extends it, so a waiter that died queued blocks the lock one lease at most.
+    /// At least 30 ms.
+    pub waiter_lease: Duration,
 }
 
 impl Default for LockConfig {
@@ -164,6 +181,7 @@ impl Default for LockConfig {
             retry_max: Duration::from_secs(1),
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(2),
+            waiter_lease: crate::semaphore::DEFAULT_WAITER_LEASE,
         }
     }
 }
@@ -198,5 +216,23 @@ mod tests {
             .unwrap_err();
         assert!(slow.to_string().contains("shorter than the TTL"), "{slow}");
         assert!(LockOptions::default().validate().is_ok());
+    }
+
+    /// A heartbeat period at or past `TTL - drift` extends only after the safety deadline has
+    /// already fired the lost signal: refused.
+    #[test]
+    fn a_heartbeat_that_cannot_beat_the_deadline_is_refused() {
+        // TTL 100 ms, drift 3 ms: the deadline is 97 ms after the grant.
+        let late = LockOptions::with_ttl(Duration::from_millis(100))
+            .heartbeat(Heartbeat::Every(Duration::from_millis(97)))
+            .validate()
+            .unwrap_err();
+        assert!(late.to_string().contains("drift"), "{late}");
+        assert!(
+            LockOptions::with_ttl(Duration::from_millis(100))
+                .heartbeat(Heartbeat::Every(Duration::from_millis(96)))
+                .validate()
+                .is_ok()
+        );
     }
 }

@@ -16,21 +16,32 @@
 //!
 //! - [`Pace::Lease`] (semaphore, read/write lock, fair lock): an entry lives one *lease*, renewed
 //!   every `lease / 3` by the next attempt; a dead waiter blocks nobody longer than one lease.
-//! - [`Pace::Backoff`] (mutex): an entry lives until the waiter's deadline; the waiter listens
-//!   before it queues (a free lock costs one round trip while the process is not yet listening
-//!   on the resource), and looks again on a jittered back-off ([`Backoff`]) in case a message was
-//!   lost or the holder vanished.
+//! - [`Pace::Backoff`] (mutex): an entry lives one lease too (renewed at least every
+//!   `lease / 3`); the waiter listens before it queues (a free lock costs one round trip while
+//!   the process is not yet listening on the resource), and looks again on a jittered back-off
+//!   ([`Backoff`]) in case a message was lost or the holder vanished.
+//!
+//! Either way a hand-off grants the waiter its TTL capped by its lease (the scripts keep the
+//! capped TTL in the entry); the guard counts its deadline and first extension from that
+//! (`guard.rs`), and the first extension restores the full TTL.
 //!
 //! What the loop guarantees:
 //! - When the hold is handed to a waiter, then the waiter wakes on the hand-off message (no
 //!   polling) and owns it without another round trip; its hold counts from the earliest local
 //!   instant the hand-off can have happened.
+//! - When a hand-off message is older (its server time below) than the server time of a call of
+//!   the waiter's that already found the hold not the waiter's, then the hold it announced is
+//!   gone (it expired, e.g. while the waiter was paused, and may be someone else's now): the
+//!   message is discarded, never turned into a guard, and the waiter keeps waiting. (Equal
+//!   server times cannot prove it: the call may have run just before the hand-off.)
 //! - When the blocking holder's TTL runs out first, then the waiter wakes at that instant (the
 //!   script reports it) and tries again; a lost message costs at most one renewal or back-off
 //!   step.
 //! - When the deadline passes, or the waiting future is dropped, then the waiter leaves the
-//!   queue (in the background when dropped); a hold handed to it meanwhile is taken (deadline)
-//!   or released (dropped).
+//!   queue (in the background when dropped, or when leaving at the deadline failed); a hold
+//!   handed to it meanwhile is taken (deadline) or released (dropped). Leaving is by token, so a
+//!   retry after a lost reply still finds the entry; if every try fails, the entry's lease runs
+//!   out and a hand-off to it costs one lease at most.
 //! - When a call fails with a connection error while waiting, then the loop keeps waiting (the
 //!   queue entry still stands) until the deadline, then reports the error.
 //! - Not guaranteed: a place in the queue for a waiter cut off from Redis past its lease; it
@@ -109,9 +120,9 @@ pub(crate) enum Pace {
     /// Entries live one lease and are renewed every third of it (semaphore, read/write lock,
     /// fair lock). `retry` is the back-off after a failed call, capped at a third of the lease.
     Lease { lease: Duration, retry: Duration },
-    /// Entries live until the waiter's deadline; the waiter listens before it queues and looks
-    /// again on this back-off (mutex).
-    Backoff(Backoff),
+    /// Entries live one lease too, renewed at least every third of it; the waiter listens
+    /// before it queues and looks again on a jittered back-off in between (mutex).
+    Backoff { backoff: Backoff, lease: Duration },
 }
 
 impl Pace {
@@ -123,8 +134,13 @@ impl Pace {
         }
     }
 
+    /// Leased queue entries of `lease`, with looks on `backoff` in between.
+    pub(crate) fn backoff(backoff: Backoff, lease: Duration) -> Self {
+        Self::Backoff { backoff, lease }
+    }
+
     fn listens_first(&self) -> bool {
-        matches!(self, Self::Backoff(_))
+        matches!(self, Self::Backoff { .. })
     }
 
     /// How long the entry of an attempt made with `remaining` wait left should live, in ms
@@ -133,10 +149,9 @@ impl Pace {
         match self {
             // The entry lives one lease, but never past the caller's deadline (plus a margin so a
             // renewal right at the deadline still finds it).
-            Self::Lease { lease, .. } => {
+            Self::Lease { lease, .. } | Self::Backoff { lease, .. } => {
                 ((*lease).min(remaining + MIN_WAITER_LEASE).as_millis() as u64).max(1)
             }
-            Self::Backoff(_) => remaining.as_millis() as u64,
         }
     }
 
@@ -147,7 +162,7 @@ impl Pace {
                 *retry = (*retry * 2).min(*lease / 3);
                 *retry
             }
-            Self::Backoff(backoff) => backoff.current(),
+            Self::Backoff { backoff, lease } => backoff.current().min(*lease / 3),
         }
     }
 
@@ -162,8 +177,8 @@ impl Pace {
                     .min(renew)
                 })
             }
-            Self::Backoff(backoff) => {
-                let jittered = backoff.next_delay();
+            Self::Backoff { backoff, lease } => {
+                let jittered = backoff.next_delay().min(*lease / 3);
                 wake.map_or(jittered, |wake| {
                     jittered.min(
                         wake.max(Duration::from_millis(1))
@@ -413,9 +428,12 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
         };
 
         if Instant::now() >= deadline {
-            queued.armed = false;
             let cancel_sent = Instant::now();
-            return match ops.cancel().await? {
+            // When leaving fails, the entry stays armed: dropping it retries in the background
+            // (and the entry's lease bounds what it can cost meanwhile).
+            let left = ops.cancel().await?;
+            queued.armed = false;
+            return match left {
                 Some((fence, pttl_ms)) => Ok(Grant::at(cancel_sent, fence, pttl_ms)),
                 None => Err(timed_out()),
             };
@@ -427,6 +445,16 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
         tokio::select! {
             handoff = &mut active.receiver => {
                 match handoff {
+                    // Older than a call that already found the hold not ours: the hold it
+                    // announced is gone (expired during a pause, maybe taken by another). Never
+                    // a guard; keep waiting (the next attempt re-queues if the entry is gone).
+                    Ok(Handoff { server_ms: handed_at, .. })
+                        if clock_pair.is_some_and(|(_, seen)| handed_at < seen) =>
+                    {
+                        tracing::debug!(resource = plan.resource, handed_at, "discarding a stale hand-off message");
+                        drop(registration.take());
+                        registration = Some(notifier.register(&ticket.token, &ticket.channel));
+                    }
                     Ok(Handoff { fence, server_ms: handed_at, ttl_ms }) => {
                         queued.armed = false;
                         // The call that saw the server at `server_ms` was sent at `sent`; the
@@ -443,7 +471,11 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
                         return Ok(Grant::at(base, fence, ttl_ms));
                     }
                     // The notifier went away: carry on with the fallback looks only.
-                    Err(_) => registration = Some(notifier.register(&ticket.token, &ticket.channel)),
+                    Err(_) => {
+                        // Drop the old registration first: its removal is by token.
+                        drop(registration.take());
+                        registration = Some(notifier.register(&ticket.token, &ticket.channel));
+                    }
                 }
             }
             () = tokio::time::sleep(nap) => {}

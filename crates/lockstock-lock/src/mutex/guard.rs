@@ -2,8 +2,11 @@
 //! the safety deadline, the lost signal, `max_hold`/`warn_after` and the release on drop).
 //!
 //! - When the lock is acquired, then the safety deadline is the instant the acquire was *sent*
-//!   (for a hand-off, the earliest local instant it can have happened) plus the TTL minus a drift
-//!   allowance, and the heartbeat first extends one period after that instant.
+//!   (for a hand-off, the earliest local instant it can have happened) plus the TTL granted
+//!   minus a drift allowance scaled to it; a hand-off is granted for the TTL capped by the
+//!   waiter's lease, and the heartbeat first extends a third of that later (one period for a
+//!   direct grant), restoring the full TTL. Deadlines use the monotonic clock: a host suspended
+//!   past one finds out at its next extension.
 //! - When the lost signal fires, then the client's [`LockMetrics`](crate::LockMetrics) count one
 //!   loss; when the guard is released or dropped, then they record its hold time.
 //! - When [`LockGuard::release`] is called, then the heartbeat is stopped first, then the release

@@ -9,14 +9,32 @@
 //!   sleeping past the holder's remaining TTL, is the fallback for a holder that vanished or a
 //!   lost hand-off message (the shared wait loop, `waiting.rs`). Past the deadline it returns
 //!   [`LockError::Timeout`](crate::LockError::Timeout).
+//! - While queued, the waiter holds a *lease* on its queue entry
+//!   ([`LockConfig::waiter_lease`](crate::LockConfig::waiter_lease), default 3 s), renewed by
+//!   its next call at least every third of it. When the holder releases, then the lock goes to
+//!   the oldest entry whose lease has not run out, for the waiter's TTL capped by that lease;
+//!   the waiter's guard extends it to the full TTL a third of the lease later. So a waiter that
+//!   died queued is skipped once its lease ran out, and one that died within its last lease
+//!   holds a handed lock **one lease at most** (not a TTL).
+//! - When a queueing call's reply is lost and it is retried, then the retry (same token) finds
+//!   the caller's entry and renews it in place: one entry per waiter, its place in line kept.
+//!   Leaving the queue is by token too, so a retried give-up still removes the entry; if giving
+//!   up fails outright, the clean-up is retried in the background and the lease bounds the rest.
+//! - When a hand-off message arrives older (by the server's clock) than a call of the waiter's
+//!   that already found the lock not its own, then it is discarded, never turned into a guard:
+//!   the hold it announced expired (the waiter was paused) and may be someone else's now. The
+//!   waiter keeps waiting; its next call queues it again at the back (the hand-off consumed its
+//!   entry).
 //! - When a call's reply is lost and it is retried, then re-acquiring with the same token counts
 //!   as success and a repeated release is harmless.
 //! - When a waiting acquire is cancelled (its future dropped), then its queue entry is removed in
 //!   the background, and a lock handed to it meanwhile is released.
+//! - The uncontended path is unchanged by the lease: acquire and release are one round trip
+//!   each, and only queued waiters renew.
 //! - Not guaranteed: fairness towards acquirers that arrive while the lock is *free* (they take
 //!   it at once); FIFO order holds among those that found it held (use
-//!   [`FairLock`](crate::FairLock) for strict arrival order). A waiter that died while queued may
-//!   be handed the lock once, which then sits idle for one TTL, as after a holder's crash.
+//!   [`FairLock`](crate::FairLock) for strict arrival order). A waiter cut off from Redis for
+//!   longer than its lease loses its place (it queues again at the back when it can).
 //!
 //! The protocol (acquire, queue, hand-off, expiry, fencing) is model-checked in `tests/model/`
 //! (stateright): every reachable interleaving keeps one holder and increasing fences.
@@ -24,7 +42,10 @@
 mod guard;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -33,7 +54,7 @@ use redis::Value;
 pub use self::guard::{LockGuard, LockLease};
 use super::{
     client::LockClient,
-    error::{LockError, Result},
+    error::Result,
     guard::{Holder, ReleaseOutcome},
     keys::ResourceKeys,
     metrics::LockMetrics,
@@ -49,17 +70,25 @@ pub(crate) struct MutexOps {
     ticket: Ticket,
     keys: Arc<ResourceKeys>,
     token: LockToken,
-    /// The queue entry as stored in Redis ("" when not queued), shared by the waiting loop and
-    /// the background clean-up of a dropped waiter.
-    entry: Arc<Mutex<String>>,
+    /// Whether a queueing call was sent (its entry may be in Redis even if the reply was lost),
+    /// shared by the waiting loop and the background clean-up of a dropped waiter.
+    queued: Arc<AtomicBool>,
 }
 
 impl MutexOps {
-    fn entry(&self) -> std::sync::MutexGuard<'_, String> {
-        // A panic while holding this lock leaves only a string behind; keep using it.
-        self.entry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The Redis side of one acquisition of `keys` with `token`.
+    fn new(
+        client: &LockClient,
+        keys: Arc<ResourceKeys>,
+        options: &LockOptions,
+        token: LockToken,
+    ) -> Self {
+        Self {
+            ticket: Ticket::with_token(client, &keys.handoff, options, token),
+            keys,
+            token,
+            queued: Arc::default(),
+        }
     }
 }
 
@@ -84,7 +113,7 @@ impl LockClient {
     /// Takes the lock on `resource`, waiting up to `wait` for it.
     ///
     /// Waiters are served in FIFO order and woken by the holder's release. Returns
-    /// [`LockError::Timeout`] when the lock could not be had in time.
+    /// [`LockError::Timeout`](crate::LockError::Timeout) when the lock could not be had in time.
     #[tracing::instrument(level = "debug", skip_all, fields(resource = %resource), err(level = "debug"))]
     pub async fn acquire(
         &self,
@@ -107,20 +136,17 @@ impl LockClient {
     ) -> Result<LockGuard> {
         options.validate()?;
         let keys = Arc::new(self.keys().resource(resource)?);
-        let token = LockToken::new();
-        let ops = MutexOps {
-            ticket: Ticket::with_token(self, &keys.handoff, options, token),
-            keys,
-            token,
-            entry: Arc::default(),
-        };
+        let ops = MutexOps::new(self, keys, options, LockToken::new());
         let config = self.config();
         let grant = waiting::acquire(
             &ops,
             WaitPlan {
                 resource: &ops.keys.resource,
                 wait,
-                pace: Pace::Backoff(Backoff::new(config.retry_min, config.retry_max)),
+                pace: Pace::backoff(
+                    Backoff::new(config.retry_min, config.retry_max),
+                    waiting::check_waiter_lease(config.waiter_lease)?,
+                ),
             },
         )
         .await?;
@@ -146,9 +172,11 @@ impl QueuedOps for MutexOps {
         &self.ticket
     }
 
-    /// One call of `acquire.lua`; remembers the queue entry it reports.
-    async fn attempt(&self, queue_ms: u64) -> Result<Attempt> {
-        let entry = self.entry().clone();
+    /// One call of `acquire.lua` (queueing, or renewing the entry's lease, when `lease_ms > 0`).
+    async fn attempt(&self, lease_ms: u64) -> Result<Attempt> {
+        if lease_ms > 0 {
+            self.queued.store(true, Ordering::Relaxed);
+        }
         let reply: Vec<Value> = self
             .ticket
             .client
@@ -161,39 +189,15 @@ impl QueuedOps for MutexOps {
                     .arg(&self.ticket.token)
                     .arg(self.ticket.ttl_ms)
                     .arg(self.ticket.client.owner_json())
-                    .arg(queue_ms)
-                    .arg(entry)
+                    .arg(lease_ms)
                     .arg(&self.ticket.channel),
             )
             .await?;
-        match reply.as_slice() {
-            [Value::Int(1), Value::Int(fence), Value::Int(pttl), _] => {
-                self.entry().clear();
-                Ok(Attempt::Granted {
-                    fence: *fence as u64,
-                    pttl_ms: (*pttl).max(0) as u64,
-                })
-            }
-            [Value::Int(0), Value::Int(pttl), Value::Int(now), entry] => {
-                *self.entry() = match entry {
-                    Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                    _ => String::new(),
-                };
-                Ok(Attempt::Waiting {
-                    wake_ms: Some((*pttl).max(0) as u64),
-                    server_ms: (*now).max(0) as u64,
-                })
-            }
-            other => Err(LockError::UnexpectedReply {
-                operation: "acquire",
-                detail: format!("{other:?}"),
-            }),
-        }
+        waiting::parse_attempt("acquire", &reply)
     }
 
-    /// One call of `cancel_wait.lua` with the entry (taken: it is gone afterwards).
+    /// One call of `cancel_wait.lua`: leaves the queue by token.
     async fn cancel(&self) -> Result<Option<(u64, u64)>> {
-        let entry = std::mem::take(&mut *self.entry());
         let reply: Vec<Value> = self
             .ticket
             .client
@@ -202,15 +206,14 @@ impl QueuedOps for MutexOps {
                     .cancel_wait
                     .key(&self.keys.lock)
                     .key(&self.keys.queue)
-                    .arg(&self.ticket.token)
-                    .arg(entry),
+                    .arg(&self.ticket.token),
             )
             .await?;
         waiting::parse_cancel("cancel_wait", &reply)
     }
 
     fn may_be_queued(&self) -> bool {
-        !self.entry().is_empty()
+        self.queued.load(Ordering::Relaxed)
     }
 }
 
@@ -242,9 +245,66 @@ impl Holder for MutexOps {
     fn metrics(&self) -> Option<Arc<LockMetrics>> {
         Some(self.ticket.client.metrics_handle())
     }
+}
 
-    /// One period after the grant: a mutex hand-off is granted with the waiter's full TTL.
-    fn first_extend_after(&self, period: Duration, _valid_for: Duration) -> Duration {
-        period
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::options::LockConfig;
+
+    async fn client() -> LockClient {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        LockClient::connect(&url, LockConfig::default().with_prefix(prefix).unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn queue_len(client: &LockClient, keys: &ResourceKeys) -> usize {
+        let mut conn = client.connection();
+        redis::cmd("LLEN")
+            .arg(&keys.queue)
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    /// Hole 6: the queueing call ran but its reply was lost, so the caller never learned what it
+    /// queued; the retry (same token) must find the entry, not queue a second one. Two
+    /// `MutexOps` with one token and nothing shared are exactly that caller before and after.
+    #[tokio::test]
+    async fn requeueing_with_the_same_token_after_a_lost_reply_keeps_one_entry() {
+        let client = client().await;
+        let options = LockOptions::with_ttl(Duration::from_secs(10));
+        let holder = client.try_acquire("r", &options).await.unwrap().unwrap();
+        let keys = Arc::new(client.keys().resource("r").unwrap());
+        let token = LockToken::new();
+        let first = MutexOps::new(&client, keys.clone(), &options, token);
+        let retry = MutexOps::new(&client, keys.clone(), &options, token);
+
+        assert!(matches!(
+            first.attempt(5_000).await.unwrap(),
+            Attempt::Waiting { .. }
+        ));
+        assert!(matches!(
+            retry.attempt(5_000).await.unwrap(),
+            Attempt::Waiting { .. }
+        ));
+        assert_eq!(
+            queue_len(&client, &keys).await,
+            1,
+            "the retry queued a second entry"
+        );
+
+        // Giving up after a lost reply: the retry of the cancel still removes the entry.
+        retry.cancel().await.unwrap();
+        assert_eq!(
+            queue_len(&client, &keys).await,
+            0,
+            "giving up left the entry behind"
+        );
+        holder.release().await.unwrap();
     }
 }

@@ -345,4 +345,77 @@ mod tests {
             assert!(last < 1 << 53);
         });
     }
+
+    /// Hole 2: an instance still holding the caller's token from an earlier attempt (whose undo
+    /// was lost) must count for the new attempt only as a fresh grant: the TTL reset to the new
+    /// attempt's, the fence counter and the stored fence raised to the new proposal.
+    #[tokio::test]
+    async fn a_regrant_with_the_same_token_refreshes_the_ttl_and_takes_the_new_fence() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let mut conn = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let base = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let (lock, counter) = (format!("{base}:lock"), format!("{base}:fence"));
+        // Attempt k's leftover: granted with fence 5, 500 ms of TTL left.
+        let _: () = redis::pipe()
+            .cmd("SET")
+            .arg(&lock)
+            .arg("T\n5\n0\n{}")
+            .arg("PX")
+            .arg(500)
+            .ignore()
+            .cmd("SET")
+            .arg(&counter)
+            .arg(5)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // Attempt j: same token, TTL 10 s, proposal 9.
+        let reply: Vec<i64> = SCRIPTS
+            .redlock_acquire
+            .key(&lock)
+            .key(&counter)
+            .arg("T")
+            .arg(10_000)
+            .arg("{}")
+            .arg(9)
+            .arg(0)
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            reply,
+            vec![1, 5],
+            "granted, reporting the counter as it was"
+        );
+        let (pttl, count, value): (i64, u64, String) = redis::pipe()
+            .cmd("PTTL")
+            .arg(&lock)
+            .cmd("GET")
+            .arg(&counter)
+            .cmd("GET")
+            .arg(&lock)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(&lock)
+            .arg(&counter)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            pttl > 5_000,
+            "the re-grant kept the old attempt's TTL ({pttl} ms)"
+        );
+        assert_eq!(count, 9, "the re-grant did not raise the fence counter");
+        assert!(
+            value.starts_with("T\n9\n"),
+            "the re-grant kept the old fence: {value:?}"
+        );
+    }
 }

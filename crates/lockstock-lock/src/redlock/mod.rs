@@ -142,6 +142,15 @@ impl RedlockConfig {
 ///   the highest it has seen); [`Redlock::raise_fence_floor`] lifts every counter above the
 ///   resource's high-water mark, as for the single-instance mutex.
 ///
+/// Every instance in `W` and `M′` is counted for the attempt that *set* it, in that very
+/// script call: one acquisition retries with one token, so an instance can still hold the
+/// caller's key from an earlier attempt whose undo was lost. The acquire script then grants it
+/// afresh — TTL reset to this attempt's, counter and stored fence raised to this attempt's
+/// proposal, the counter *before* that reported — exactly as if the key had been free. Such an
+/// instance therefore never counts with an older attempt's TTL (the guard's safety deadline,
+/// counted from this attempt's send, would outlive the key) nor without the new fence (which
+/// would leave the token written to less than the majority the argument needs).
+///
 /// Proposals come from the wall clock in microseconds (and above the client's last proposal),
 /// so successive holders usually propose above every counter and skip the write-back; a client
 /// whose clock is behind only takes the slower path. Correctness never depends on clocks being

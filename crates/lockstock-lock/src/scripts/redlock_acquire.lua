@@ -1,4 +1,5 @@
--- One instance's part of a Redlock acquisition: takes the lock when it is free and raises this
+-- One instance's part of a Redlock acquisition: takes the lock when it is free (or re-grants it
+-- when it is still the caller's from an earlier attempt) and raises this
 -- instance's fence counter to the caller's proposed token, in one step; reports the counter as
 -- it was, so the caller can tell whether its proposal beat every counter it read.
 --
@@ -14,7 +15,9 @@
 -- ARGV[3]: owner description (JSON, one line)
 -- ARGV[4]: proposed fencing token (integer below 2^53)
 -- ARGV[5]: restart quarantine in milliseconds ("0" = none)
--- Returns: {1, counter_before}          acquired (or already the caller's, on a retried call)
+-- Returns: {1, counter_before}          acquired; when the lock was still the caller's (a
+--                                       leftover of an earlier attempt), granted afresh: TTL
+--                                       reset, counter and stored fence raised to the proposal
 --          {0, counter, pttl_ms}        held by another token
 --          {-1, ready_in_ms}            this instance restarted too recently; refused
 local ready_in = quarantine_left(tonumber(ARGV[5]))
@@ -25,12 +28,13 @@ end
 local token = ARGV[1]
 local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
 local value = redis.call('GET', KEYS[1])
-if value then
-  if held_by(value, token) then
-    return {1, counter}
-  end
+if value and not held_by(value, token) then
   return {0, counter, redis.call('PTTL', KEYS[1])}
 end
+
+-- Free, or still ours from an earlier attempt whose undo was lost: either way this attempt's
+-- grant, with this attempt's TTL and proposal (a leftover must not count with its old TTL and
+-- without the new fence).
 
 if counter < tonumber(ARGV[4]) then
   redis.call('SET', KEYS[2], ARGV[4])

@@ -1,9 +1,10 @@
 -- Releases the lock if the caller still holds it, handing it straight to the oldest live waiter.
 --
--- A hand-off sets the lock to the waiter's token with a fresh fencing token and the waiter's TTL,
+-- A hand-off sets the lock to the waiter's token with a fresh fencing token and the TTL from its
+-- entry (its TTL capped by its lease: a waiter that died queued holds it one lease at most),
 -- then publishes "token\nfence\nserver_ms\nttl_ms" on the waiter's own channel (from its queue
 -- entry, see acquire.lua); the waiter owns the lock from that moment without another round trip.
--- Expired queue entries (waiters that gave up or died) are skipped.
+-- Entries whose lease ran out (waiters that gave up or died) are skipped.
 --
 -- KEYS[1]: lock key
 -- KEYS[2]: fence counter

@@ -11,6 +11,7 @@ mod errors;
 mod fair;
 mod fencing;
 mod handoff;
+mod hardening;
 mod heartbeat;
 mod mutex;
 mod redlock;
