@@ -34,6 +34,10 @@
 //!   gone (it expired, e.g. while the waiter was paused, and may be someone else's now): the
 //!   message is discarded, never turned into a guard, and the waiter keeps waiting. (Equal
 //!   server times cannot prove it: the call may have run just before the hand-off.)
+//! - When a hand-off message's hold has already run out by the time it is read (counted from the
+//!   earliest local instant the hand-off can have happened), then it is discarded too: a guard is
+//!   never born expired. If the hold was in fact still the waiter's, the next attempt answers
+//!   "already yours". (Found by the model in `tests/model/`.)
 //! - When the blocking holder's TTL runs out first, then the waiter wakes at that instant (the
 //!   script reports it) and tries again; a lost message costs at most one renewal or back-off
 //!   step.
@@ -456,7 +460,6 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
                         registration = Some(notifier.register(&ticket.token, &ticket.channel));
                     }
                     Ok(Handoff { fence, server_ms: handed_at, ttl_ms }) => {
-                        queued.armed = false;
                         // The call that saw the server at `server_ms` was sent at `sent`; the
                         // hand-off ran `handed_at - server_ms` later on the server's clock, so
                         // locally it happened no earlier than `sent` plus that gap.
@@ -468,6 +471,17 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
                             }
                             None => started,
                         };
+                        // Born expired: the hold it announced ran out before the message was
+                        // read (e.g. the reply that would have shown a later server time was
+                        // lost). Never a guard; keep waiting. If the hold is in fact still ours,
+                        // the next attempt answers "already yours".
+                        if base + Duration::from_millis(ttl_ms) <= received {
+                            tracing::debug!(resource = plan.resource, handed_at, ttl_ms, "discarding an expired hand-off message");
+                            drop(registration.take());
+                            registration = Some(notifier.register(&ticket.token, &ticket.channel));
+                            continue;
+                        }
+                        queued.armed = false;
                         return Ok(Grant::at(base, fence, ttl_ms));
                     }
                     // The notifier went away: carry on with the fallback looks only.

@@ -214,6 +214,52 @@ async fn a_stale_handoff_message_is_discarded_not_turned_into_a_guard() {
     assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
 }
 
+/// Hole 1, second half (found by the model in `tests/model/`): a hand-off message that is not
+/// older than what the waiter has seen, but whose hold already ran out when it is read (the reply
+/// that would have shown a later server time was lost), is discarded too: a guard born expired
+/// is never handed out; the waiter keeps waiting for a real hand-off.
+#[tokio::test]
+async fn an_expired_handoff_message_is_discarded_not_turned_into_a_guard() {
+    let redis = TestRedis::new();
+    let raw = redis.raw().await;
+    let holder = redis.client("holder").await;
+    let waiter_client = redis.client("waiter").await;
+    let options = LockOptions::with_ttl(Duration::from_secs(10));
+    let held = holder
+        .acquire("r", &options, Duration::from_secs(1))
+        .await
+        .unwrap();
+
+    let waiting = spawn_mutex_waiter(waiter_client, &options);
+    queued(&raw, &redis.queue_key("r"), 1).await;
+    let (token, channel) = queued_waiter(&redis, "r", 0).await;
+
+    // A hand-off at the server's current time (not older than anything the waiter saw) whose
+    // hold has no time left: the announced hold is over by the time it is read.
+    let mut conn = raw.clone();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let now_ms = secs * 1_000 + micros / 1_000;
+    let _: i64 = conn
+        .publish(&channel, format!("{token}\n999999\n{now_ms}\n0"))
+        .await
+        .unwrap();
+
+    assert_eq!(held.release().await.unwrap(), ReleaseOutcome::HandedOff);
+    let guard = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("waiter stuck")
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        guard.fence().get(),
+        999_999,
+        "an expired hand-off became a guard"
+    );
+    let stored = holder.inspect("r").await.unwrap().expect("held");
+    assert_eq!(guard.fence().get(), stored.fence);
+    assert_eq!(guard.release().await.unwrap(), ReleaseOutcome::Released);
+}
+
 /// Hole 7: a mutex waiter that died while queued (its future is never polled again and never
 /// cleaned up) is handed the lock for at most its lease, not a whole TTL; the next waiter gets it
 /// within about one lease.
