@@ -54,6 +54,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 mod config;
 mod conn;
 mod dead;
