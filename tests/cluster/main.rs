@@ -15,6 +15,7 @@ mod test_env;
 mod fleet;
 
 mod binaries;
+mod failover;
 mod locks;
 mod pipeline;
 mod queue;
