@@ -29,6 +29,9 @@ impl JobQueue {
     /// - When it was not in the processing list (recovered elsewhere meanwhile), then `false` and
     ///   nothing is pushed, so a message is never dead-lettered twice by two holders.
     pub async fn dead_letter(&self, payload: &[u8], reason: &str) -> Result<bool> {
+        if let Some(shards) = &self.shards {
+            return shards.dead_letter(payload, reason).await;
+        }
         let entry = DeadLetter {
             payload: String::from_utf8_lossy(payload).into_owned(),
             reason: reason.to_owned(),
@@ -51,6 +54,9 @@ impl JobQueue {
 
     /// Up to `limit` dead letters, newest first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        if let Some(shards) = &self.shards {
+            return shards.dead_letters(limit).await;
+        }
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -77,6 +83,9 @@ impl JobQueue {
 
     /// How many dead letters there are.
     pub async fn dead_depth(&self) -> Result<usize> {
+        if let Some(shards) = &self.shards {
+            return shards.dead_depth().await;
+        }
         let mut conn = self.conn.clone();
         Ok(redis::cmd("LLEN")
             .arg(self.keys.dead())
@@ -90,6 +99,9 @@ impl JobQueue {
     /// - When an entry is not in the dead letter format, then it stays in the dead letter list.
     /// - When the dead letter list is long, then Redis is busy for the whole move (one script).
     pub async fn requeue_dead_letters(&self) -> Result<usize> {
+        if let Some(shards) = &self.shards {
+            return shards.requeue_dead_letters().await;
+        }
         let mut conn = self.conn.clone();
         let (requeued, kept): (usize, usize) = SCRIPTS
             .requeue_dead

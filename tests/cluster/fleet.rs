@@ -37,6 +37,7 @@ pub struct Fleet {
     pub store: OrderStore,
     database_url: String,
     logs: PathBuf,
+    shards: usize,
 }
 
 impl Fleet {
@@ -57,7 +58,15 @@ impl Fleet {
             pool,
             prefix,
             logs,
+            shards: 1,
         }
+    }
+
+    /// The same world with the queue spread over `shards` lists (`QUEUE_SHARDS` for every
+    /// process, and for the test's own queue handle).
+    pub fn sharded(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
     }
 
     /// All seed nodes, comma-separated (a valid `REDIS_URL` for a cluster).
@@ -66,11 +75,12 @@ impl Fleet {
     }
 
     /// The queue and lock settings every process shares, as environment variables.
-    fn key_env(&self) -> [(&'static str, String); 3] {
+    fn key_env(&self) -> [(&'static str, String); 4] {
         [
             ("QUEUE_KEY", format!("{}:orders:pending", self.prefix)),
             ("DEAD_KEY", format!("{}:orders:dead", self.prefix)),
             ("LOCK_PREFIX", self.lock_prefix()),
+            ("QUEUE_SHARDS", self.shards.to_string()),
         ]
     }
 
@@ -180,8 +190,11 @@ impl Fleet {
 
     /// A queue handle on the test's keys (pushes and inspection; never consumes).
     pub async fn queue(&self) -> JobQueue {
-        let config =
-            QueueConfig::namespaced(&self.prefix).with_worker_id(format!("{}-test", self.prefix));
+        let config = QueueConfig {
+            shards: self.shards,
+            ..QueueConfig::namespaced(&self.prefix)
+        }
+        .with_worker_id(format!("{}-test", self.prefix));
         self.redis().await.queue(config).expect("queue config")
     }
 

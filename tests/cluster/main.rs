@@ -19,3 +19,4 @@ mod failover;
 mod locks;
 mod pipeline;
 mod queue;
+mod shards;
