@@ -249,7 +249,7 @@ impl Shards {
             for queue in &self.queues {
                 letters.extend(queue.dead_letters(limit).await?);
             }
-            letters.sort_by(|a, b| b.at.cmp(&a.at));
+            letters.sort_by_key(|letter| std::cmp::Reverse(letter.at));
             letters.truncate(limit);
             Ok(letters)
         })
