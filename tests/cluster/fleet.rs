@@ -207,6 +207,21 @@ impl Fleet {
         self.redis().await.lock_client(config)
     }
 
+    /// How many of the cluster's nodes hold at least one key.
+    pub fn nodes_holding_keys(&self) -> usize {
+        self.cluster
+            .urls()
+            .iter()
+            .filter(|url| {
+                let mut conn = redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                redis::cmd("DBSIZE").query::<usize>(&mut conn).unwrap() > 0
+            })
+            .count()
+    }
+
     /// Sets products `1..=count` to `stock`.
     pub async fn products(&self, count: i32, stock: i32) {
         self.store

@@ -130,16 +130,7 @@ impl PipelineBench {
         let worker = sibling_binary("worker")?;
         let bench_url = bench_database(&self.database_url).await?;
         let total_concurrency = (self.workers * self.concurrency) as u32;
-        let pool = PgPoolOptions::new()
-            .max_connections(total_concurrency)
-            .connect(&bench_url)
-            .await
-            .context("connecting to the bench database")?;
-        let store = OrderStore::new(pool.clone());
-        store
-            .migrate()
-            .await
-            .context("migrating the bench database")?;
+        let (pool, store) = bench_store(&bench_url, total_concurrency).await?;
 
         let mut reports = Vec::new();
         let ceiling =
@@ -390,6 +381,24 @@ async fn commit_rate(
         note: format!("single-row UPDATE commits, {tasks} connection(s)"),
         ..PipelineReport::default()
     })
+}
+
+/// A pool of up to `connections` on the bench database, and the store over it, migrated.
+pub(super) async fn bench_store(
+    bench_url: &str,
+    connections: u32,
+) -> anyhow::Result<(PgPool, OrderStore)> {
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(bench_url)
+        .await
+        .context("connecting to the bench database")?;
+    let store = OrderStore::new(pool.clone());
+    store
+        .migrate()
+        .await
+        .context("migrating the bench database")?;
+    Ok((pool, store))
 }
 
 /// Creates (if needed) the sibling database `<name>_bench` and returns its URL.

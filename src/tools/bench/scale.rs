@@ -18,9 +18,8 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use serde::Serialize;
-use sqlx::postgres::PgPoolOptions;
 
-use super::pipeline::{PipelineBench, bench_database};
+use super::pipeline::{PipelineBench, bench_database, bench_store};
 use crate::{
     order::{ProductId, PurchaseOrder, Quantity},
     services::SharedRedis,
@@ -116,16 +115,7 @@ impl ScaleBench {
         };
         let masters = masters(&redis, &self.redis_url).await?;
         let bench_url = bench_database(&self.database_url).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&bench_url)
-            .await
-            .context("connecting to the bench database")?;
-        let store = OrderStore::new(pool.clone());
-        store
-            .migrate()
-            .await
-            .context("migrating the bench database")?;
+        let (pool, store) = bench_store(&bench_url, 2).await?;
         let one = Quantity::new(1)?;
         let mut points = Vec::new();
         for &workers in &self.workers {
