@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | [`RedisArgs`] | `--redis-url` (`REDIS_URL`) | every binary |
 //! | [`DatabaseArgs`] | `--database-url` (`DATABASE_URL`) | `worker`, `api`, `lockctl` (Postgres commands) |
-//! | [`QueueArgs`] | `--queue-key` (`QUEUE_KEY`), `--dead-key` (`DEAD_KEY`) | `producer`, `worker`, `api`, `lockctl status`/`dead-letters` |
+//! | [`QueueArgs`] | `--queue-key` (`QUEUE_KEY`), `--dead-key` (`DEAD_KEY`), `--queue-shards` (`QUEUE_SHARDS`) | `producer`, `worker`, `api`, `lockctl status`/`dead-letters` |
 //! | [`LockPrefixArgs`] | `--lock-prefix` (`LOCK_PREFIX`) | inside [`LockArgs`]; `lockctl status`/`dead-letters` |
 //! | [`LockArgs`] | the prefix, `--lock-redis-urls` (`LOCK_REDIS_URLS`), `--lock-ttl-ms` | `worker`, `api` |
 //! | [`LogArgs`] | `--log-format` (`LOG_FORMAT`) | every binary |
@@ -62,16 +62,23 @@ pub struct QueueArgs {
     /// The dead letter list (messages no worker can decode).
     #[arg(long, env = "DEAD_KEY", default_value = DEFAULT_DEAD_KEY)]
     pub dead_key: String,
+    /// Spread the pending list over this many lists, on different Redis Cluster slots
+    /// (producers, workers, the API and `lockctl` must agree). 1: one list, keys as named.
+    #[arg(long, env = "QUEUE_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub queue_shards: u16,
 }
 
 impl QueueArgs {
     /// The queue's library config for consumer `worker_id` (producers and inspectors name
     /// themselves; they never consume).
     pub fn queue_config(&self, worker_id: impl Into<String>) -> QueueConfig {
-        QueueConfig::default()
-            .with_pending_key(self.queue_key.clone())
-            .with_dead_key(self.dead_key.clone())
-            .with_worker_id(worker_id)
+        QueueConfig {
+            shards: usize::from(self.queue_shards),
+            ..QueueConfig::default()
+        }
+        .with_pending_key(self.queue_key.clone())
+        .with_dead_key(self.dead_key.clone())
+        .with_worker_id(worker_id)
     }
 }
 

@@ -46,10 +46,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Not yet: Redis Cluster. [`SharedRedis`] is the seam for it: callers build queues and lock
-//! clients through it, so when `connect` learns to detect a cluster it can hold a cluster
-//! connection instead and hand out cluster queues and locks without the callers changing
-//! (only [`SharedRedis::connection`], raw single-instance access, would not carry over).
+//! Redis Cluster: [`SharedRedis::connect`] asks the first node of `REDIS_URL` (one URL, or
+//! several seed nodes comma-separated) whether it is a cluster node (`INFO cluster`). When it is,
+//! then the process holds one cluster connection instead, and hands out cluster queues (keys
+//! mapped into one slot, see [`QueueConfig::for_cluster`]) and cluster lock clients; callers do
+//! not change. The log says which mode was chosen. Only [`SharedRedis::connection`], raw
+//! access, stays a connection to the first node.
 
 use std::time::Duration;
 
@@ -58,6 +60,9 @@ use lockstock_lock::{
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+mod cluster;
+
+use self::cluster::{ClusterRedis, seed_nodes};
 use crate::{
     config::{DatabaseArgs, LockArgs, RedisArgs, mask_url},
     product_lock::ProductLocks,
@@ -127,8 +132,11 @@ pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 pub struct SharedRedis {
     /// Opens dedicated connections (the queue's blocking pops, the locks' pub/sub).
     client: redis::Client,
-    /// Multiplexed and auto-reconnecting; cloned into every user.
+    /// Multiplexed and auto-reconnecting; cloned into every user (on a cluster: to the first
+    /// node, for raw access only).
     conn: ConnectionManager,
+    /// Set when the first node said it is part of a Redis Cluster.
+    cluster: Option<ClusterRedis>,
 }
 
 impl std::fmt::Debug for SharedRedis {
@@ -138,16 +146,23 @@ impl std::fmt::Debug for SharedRedis {
 }
 
 impl SharedRedis {
-    /// Opens the client and the shared connection for `url` (a single instance).
+    /// Opens the client and the shared connection for `url`: one instance, or a Redis Cluster
+    /// reached through any of its nodes (several seed nodes comma-separated).
     ///
     /// - When Redis does not answer, then [`ServiceError::Redis`] within a few seconds (2 s
     ///   connection and response timeouts, two reconnection attempts).
+    /// - When the first node is a cluster node, then every queue and lock client handed out
+    ///   runs on the cluster (see the module docs); the log says so either way.
+    /// - When several URLs are given and the first node is not a cluster node, then
+    ///   [`ServiceError::Redis`]: seed lists only make sense for a cluster.
     pub async fn connect(url: &str) -> Result<Self> {
+        let nodes = seed_nodes(url);
+        let first = nodes.first().copied().unwrap_or(url);
         let failed = |source| ServiceError::Redis {
             url: mask_url(url),
             source,
         };
-        let client = redis::Client::open(url).map_err(failed)?;
+        let client = redis::Client::open(first).map_err(failed)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -156,22 +171,42 @@ impl SharedRedis {
         let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(failed)?;
-        Ok(Self { client, conn })
+        let cluster = ClusterRedis::detect(&conn, &nodes).await.map_err(failed)?;
+        Ok(Self {
+            client,
+            conn,
+            cluster,
+        })
     }
 
-    /// A queue handle on the shared connection.
+    /// Whether the process runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// A queue handle on the shared connection (on a cluster, with its keys mapped into one
+    /// slot by [`QueueConfig::for_cluster`]).
     ///
     /// - When the config has an empty key or worker id, then [`ServiceError::Queue`].
     pub fn queue(&self, config: QueueConfig) -> Result<JobQueue> {
-        JobQueue::new(self.client.clone(), self.conn.clone(), config).map_err(ServiceError::Queue)
+        match &self.cluster {
+            None => JobQueue::new(self.client.clone(), self.conn.clone(), config),
+            Some(cluster) => cluster.queue(config),
+        }
+        .map_err(ServiceError::Queue)
     }
 
-    /// A lock client on the shared connection.
+    /// A lock client on the shared connection (hand-off messages over the first node; on a
+    /// cluster a `PUBLISH` reaches every node).
     pub fn lock_client(&self, config: LockConfig) -> LockClient {
-        LockClient::with_connection(self.client.clone(), self.conn.clone(), config)
+        match &self.cluster {
+            None => LockClient::with_connection(self.client.clone(), self.conn.clone(), config),
+            Some(cluster) => cluster.lock_client(self.client.clone(), config),
+        }
     }
 
-    /// The shared connection, for raw commands (single instance only; see the module docs).
+    /// The shared connection, for raw commands (on a cluster: to the first node only; see the
+    /// module docs).
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }

@@ -17,6 +17,7 @@ use lockstock::{
             Report,
             lock::{LockBench, bench_client, format_run, run_contender},
             pipeline::{PipelineBench, PipelineReport},
+            scale::{ScaleBench, ScalePoint},
         },
         demo::{DemoConfig, run_demo},
     },
@@ -203,6 +204,11 @@ struct BenchPipelineArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Measure the scaling curve instead: 1, 2, 4 and 8 worker processes × 1, 10 and 100
+    /// products on `REDIS_URL` (one server or a cluster), with Redis commands and Postgres
+    /// transactions per order and Redis and worker CPU.
+    #[arg(long)]
+    scale: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -341,6 +347,9 @@ async fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
         args.reference_seconds > 0.0,
         "--reference-seconds must be above zero"
     );
+    if args.scale {
+        return bench_scale(args).await;
+    }
     let bench = PipelineBench {
         redis_url: args.redis.redis_url,
         database_url: args.database.database_url,
@@ -360,6 +369,32 @@ async fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(report).unwrap_or_default());
             } else {
                 println!("{}", report.table_row());
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+/// `bench-pipeline --scale`: the table (or JSON lines) of [`ScaleBench`].
+async fn bench_scale(args: BenchPipelineArgs) -> anyhow::Result<()> {
+    let bench = ScaleBench {
+        redis_url: args.redis.redis_url,
+        database_url: args.database.database_url,
+        workers: vec![1, 2, 4, 8],
+        products: vec![1, 10, 100],
+        concurrency: args.concurrency,
+        orders: args.orders,
+        log_dir: args.log_dir,
+    };
+    if !args.json {
+        println!("{}", ScalePoint::table_header());
+    }
+    bench
+        .run(|point| {
+            if args.json {
+                println!("{}", serde_json::to_string(point).unwrap_or_default());
+            } else {
+                println!("{}", point.table_row());
             }
         })
         .await?;

@@ -17,6 +17,9 @@ pub struct QueueConfig {
     pub reply_grace: Duration,
     /// How many messages one `LPUSH` carries when pushing a batch. Default 100.
     pub push_chunk: usize,
+    /// How many pending lists the queue spreads over (see `queue/shards.rs`). Default 1: one
+    /// list, keys exactly as named.
+    pub shards: usize,
 }
 
 impl Default for QueueConfig {
@@ -27,6 +30,7 @@ impl Default for QueueConfig {
             worker_id: default_worker_id(),
             reply_grace: Duration::from_secs(2),
             push_chunk: 100,
+            shards: 1,
         }
     }
 }

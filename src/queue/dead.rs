@@ -140,6 +140,9 @@ impl JobQueue {
     /// - When it was not in the processing list (recovered elsewhere meanwhile), then `false` and
     ///   nothing is pushed, so a message is never dead-lettered twice by two holders.
     pub async fn dead_letter(&self, payload: &[u8], reason: &str) -> Result<bool> {
+        if let Some(shards) = &self.shards {
+            return shards.dead_letter(payload, reason).await;
+        }
         let entry = DeadLetter::new(
             payload,
             reason,
@@ -165,6 +168,9 @@ impl JobQueue {
     /// Up to `limit` (at most [`MAX_DEAD_LETTERS_READ`]) dead letters, newest first, payloads
     /// bounded.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        if let Some(shards) = &self.shards {
+            return shards.dead_letters(limit).await;
+        }
         let limit = limit.min(MAX_DEAD_LETTERS_READ);
         if limit == 0 {
             return Ok(Vec::new());
@@ -189,6 +195,9 @@ impl JobQueue {
 
     /// How many dead letters there are.
     pub async fn dead_depth(&self) -> Result<usize> {
+        if let Some(shards) = &self.shards {
+            return shards.dead_depth().await;
+        }
         let mut conn = self.conn.clone();
         Ok(redis::cmd("LLEN")
             .arg(self.keys.dead())
@@ -198,6 +207,9 @@ impl JobQueue {
 
     /// How many dead letters were dropped for the list's cap, ever.
     pub async fn dead_dropped(&self) -> Result<u64> {
+        if let Some(shards) = &self.shards {
+            return shards.dead_dropped().await;
+        }
         let mut conn = self.conn.clone();
         let count: Option<u64> = redis::cmd("GET")
             .arg(self.keys.dead_dropped())
@@ -238,6 +250,9 @@ impl JobQueue {
                 .saturating_sub(age)
                 .max(1)
         });
+        if let Some(shards) = &self.shards {
+            return shards.move_dead_letters(action, filter).await;
+        }
         let limit = filter.limit.unwrap_or(usize::MAX);
         let mut done = DeadLetterMove::default();
         let mut conn = self.conn.clone();

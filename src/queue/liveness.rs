@@ -37,6 +37,9 @@ impl JobQueue {
     /// - When this consumer stops calling it, then after `ttl` its liveness key is gone and any
     ///   live consumer's [`JobQueue::recover_dead_workers`] returns its messages to the queue.
     pub async fn heartbeat_liveness(&self, ttl: Duration) -> Result<()> {
+        if let Some(shards) = &self.shards {
+            return shards.heartbeat_liveness(ttl).await;
+        }
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut conn = self.conn.clone();
@@ -66,6 +69,9 @@ impl JobQueue {
     /// recovered in one script, so a worker that renews its liveness at the same moment is either
     /// seen alive or fully recovered, never half. This consumer never recovers itself.
     pub async fn recover_dead_workers(&self) -> Result<usize> {
+        if let Some(shards) = &self.shards {
+            return shards.recover_dead_workers().await;
+        }
         let mut moved_total = 0;
         for worker in self.known_workers().await? {
             if worker == self.worker_id {
@@ -84,12 +90,18 @@ impl JobQueue {
     /// registry and moves anything left in its processing list back to the front of the pending
     /// list, in one script; returns how many messages were moved back.
     pub async fn deregister(&self) -> Result<usize> {
+        if let Some(shards) = &self.shards {
+            return shards.deregister().await;
+        }
         let worker = self.worker_id.clone();
         self.reclaim(&worker, "always").await
     }
 
     /// Counts of pending, processing and dead messages and of workers.
     pub async fn stats(&self) -> Result<QueueStats> {
+        if let Some(shards) = &self.shards {
+            return shards.stats().await;
+        }
         let mut conn = self.conn.clone();
         let workers: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.keys.workers())
@@ -120,6 +132,9 @@ impl JobQueue {
     /// Every known worker (registered, or owning a processing list), by id, with its liveness and
     /// in-flight count. Not a snapshot: read with one `SCAN` and one pipeline.
     pub async fn worker_states(&self) -> Result<Vec<WorkerState>> {
+        if let Some(shards) = &self.shards {
+            return shards.worker_states().await;
+        }
         let workers = self.known_workers().await?;
         if workers.is_empty() {
             return Ok(Vec::new());

@@ -54,6 +54,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 mod config;
 mod conn;
 mod dead;
@@ -62,6 +63,7 @@ mod keys;
 mod liveness;
 mod locate;
 mod scripts;
+mod shards;
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -70,7 +72,6 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use self::conn::{Blocking, Opener, QueueConnection};
 
-use self::scripts::SCRIPTS;
 pub use self::{
     config::{QueueConfig, default_worker_id},
     dead::{
@@ -81,7 +82,9 @@ pub use self::{
     keys::{QueueKeys, hash_tag},
     liveness::{QueueStats, WorkerState},
     locate::Location,
+    shards::{BLOCK_SLICE, MAX_SHARDS, shard_key, shard_of},
 };
+use self::{scripts::SCRIPTS, shards::Shards};
 
 /// A consumer's (or producer's) handle on one queue.
 ///
@@ -107,6 +110,8 @@ pub struct JobQueue {
     reply_grace: Duration,
     /// Messages per `LPUSH` in a batch.
     push_chunk: usize,
+    /// The shards this queue routes to (`QUEUE_SHARDS` > 1); `None`: this queue is one list.
+    shards: Option<Arc<Shards>>,
 }
 
 impl fmt::Debug for JobQueue {
@@ -161,7 +166,7 @@ impl JobQueue {
             return Err(QueueError::Config("push_chunk must be at least 1"));
         }
         let keys = QueueKeys::new(config.pending_key, config.dead_key);
-        Ok(Self {
+        let mut queue = Self {
             opener,
             conn,
             blocking: Arc::new(Mutex::new(None)),
@@ -170,7 +175,12 @@ impl JobQueue {
             worker_id: config.worker_id,
             reply_grace: config.reply_grace,
             push_chunk: config.push_chunk,
-        })
+            shards: None,
+        };
+        if config.shards > 1 {
+            queue.shards = Some(Arc::new(Shards::new(&queue, config.shards)?));
+        }
+        Ok(queue)
     }
 
     /// Opens a client and a shared connection to `redis_url` and builds the queue on them.
@@ -188,9 +198,19 @@ impl JobQueue {
         &self.worker_id
     }
 
-    /// The queue's key names.
+    /// The queue's key names (of a sharded queue: the base names its shards derive from; see
+    /// [`JobQueue::shard_keys`]).
     pub fn keys(&self) -> &QueueKeys {
         &self.keys
+    }
+
+    /// The key names of every shard, in shard order; one entry, [`JobQueue::keys`], when the
+    /// queue is not sharded.
+    pub fn shard_keys(&self) -> Vec<&QueueKeys> {
+        match &self.shards {
+            Some(shards) => shards.keys().collect(),
+            None => vec![&self.keys],
+        }
     }
 
     /// Pushes one message to the back of the queue.
@@ -206,6 +226,10 @@ impl JobQueue {
     /// - When it fails, then a prefix of the chunks may have been pushed (the pipeline is not a
     ///   transaction).
     pub async fn push_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<usize> {
+        if let Some(shards) = &self.shards {
+            let payloads: Vec<&[u8]> = payloads.iter().map(AsRef::as_ref).collect();
+            return shards.push_batch(&payloads).await;
+        }
         if payloads.is_empty() {
             return Ok(0);
         }
@@ -233,6 +257,9 @@ impl JobQueue {
     ///   is dropped (the server stops blocking for it) and the next call reconnects; a message moved
     ///   just before that is in the processing list (see the module's non-guarantees).
     pub async fn reserve(&self, timeout: Duration) -> Result<Option<Vec<u8>>> {
+        if let Some(shards) = &self.shards {
+            return shards.reserve(timeout).await;
+        }
         if timeout.is_zero() {
             let mut conn = self.conn.clone();
             let item: Option<Vec<u8>> = redis::cmd("LMOVE")
@@ -285,6 +312,9 @@ impl JobQueue {
     ///   atomically (one script) and returned; nothing blocks.
     /// - When none are, then one blocking move runs, with the same guarantees as `reserve`.
     pub async fn reserve_many(&self, max: usize, timeout: Duration) -> Result<Vec<Vec<u8>>> {
+        if let Some(shards) = &self.shards {
+            return shards.reserve_many(max, timeout).await;
+        }
         let mut conn = self.conn.clone();
         let moved: Vec<Vec<u8>> = SCRIPTS
             .reserve_many
@@ -302,6 +332,10 @@ impl JobQueue {
     /// Acknowledges several handled messages in one pipelined round trip; returns how many were
     /// still in the processing list.
     pub async fn ack_many<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<usize> {
+        if let Some(shards) = &self.shards {
+            let payloads: Vec<&[u8]> = payloads.iter().map(AsRef::as_ref).collect();
+            return shards.ack_many(&payloads).await;
+        }
         if payloads.is_empty() {
             return Ok(0);
         }
@@ -323,6 +357,9 @@ impl JobQueue {
     /// - When it was not there (already recovered by another consumer after this one looked
     ///   dead), then `false` and nothing changes; that consumer's copy will be delivered again.
     pub async fn ack(&self, payload: &[u8]) -> Result<bool> {
+        if let Some(shards) = &self.shards {
+            return shards.ack(payload).await;
+        }
         let mut conn = self.conn.clone();
         let removed: i64 = redis::cmd("LREM")
             .arg(&self.processing)
@@ -336,6 +373,9 @@ impl JobQueue {
     /// Moves a message from this consumer's processing list to the back of the pending list, in
     /// one script; `true` when it was there.
     pub async fn requeue(&self, payload: &[u8]) -> Result<bool> {
+        if let Some(shards) = &self.shards {
+            return shards.requeue(payload).await;
+        }
         let mut conn = self.conn.clone();
         let moved: i64 = SCRIPTS
             .requeue
@@ -350,6 +390,9 @@ impl JobQueue {
     /// This consumer's processing list, oldest first: messages reserved and not yet acknowledged,
     /// including any whose reserve reply was lost.
     pub async fn processing_items(&self) -> Result<Vec<Vec<u8>>> {
+        if let Some(shards) = &self.shards {
+            return shards.processing_items().await;
+        }
         let mut conn = self.conn.clone();
         let mut items: Vec<Vec<u8>> = redis::cmd("LRANGE")
             .arg(&self.processing)
@@ -363,6 +406,9 @@ impl JobQueue {
 
     /// How many messages are pending.
     pub async fn depth(&self) -> Result<usize> {
+        if let Some(shards) = &self.shards {
+            return shards.depth().await;
+        }
         let mut conn = self.conn.clone();
         Ok(redis::cmd("LLEN")
             .arg(self.keys.pending())

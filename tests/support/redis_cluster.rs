@@ -4,6 +4,11 @@
 //!   processes (no persistence, no replicas) listen on free 127.0.0.1 ports, `redis-cli --cluster
 //!   create` assigns the 16384 slots among them, and the call returns once every node reports
 //!   `cluster_state:ok` and agrees on the slot map.
+//! - When a test calls [`RedisCluster::start_with_replicas`], then six nodes: three masters and one
+//!   replica each, returned once every replica's link to its master is up.
+//! - [`RedisCluster::promote_replica_of`] fails over the master that owns a key's slot to its
+//!   replica (`CLUSTER FAILOVER` on the replica) and returns once the replica reports itself a
+//!   master.
 //! - When the value is dropped, then the processes are killed and their directories removed.
 #![allow(dead_code, unreachable_pub)]
 
@@ -27,12 +32,28 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts three masters, creates the cluster, and waits until it serves every slot.
     pub fn start() -> Self {
+        Self::start_nodes(0)
+    }
+
+    /// Starts three masters with one replica each and waits until every replica is in sync.
+    pub fn start_with_replicas() -> Self {
+        let cluster = Self::start_nodes(1);
+        for &port in &cluster.ports {
+            wait_until(port, "INFO replication", |info| {
+                info.contains("role:master") || info.contains("master_link_status:up")
+            });
+        }
+        cluster
+    }
+
+    /// Starts `3 * (1 + replicas)` nodes and creates the cluster.
+    fn start_nodes(replicas: usize) -> Self {
         let mut cluster = RedisCluster {
             ports: Vec::new(),
             dirs: Vec::new(),
             children: Vec::new(),
         };
-        for _ in 0..3 {
+        for _ in 0..3 * (1 + replicas) {
             let port = free_port();
             let dir = std::env::temp_dir()
                 .join(format!("lockstock-cluster-{}-{port}", std::process::id()));
@@ -67,7 +88,7 @@ impl RedisCluster {
         let status = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -79,6 +100,48 @@ impl RedisCluster {
             });
         }
         cluster
+    }
+
+    /// Fails the master owning `key`'s slot over to its replica (`CLUSTER FAILOVER` on the
+    /// replica, which the old master agrees to: no acknowledged write is lost); returns the
+    /// promoted node's port once it reports itself a master and every node sees the new map.
+    pub fn promote_replica_of(&self, key: &str) -> u16 {
+        let nodes: String = query(self.ports[0], &["CLUSTER", "NODES"]);
+        let slot: i64 = query(self.ports[0], &["CLUSTER", "KEYSLOT", key]);
+        let lines: Vec<Vec<&str>> = nodes
+            .lines()
+            .map(|line| line.split(' ').collect())
+            .collect();
+        let owner = lines
+            .iter()
+            .find(|fields| {
+                fields[2].contains("master")
+                    && fields[8..].iter().any(|range| {
+                        let (low, high) = range.split_once('-').unwrap_or((range, range));
+                        low.parse::<i64>().is_ok_and(|low| low <= slot)
+                            && high.parse::<i64>().is_ok_and(|high| slot <= high)
+                    })
+            })
+            .expect("a master owns the slot")[0];
+        let replica = lines
+            .iter()
+            .find(|fields| fields[3] == owner)
+            .expect("the owner has a replica");
+        let port: u16 = replica[1]
+            .split(['@', ':'])
+            .nth(1)
+            .and_then(|port| port.parse().ok())
+            .expect("replica address");
+        assert_eq!(query::<String>(port, &["CLUSTER", "FAILOVER"]), "OK");
+        wait_until(port, "INFO replication", |info| {
+            info.contains("role:master")
+        });
+        for &other in &self.ports {
+            wait_until(other, "CLUSTER INFO", |info| {
+                info.contains("cluster_state:ok")
+            });
+        }
+        port
     }
 
     /// The nodes' `redis://` URLs.
@@ -100,6 +163,18 @@ impl Drop for RedisCluster {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// `args` on node `port`, its reply as `T`.
+fn query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> T {
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(2)))
+        .expect("connect to a cluster node");
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(&mut conn).expect("cluster node command")
 }
 
 /// Polls `command` on `port` until `ok(reply)` holds (10 s deadline).

@@ -8,8 +8,8 @@
 //!   [`super::KeySpace`]), so every script runs whole on one node.
 //! - Pub/sub hand-off messages travel over a plain connection to one cluster node: a `PUBLISH`
 //!   on any node of a Redis Cluster reaches subscribers on every node.
-//! - Not supported on a cluster: [`super::LockClient::list_held`] (a `SCAN` sees one node only);
-//!   it returns [`super::LockError::InvalidArgument`] there.
+//! - [`super::LockClient::list_held`] scans every master of a cluster in turn (a `SCAN` sees one
+//!   node only); a slot migrating meanwhile may hide or repeat a key, as any `SCAN` may.
 
 use std::{fmt, time::Duration};
 
@@ -18,6 +18,7 @@ use redis::{
     aio::{ConnectionLike, ConnectionManager},
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
+    cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo},
 };
 
 use super::{
@@ -83,6 +84,86 @@ impl LockConnection {
                 )))
             })??;
         Ok(LockConnection::Cluster(conn))
+    }
+}
+
+impl LockConnection {
+    /// Every key matching `pattern`: one `SCAN` walk on a single server, one per master on a
+    /// cluster (the masters as the connection's slot map knows them).
+    pub(crate) async fn scan_every_master(&self, pattern: &str) -> Result<Vec<String>> {
+        match self {
+            LockConnection::Single(conn) => {
+                scan_walk(pattern, |scan| {
+                    let mut conn = conn.clone();
+                    async move { scan.query_async(&mut conn).await }
+                })
+                .await
+            }
+            LockConnection::Cluster(conn) => {
+                let mut conn = conn.clone();
+                let masters = conn
+                    .route_command(
+                        redis::cmd("PING"),
+                        RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+                    )
+                    .await?;
+                let Value::Map(masters) = masters else {
+                    return Err(LockError::InvalidArgument(
+                        "the cluster did not name its masters".into(),
+                    ));
+                };
+                let mut keys = Vec::new();
+                for (address, _) in masters {
+                    let address: String =
+                        redis::from_redis_value(address).map_err(redis::RedisError::from)?;
+                    let Some((host, port)) = address
+                        .rsplit_once(':')
+                        .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)))
+                    else {
+                        continue;
+                    };
+                    keys.extend(
+                        scan_walk(pattern, |scan| {
+                            let mut conn = conn.clone();
+                            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                                host: host.clone(),
+                                port,
+                            });
+                            async move {
+                                let reply = conn.route_command(scan, route).await?;
+                                Ok(redis::from_redis_value(reply)?)
+                            }
+                        })
+                        .await?,
+                    );
+                }
+                Ok(keys)
+            }
+        }
+    }
+}
+
+/// Walks a `SCAN ... MATCH pattern` cursor to its end with `send`.
+async fn scan_walk<F, Fut>(pattern: &str, mut send: F) -> Result<Vec<String>>
+where
+    F: FnMut(Cmd) -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<(u64, Vec<String>)>>,
+{
+    let mut cursor: u64 = 0;
+    let mut found = Vec::new();
+    loop {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(500);
+        let (next, keys) = send(scan).await?;
+        found.extend(keys);
+        if next == 0 {
+            return Ok(found);
+        }
+        cursor = next;
     }
 }
 

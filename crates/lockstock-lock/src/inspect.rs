@@ -4,7 +4,7 @@
 //! - When a resource is locked, then [`LockInfo`] shows its owner record, since when (Redis
 //!   server time), the TTL left and the fencing token, read in one `GET` + `PTTL` pipeline.
 //! - Listing is a `SCAN` over the prefix: not a snapshot; locks taken or released meanwhile may
-//!   or may not appear. On a Redis Cluster listing is refused (a `SCAN` sees one node only).
+//!   or may not appear. On a Redis Cluster every master is scanned in turn.
 //! - When a stored value cannot be parsed (written by something else), then an exclusive hold
 //!   reads as free and a member of an expiring set as fence 0 with no owner; nothing fails.
 
@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::{
     conn::LockConnection,
-    error::{LockError, Result},
+    error::Result,
     keys::{KeySpace, ResourceKeys},
     owner::LockOwner,
 };
@@ -150,36 +150,14 @@ pub(crate) async fn inspect(
 
 /// Every mutex held under `space`'s prefix (a `SCAN`; refused on a cluster).
 pub(crate) async fn list(conn: &LockConnection, space: &KeySpace) -> Result<Vec<LockInfo>> {
-    if conn.is_cluster() {
-        return Err(LockError::InvalidArgument(
-            "listing held locks is not supported on a Redis Cluster (a SCAN sees one node); inspect resources by name".into(),
-        ));
-    }
-    let mut conn = conn.clone();
-    let pattern = space.lock_pattern();
-    let mut cursor: u64 = 0;
     let mut found = Vec::new();
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(500)
-            .query_async(&mut conn)
-            .await?;
-        for key in keys {
-            if let Some(resource) = space.resource_of_lock_key(&key) {
-                let keys = space.resource(resource)?;
-                if let Some(info) = inspect(&conn, &keys).await? {
-                    found.push(info);
-                }
+    for key in conn.scan_every_master(&space.lock_pattern()).await? {
+        if let Some(resource) = space.resource_of_lock_key(&key) {
+            let keys = space.resource(resource)?;
+            if let Some(info) = inspect(conn, &keys).await? {
+                found.push(info);
             }
         }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
     }
     found.sort_by(|a, b| a.resource.cmp(&b.resource));
     Ok(found)

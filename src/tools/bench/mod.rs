@@ -8,6 +8,7 @@ pub mod lock;
 pub mod pipeline;
 pub mod primitives;
 pub mod report;
+pub mod scale;
 pub mod stats;
 
 pub use report::Report;

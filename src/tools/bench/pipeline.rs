@@ -130,16 +130,7 @@ impl PipelineBench {
         let worker = sibling_binary("worker")?;
         let bench_url = bench_database(&self.database_url).await?;
         let total_concurrency = (self.workers * self.concurrency) as u32;
-        let pool = PgPoolOptions::new()
-            .max_connections(total_concurrency)
-            .connect(&bench_url)
-            .await
-            .context("connecting to the bench database")?;
-        let store = OrderStore::new(pool.clone());
-        store
-            .migrate()
-            .await
-            .context("migrating the bench database")?;
+        let (pool, store) = bench_store(&bench_url, total_concurrency).await?;
 
         let mut reports = Vec::new();
         let ceiling =
@@ -166,7 +157,7 @@ impl PipelineBench {
                     Ok(PurchaseOrder::new(ProductId::new(product)?, one))
                 })
                 .collect::<anyhow::Result<_>>()?;
-            let mut report = self
+            let (mut report, _) = self
                 .run_case(case, &worker, &bench_url, &store, &orders)
                 .await?;
             match case {
@@ -198,20 +189,25 @@ impl PipelineBench {
         Ok(reports)
     }
 
-    async fn run_case(
+    /// One case: `self.workers` worker processes decide `orders`; the report, and what the
+    /// case cost besides (worker CPU, the bench's own Postgres polls).
+    pub(super) async fn run_case(
         &self,
         case: &str,
         worker: &std::path::Path,
         bench_url: &str,
         store: &OrderStore,
         orders: &[PurchaseOrder],
-    ) -> anyhow::Result<PipelineReport> {
+    ) -> anyhow::Result<(PipelineReport, CaseCosts)> {
         store.create_products(100, 1_000_000_000).await?;
         sqlx::query("TRUNCATE orders").execute(store.pool()).await?;
         let namespace = format!("lockstock-bench-{}", Uuid::new_v4().simple());
         let queue_config =
             QueueConfig::namespaced(&namespace).with_worker_id(format!("{namespace}-bench"));
-        let queue = JobQueue::connect(&self.redis_url, queue_config.clone()).await?;
+        // As the binaries connect: one server or a cluster (keys mapped into one slot).
+        let queue = crate::services::SharedRedis::connect(&self.redis_url)
+            .await?
+            .queue(queue_config.clone())?;
         let args: Vec<String> = [
             "--redis-url",
             &self.redis_url,
@@ -252,7 +248,9 @@ impl PipelineBench {
             queue.push_batch(chunk).await?;
         }
         let deadline = started + Duration::from_secs(300);
+        let mut polls = 0;
         loop {
+            polls += 1;
             let decided: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
                 .fetch_one(store.pool())
                 .await?;
@@ -279,6 +277,7 @@ impl PipelineBench {
             .iter()
             .filter_map(|pid| peak_rss_kib(*pid))
             .max();
+        let worker_cpu_secs = fleet.pids().iter().filter_map(|pid| cpu_secs(*pid)).sum();
         fleet.stop(Duration::from_secs(10)).await;
 
         let mut all = Vec::new();
@@ -294,7 +293,7 @@ impl PipelineBench {
             }
         }
         let has_cold = !cold.is_empty();
-        Ok(PipelineReport {
+        let report = PipelineReport {
             scenario: case.into(),
             ops_per_sec: orders.len() as f64 / elapsed_secs,
             ops: orders.len() as u64,
@@ -308,8 +307,24 @@ impl PipelineBench {
                 "{} workers × concurrency {}, work 0 ms",
                 self.workers, self.concurrency
             ),
-        })
+        };
+        Ok((
+            report,
+            CaseCosts {
+                worker_cpu_secs,
+                polls,
+            },
+        ))
     }
+}
+
+/// What a case cost besides its report.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CaseCosts {
+    /// CPU seconds the worker processes used (start to stop).
+    pub(super) worker_cpu_secs: f64,
+    /// Postgres transactions the bench itself ran to see the case finish.
+    pub(super) polls: u64,
 }
 
 /// Single-row `UPDATE` commits by `tasks` tasks through `pool` for `duration`.
@@ -368,8 +383,26 @@ async fn commit_rate(
     })
 }
 
+/// A pool of up to `connections` on the bench database, and the store over it, migrated.
+pub(super) async fn bench_store(
+    bench_url: &str,
+    connections: u32,
+) -> anyhow::Result<(PgPool, OrderStore)> {
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(bench_url)
+        .await
+        .context("connecting to the bench database")?;
+    let store = OrderStore::new(pool.clone());
+    store
+        .migrate()
+        .await
+        .context("migrating the bench database")?;
+    Ok((pool, store))
+}
+
 /// Creates (if needed) the sibling database `<name>_bench` and returns its URL.
-async fn bench_database(database_url: &str) -> anyhow::Result<String> {
+pub(super) async fn bench_database(database_url: &str) -> anyhow::Result<String> {
     let mut url = url::Url::parse(database_url).context("parsing the database URL")?;
     let name = url.path().trim_start_matches('/').to_owned();
     let bench_name = format!(
@@ -423,6 +456,16 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat` (clock ticks
+/// at the usual 100 Hz).
+pub(super) fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 fn unix_us() -> u64 {

@@ -1,0 +1,121 @@
+//! Redis Cluster detection for [`super::SharedRedis`]: the same `REDIS_URL` names one server or
+//! any node(s) of a cluster, and the process finds out which.
+//!
+//! - When the first node's `INFO cluster` says `cluster_enabled:1`, then one cluster connection
+//!   over every seed node is opened and shared by the queue and the lock clients; commands are
+//!   routed by their key's slot, and the connection follows slot moves and failovers (it
+//!   refreshes the slot map on `MOVED` and on connection errors).
+//! - When it says `cluster_enabled:0`, or `INFO` is not allowed (a restricted ACL user), then the
+//!   process runs on one server, as before.
+//! - Either way the log says which mode was chosen, naming the nodes with passwords masked.
+
+use std::time::Duration;
+
+use lockstock_lock::{LockClient, LockConfig, LockConnection};
+use redis::{
+    ErrorKind, RedisError, RedisResult, aio::ConnectionManager, cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+};
+
+use crate::{
+    config::mask_url,
+    queue::{JobQueue, QueueConfig, QueueError},
+};
+
+/// The URLs in `REDIS_URL`: one, or several seed nodes comma-separated (blanks dropped).
+pub(super) fn seed_nodes(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|node| !node.is_empty())
+        .collect()
+}
+
+/// A process's connection to a Redis Cluster.
+#[derive(Clone)]
+pub(super) struct ClusterRedis {
+    /// The seed nodes (the queue's blocking connections are opened through them).
+    nodes: Vec<String>,
+    /// Routed by slot; shared by the queue and the lock clients.
+    conn: ClusterConnection,
+}
+
+impl ClusterRedis {
+    /// Asks the first node (over `first`) whether it is a cluster node; when it is, then opens a
+    /// cluster connection through `nodes`.
+    ///
+    /// - When several nodes are given but the first is not a cluster node, then an error.
+    pub(super) async fn detect(
+        first: &ConnectionManager,
+        nodes: &[&str],
+    ) -> RedisResult<Option<Self>> {
+        let masked: Vec<String> = nodes.iter().map(|node| mask_url(node)).collect();
+        let mut conn = first.clone();
+        let info = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async::<String>(&mut conn)
+            .await;
+        let enabled = match &info {
+            Ok(info) => cluster_enabled(info),
+            Err(error) => {
+                tracing::debug!(%error, "INFO cluster refused; assuming a single Redis");
+                false
+            }
+        };
+        if !enabled {
+            if nodes.len() > 1 {
+                return Err(RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "several Redis URLs name the seed nodes of a cluster, but the first is not a cluster node",
+                )));
+            }
+            tracing::info!(mode = "single", redis = ?masked, "Redis: one server");
+            return Ok(None);
+        }
+        let client = ClusterClient::builder(nodes.iter().copied())
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(2))
+            .retries(3)
+            .build()?;
+        let conn = client.get_async_connection().await?;
+        tracing::info!(mode = "cluster", seeds = ?masked, "Redis: a cluster");
+        Ok(Some(Self {
+            nodes: nodes.iter().map(|node| (*node).to_owned()).collect(),
+            conn,
+        }))
+    }
+
+    /// A queue on the cluster, its keys mapped into one slot.
+    pub(super) fn queue(&self, config: QueueConfig) -> Result<JobQueue, QueueError> {
+        let config = config.for_cluster();
+        tracing::debug!(pending = %config.pending_key, dead = %config.dead_key, "queue keys on the cluster");
+        let nodes: Vec<&str> = self.nodes.iter().map(String::as_str).collect();
+        JobQueue::on_cluster(&nodes, self.conn.clone(), config)
+    }
+
+    /// A lock client on the cluster; `pubsub` (the first node) carries hand-off messages.
+    pub(super) fn lock_client(&self, pubsub: redis::Client, config: LockConfig) -> LockClient {
+        LockClient::with_connection(pubsub, LockConnection::Cluster(self.conn.clone()), config)
+    }
+}
+
+/// Whether an `INFO cluster` reply says the node runs in cluster mode.
+fn cluster_enabled(info: &str) -> bool {
+    info.lines().any(|line| line.trim() == "cluster_enabled:1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seeds split on commas, blanks dropped; the INFO field is read exactly.
+    #[test]
+    fn seeds_and_the_cluster_flag_are_read() {
+        assert_eq!(
+            seed_nodes(" redis://a:1, ,redis://b:2 "),
+            ["redis://a:1", "redis://b:2"]
+        );
+        assert_eq!(seed_nodes("redis://a:1"), ["redis://a:1"]);
+        assert!(cluster_enabled("# Cluster\r\ncluster_enabled:1\r\n"));
+        assert!(!cluster_enabled("# Cluster\r\ncluster_enabled:0\r\n"));
+    }
+}
