@@ -63,6 +63,14 @@ struct Cli {
     /// Most orders processed under one lock hold.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     batch_limit: u32,
+    /// How often the intake recovery sweep pushes recorded, undecided orders that are in no Redis
+    /// list again, in milliseconds (0: never).
+    #[arg(long, default_value_t = 5_000)]
+    intake_sweep_ms: u64,
+    /// How old an undecided intake entry must be before the sweep may push it again, in
+    /// milliseconds (covers the gap between a producer's insert and its push).
+    #[arg(long, default_value_t = 10_000)]
+    intake_stale_ms: u64,
     /// Postgres connections in this process's pool (default: concurrency + 2).
     #[arg(long)]
     max_connections: Option<u32>,
@@ -107,6 +115,8 @@ async fn main() -> anyhow::Result<()> {
         drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
         liveness_ttl: Duration::from_millis(cli.liveness_ttl_ms),
         recovery_interval: Duration::from_millis(cli.recovery_interval_ms),
+        intake_sweep_interval: Duration::from_millis(cli.intake_sweep_ms),
+        intake_stale_after: Duration::from_millis(cli.intake_stale_ms),
         ..WorkerConfig::default()
     };
     let worker = Worker::new(queue.clone(), product_locks, store, config)

@@ -60,6 +60,7 @@ mod dead;
 mod error;
 mod keys;
 mod liveness;
+mod restore;
 mod scripts;
 
 use std::{fmt, sync::Arc, time::Duration};

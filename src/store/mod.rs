@@ -39,6 +39,7 @@
 //!   [`StoreError::InsufficientStock`]; its `out_of_stock` decision is recorded as made.
 
 mod error;
+mod intake;
 mod orders;
 mod products;
 mod sale;

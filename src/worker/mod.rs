@@ -36,6 +36,7 @@
 
 mod error;
 mod fenced;
+mod intake_sweep;
 mod lanes;
 mod poison;
 mod retry;
@@ -97,6 +98,10 @@ pub struct WorkerConfig {
     pub poll_timeout: Duration,
     /// How often a summary line is logged. Default 10 s.
     pub summary_interval: Duration,
+    /// How often the intake recovery sweep runs (zero: never). Default 5 s.
+    pub intake_sweep_interval: Duration,
+    /// How old an undecided intake row must be before the sweep may push it again. Default 10 s.
+    pub intake_stale_after: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -116,6 +121,8 @@ impl Default for WorkerConfig {
             reconcile_interval: Duration::from_secs(10),
             poll_timeout: Duration::from_secs(1),
             summary_interval: Duration::from_secs(10),
+            intake_sweep_interval: intake_sweep::DEFAULT_INTERVAL,
+            intake_stale_after: intake_sweep::DEFAULT_STALE_AFTER,
         }
     }
 }
@@ -308,6 +315,7 @@ impl Worker {
         }
         let upkeep_stop = CancellationToken::new();
         let upkeep = tokio::spawn(upkeep(ctx.clone(), upkeep_stop.clone()));
+        let sweep = tokio::spawn(intake_sweep::run(ctx.clone(), upkeep_stop.clone()));
         let tracker = TaskTracker::new();
 
         pull(&ctx, &tracker, &shutdown).await;
@@ -335,6 +343,7 @@ impl Worker {
         ctx.hard_stop.cancel();
         upkeep_stop.cancel();
         let _ = upkeep.await;
+        let _ = sweep.await;
         match ctx.queue.deregister().await {
             Ok(0) => {}
             Ok(moved) => {

@@ -10,6 +10,7 @@ mod helpers;
 
 mod exactly_once;
 mod failures;
+mod intake;
 mod messages;
 mod redlock;
 mod shared_locks;
