@@ -71,6 +71,11 @@ struct Cli {
     /// milliseconds (covers the gap between a producer's insert and its push).
     #[arg(long, default_value_t = 10_000)]
     intake_stale_ms: u64,
+    /// Most reserved orders waiting (parked behind a product's lock or for a slot) beside the
+    /// batches being decided (default: --batch-limit). Orders reserved here are promised to this
+    /// process; a small prefetch leaves the rest to idle workers.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    prefetch: Option<u32>,
     /// Postgres connections in this process's pool (default: concurrency + 2).
     #[arg(long)]
     max_connections: Option<u32>,
@@ -112,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         work: Duration::from_millis(cli.work_ms),
         use_lock: !cli.no_lock,
         batch_limit: cli.batch_limit as usize,
+        backlog_limit: cli.prefetch.unwrap_or(cli.batch_limit) as usize,
         drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
         liveness_ttl: Duration::from_millis(cli.liveness_ttl_ms),
         recovery_interval: Duration::from_millis(cli.recovery_interval_ms),

@@ -20,6 +20,9 @@
 //! - When a copy of an order already in the batch arrives in the lane, then it waits for a later
 //!   hold, where it is found decided and acknowledged without a decision: within one hold an
 //!   order is decided once, so its copy cannot cost a later order its unit.
+//! - When shutdown begins, then no further order of a batch starts its slow step: the started
+//!   ones are decided and committed, the rest (and the lane's parked orders, and a batch still
+//!   waiting for the lock) are given back to the pending list at once.
 //! - When Postgres or Redis fail, then the step is retried with the worker's one back-off
 //!   ([`super::retry`]) while the lock is held, or under a new hold.
 
@@ -62,6 +65,10 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
     // Copies of an order already in the batch (redeliveries): each waits for a later hold.
     let mut copies: Vec<Job> = Vec::new();
     loop {
+        if ctx.stopping.is_cancelled() {
+            give_back_lane(&ctx, product, batch, copies).await;
+            return;
+        }
         if batch.is_empty() {
             if copies.is_empty() {
                 match ctx.lanes.next(product) {
@@ -81,7 +88,10 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
             }
         }
         let Some(guard) = take_lock(&ctx, product).await else {
-            return; // hard stop: the jobs stay in the processing list for recovery
+            if ctx.hard_stop.is_cancelled() {
+                return; // hard stop: the jobs stay in the processing list for recovery
+            }
+            continue; // stopping: give the lane back (top of the loop)
         };
         let end = hold(&ctx, &guard, product, &mut batch).await;
         match guard.release().await {
@@ -100,6 +110,20 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
             return;
         }
     }
+}
+
+/// Shutdown: gives back every order of the lane that has not started (the batch, the copies
+/// and whatever is parked) and closes the lane.
+async fn give_back_lane(ctx: &Ctx, product: ProductId, batch: Vec<Job>, copies: Vec<Job>) {
+    let mut payloads: Vec<Vec<u8>> = batch
+        .into_iter()
+        .chain(copies)
+        .map(|job| job.payload)
+        .collect();
+    while let Some(job) = ctx.lanes.next(product) {
+        payloads.push(job.payload);
+    }
+    ctx.give_back(&payloads).await;
 }
 
 /// Adds `job` to `batch` unless the batch already holds its order id: then the copy waits in
@@ -122,6 +146,7 @@ async fn take_lock(ctx: &Ctx, product: ProductId) -> Option<ProductGuard> {
     loop {
         let attempt = tokio::select! {
             () = ctx.hard_stop.cancelled() => return None,
+            () = ctx.stopping.cancelled() => return None,
             attempt = ctx.locks.acquire(&resource, &options, ctx.config.lock_wait) => attempt,
         };
         match attempt {
@@ -159,16 +184,24 @@ async fn hold(
         Ok(stock) => stock,
         Err(end) => return end,
     };
-    // The slow step of every order, abandoned if the lock is lost.
-    let orders = u32::try_from(batch.len()).unwrap_or(u32::MAX);
-    if let Err(error) = sale
-        .slow_step(ctx.config.work.saturating_mul(orders), &ctx.hard_stop)
-        .await
-    {
-        if matches!(error, SaleError::LockLost) {
-            WorkerStats::bump(&ctx.stats.locks_lost);
+    // The slow step of each order in turn, abandoned if the lock is lost. Once shutdown begins,
+    // no further order starts: those are given back, the started ones are decided below.
+    let mut started = 0;
+    while started < batch.len() && !ctx.stopping.is_cancelled() {
+        if let Err(error) = sale.slow_step(ctx.config.work, &ctx.hard_stop).await {
+            if matches!(error, SaleError::LockLost) {
+                WorkerStats::bump(&ctx.stats.locks_lost);
+            }
+            return HoldEnd::AGAIN;
         }
-        return HoldEnd::AGAIN;
+        started += 1;
+    }
+    if started < batch.len() {
+        let unstarted: Vec<Vec<u8>> = batch.drain(started..).map(|job| job.payload).collect();
+        ctx.give_back(&unstarted).await;
+        if batch.is_empty() {
+            return HoldEnd::Done;
+        }
     }
     let mut retry = Retry::default();
     loop {

@@ -25,9 +25,15 @@
 //!   taking concurrency slots; orders for other products keep flowing.
 //! - When a blocking move's reply was lost, then the message sits in this worker's processing
 //!   list unknown to it; the periodic reconciliation adopts it after it was seen orphaned twice.
-//! - When shutdown is requested, then the worker stops pulling, finishes in-flight orders within
-//!   the drain timeout, moves anything left back to the pending list, releases its locks, deletes
-//!   its liveness key and returns.
+//! - When shutdown is requested, then the worker stops pulling, gives every reserved order whose
+//!   slow step has not begun back to the pending list at once (parked, waiting for a slot or for
+//!   the lock, or later in a batch), finishes the orders whose slow step has begun and commits
+//!   them, releases its locks, deletes its liveness key and returns. The drain is bounded by one
+//!   order's slow step plus one commit (plus the give-back and release round trips), not by the
+//!   backlog; the drain timeout caps it when Postgres or Redis hang.
+//! - Reservations are bounded by what the process can start soon: at most `backlog_limit` orders
+//!   wait (default: one batch, 64) beside the batches being decided, so a hot product does not
+//!   make one worker hoard orders that idle workers could take.
 //!
 //! # Not guaranteed
 //! - Orders in flight when Redis loses its data (a restart without persistence) are still
@@ -82,9 +88,10 @@ pub struct WorkerConfig {
     /// Most orders decided under one lock hold (one commit statement) before giving other
     /// processes a turn. Default 64.
     pub batch_limit: usize,
-    /// Most orders parked in product lanes or waiting for a slot at once (a few hundred bytes
-    /// each). Default 8192: large enough that a hot product cannot stop the puller from reaching
-    /// other products' orders.
+    /// Most orders parked in product lanes or waiting for a slot at once: the prefetch beyond the
+    /// batches being decided. Default 64 (one batch): a reservation is a promise that this
+    /// process will get to the order soon, and orders parked behind a hot product's lock are
+    /// orders idle workers could take.
     pub backlog_limit: usize,
     /// How long a graceful shutdown waits for in-flight orders. Default 30 s.
     pub drain_timeout: Duration,
@@ -114,7 +121,7 @@ impl Default for WorkerConfig {
             use_lock: true,
             lock_wait: Duration::from_secs(30),
             batch_limit: 64,
-            backlog_limit: 8192,
+            backlog_limit: 64,
             drain_timeout: Duration::from_secs(30),
             liveness_ttl: Duration::from_secs(10),
             recovery_interval: Duration::from_secs(5),
@@ -148,6 +155,8 @@ pub(crate) struct Ctx {
     inflight: Mutex<HashMap<Vec<u8>, usize>>,
     /// Cancelled when in-flight work must be abandoned (drain timeout, or hard stop).
     pub(crate) hard_stop: CancellationToken,
+    /// Cancelled when shutdown begins: orders whose slow step has not begun are given back.
+    pub(crate) stopping: CancellationToken,
 }
 
 impl Ctx {
@@ -201,6 +210,35 @@ impl Ctx {
         for payload in payloads {
             self.forget(payload.as_ref());
         }
+    }
+
+    /// Gives reserved messages this worker will not start back to the pending list at once (one
+    /// script each, all in flight together) and forgets them. A message that cannot be given
+    /// back stays in the processing list, which deregistering (or recovery) hands back later.
+    pub(crate) async fn give_back<P: AsRef<[u8]>>(&self, payloads: &[P]) {
+        if payloads.is_empty() {
+            return;
+        }
+        let results = futures_util::future::join_all(
+            payloads
+                .iter()
+                .map(|payload| self.queue.requeue(payload.as_ref())),
+        )
+        .await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "giving orders back failed; they stay in the processing list"
+            );
+        }
+        for payload in payloads {
+            self.forget(payload.as_ref());
+        }
+        tracing::debug!(
+            given_back = payloads.len() - failed,
+            "gave unstarted orders back"
+        );
     }
 
     /// Counts and logs what a commit did.
@@ -277,6 +315,7 @@ impl Worker {
                 stats: Arc::new(WorkerStats::default()),
                 inflight: Mutex::new(HashMap::new()),
                 hard_stop: CancellationToken::new(),
+                stopping: CancellationToken::new(),
             }),
         })
     }
@@ -320,14 +359,16 @@ impl Worker {
 
         pull(&ctx, &tracker, &shutdown).await;
 
-        // Drain.
+        // Drain: finish what has begun, give the rest back at once.
+        ctx.stopping.cancel();
         tracker.close();
-        let in_flight = tracker.len();
+        let waiting = ctx.lanes.take_waiting();
         tracing::info!(
-            in_flight,
-            parked = ctx.lanes.parked(),
-            "stopping: draining in-flight orders"
+            in_flight = tracker.len(),
+            given_back = waiting.len(),
+            "stopping: finishing orders whose slow step has begun, giving the rest back"
         );
+        ctx.give_back(&waiting).await;
         if tokio::time::timeout(config.drain_timeout, tracker.wait())
             .await
             .is_err()
