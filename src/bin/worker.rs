@@ -63,6 +63,11 @@ struct Cli {
     /// Most orders processed under one lock hold.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     batch_limit: u32,
+    /// How long a worker may go without Postgres answering while it holds a product lock before
+    /// it releases the lock, gives its unstarted orders back and pauses until Postgres answers,
+    /// in milliseconds.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..))]
+    postgres_outage_ms: u64,
     /// How often the intake recovery sweep pushes recorded, undecided orders that are in no Redis
     /// list again, in milliseconds (0: never).
     #[arg(long, default_value_t = 5_000)]
@@ -121,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
         liveness_ttl: Duration::from_millis(cli.liveness_ttl_ms),
         recovery_interval: Duration::from_millis(cli.recovery_interval_ms),
+        postgres_outage_limit: Duration::from_millis(cli.postgres_outage_ms),
         intake_sweep_interval: Duration::from_millis(cli.intake_sweep_ms),
         intake_stale_after: Duration::from_millis(cli.intake_stale_ms),
         ..WorkerConfig::default()

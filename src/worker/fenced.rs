@@ -24,14 +24,19 @@
 //!   ones are decided and committed, the rest (and the lane's parked orders, and a batch still
 //!   waiting for the lock) are given back to the pending list at once.
 //! - When Postgres or Redis fail, then the step is retried with the worker's one back-off
-//!   ([`super::retry`]) while the lock is held, or under a new hold.
+//!   ([`super::retry`]) while the lock is held, or under a new hold; but a worker that has not
+//!   heard from Postgres for `postgres_outage_limit` under a held lock releases it and gives its
+//!   orders back (see `outage.rs`), and no lock is taken before Postgres answers.
 
 use std::{sync::Arc, time::Duration};
+
+use tokio::time::Instant;
 
 use super::{
     Ctx, WorkerStats,
     error::ProcessError,
     lanes::Job,
+    outage,
     poison::{dead_letter, reject_unknown_product},
     retry::Retry,
 };
@@ -48,6 +53,8 @@ enum HoldEnd {
     Done,
     /// The jobs left in the batch must be retried under a new lock hold, after `pause`.
     Retry { pause: Duration },
+    /// Postgres did not answer within the outage limit: release the lock and give the lane back.
+    Outage,
 }
 
 impl HoldEnd {
@@ -65,7 +72,7 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
     // Copies of an order already in the batch (redeliveries): each waits for a later hold.
     let mut copies: Vec<Job> = Vec::new();
     loop {
-        if ctx.stopping.is_cancelled() {
+        if ctx.stopping.is_cancelled() || ctx.health.is_down() {
             give_back_lane(&ctx, product, batch, copies).await;
             return;
         }
@@ -87,6 +94,10 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
                 None => break,
             }
         }
+        // Postgres first, the lock second: never hold a lock while waiting for a connection.
+        if !outage::postgres_answers(&ctx).await {
+            continue; // the outage is recorded: give the lane back (top of the loop)
+        }
         let Some(guard) = take_lock(&ctx, product).await else {
             if ctx.hard_stop.is_cancelled() {
                 return; // hard stop: the jobs stay in the processing list for recovery
@@ -102,6 +113,9 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
                 tracing::debug!(%error, product_id = %product, "release failed; the TTL frees the lock")
             }
             Ok(_) => {}
+        }
+        if matches!(end, HoldEnd::Outage) {
+            continue; // the lock is released: give the lane back (top of the loop)
         }
         if let HoldEnd::Retry { pause } = end
             && !pause.is_zero()
@@ -204,6 +218,7 @@ async fn hold(
         }
     }
     let mut retry = Retry::default();
+    let deadline = Instant::now() + ctx.config.postgres_outage_limit;
     loop {
         let orders: Vec<SaleOrder> = batch
             .iter_mut()
@@ -215,10 +230,16 @@ async fn hold(
                 }
             })
             .collect();
-        let (results, stopped) = match sale.sell(stock, &orders).await {
-            Ok(results) => (results, None),
-            Err(SaleStop { decided, error }) => (decided, Some(error)),
-        };
+        let (results, stopped) =
+            match tokio::time::timeout_at(deadline, sale.sell(stock, &orders)).await {
+                Ok(Ok(results)) => (results, None),
+                Ok(Err(SaleStop { decided, error })) => (decided, Some(error)),
+                Err(_) => {
+                    ctx.health
+                        .mark_down("the commit got no answer within the outage limit");
+                    return HoldEnd::Outage;
+                }
+            };
         let decided: Vec<Job> = batch.drain(..results.len()).collect();
         for (job, result) in decided.iter().zip(results) {
             ctx.record(&job.order, result);
@@ -246,8 +267,12 @@ async fn hold(
             SaleError::UnknownProduct(_) => return reject_all_unknown(ctx, batch).await,
             SaleError::Store(error) if error.is_transient() => {
                 WorkerStats::bump(&ctx.stats.retries);
+                if Instant::now() >= deadline {
+                    ctx.health.mark_down(&error.to_string());
+                    return HoldEnd::Outage;
+                }
                 tracing::warn!(%error, product_id = %product, "commit failed; retrying");
-                if !ctx.pause(retry.next_delay()).await {
+                if !ctx.pause(until(deadline, retry.next_delay())).await {
                     return HoldEnd::AGAIN;
                 }
             }
@@ -281,8 +306,14 @@ async fn claim(
     batch: &mut Vec<Job>,
 ) -> Result<i32, HoldEnd> {
     let mut retry = Retry::default();
+    let deadline = Instant::now() + ctx.config.postgres_outage_limit;
     loop {
-        match sale.claim().await {
+        let Ok(claimed) = tokio::time::timeout_at(deadline, sale.claim()).await else {
+            ctx.health
+                .mark_down("the claim got no answer within the outage limit");
+            return Err(HoldEnd::Outage);
+        };
+        match claimed {
             Ok(stock) => return Ok(stock),
             Err(SaleError::UnknownProduct(_)) => return Err(reject_all_unknown(ctx, batch).await),
             Err(SaleError::Stale { .. }) => {
@@ -299,13 +330,22 @@ async fn claim(
             }
             Err(SaleError::Store(error)) if error.is_transient() => {
                 WorkerStats::bump(&ctx.stats.retries);
+                if Instant::now() >= deadline {
+                    ctx.health.mark_down(&error.to_string());
+                    return Err(HoldEnd::Outage);
+                }
                 tracing::warn!(%error, product_id = %product, "claiming the product failed; retrying");
             }
             Err(error) => {
                 tracing::error!(%error, product_id = %product, "claiming the product failed");
+                if Instant::now() >= deadline {
+                    return Err(HoldEnd::Retry {
+                        pause: retry.next_delay(),
+                    });
+                }
             }
         }
-        if sale.is_lost() || !ctx.pause(retry.next_delay()).await {
+        if sale.is_lost() || !ctx.pause(until(deadline, retry.next_delay())).await {
             return Err(HoldEnd::AGAIN);
         }
     }
@@ -326,4 +366,9 @@ async fn reject_all_unknown(ctx: &Ctx, batch: &mut Vec<Job>) -> HoldEnd {
             pause: Retry::default().next_delay(),
         }
     }
+}
+
+/// `delay`, but ending no later than `deadline` (a retry under a held lock never waits past it).
+fn until(deadline: Instant, delay: Duration) -> Duration {
+    delay.min(deadline.saturating_duration_since(Instant::now()))
 }

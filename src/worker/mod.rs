@@ -44,6 +44,7 @@ mod error;
 mod fenced;
 mod intake_sweep;
 mod lanes;
+mod outage;
 mod poison;
 mod retry;
 mod unlocked;
@@ -105,6 +106,10 @@ pub struct WorkerConfig {
     pub poll_timeout: Duration,
     /// How often a summary line is logged. Default 10 s.
     pub summary_interval: Duration,
+    /// How long a worker may go without Postgres answering while it holds a product lock (or
+    /// reserved orders) before it releases the lock, gives the orders back and pauses until
+    /// Postgres answers. Default 5 s.
+    pub postgres_outage_limit: Duration,
     /// How often the intake recovery sweep runs (zero: never). Default 5 s.
     pub intake_sweep_interval: Duration,
     /// How old an undecided intake row must be before the sweep may push it again. Default 10 s.
@@ -128,6 +133,7 @@ impl Default for WorkerConfig {
             reconcile_interval: Duration::from_secs(10),
             poll_timeout: Duration::from_secs(1),
             summary_interval: Duration::from_secs(10),
+            postgres_outage_limit: Duration::from_secs(5),
             intake_sweep_interval: intake_sweep::DEFAULT_INTERVAL,
             intake_stale_after: intake_sweep::DEFAULT_STALE_AFTER,
         }
@@ -157,6 +163,8 @@ pub(crate) struct Ctx {
     pub(crate) hard_stop: CancellationToken,
     /// Cancelled when shutdown begins: orders whose slow step has not begun are given back.
     pub(crate) stopping: CancellationToken,
+    /// Whether Postgres is being waited out (see `outage.rs`).
+    pub(crate) health: outage::PostgresHealth,
 }
 
 impl Ctx {
@@ -298,6 +306,11 @@ impl Worker {
                 "the lock TTL must be at least 3 ms".into(),
             ));
         }
+        if config.postgres_outage_limit < Duration::from_millis(100) {
+            return Err(WorkerError::Config(
+                "the Postgres outage limit must be at least 100 ms".into(),
+            ));
+        }
         if config.liveness_ttl < Duration::from_millis(300) {
             return Err(WorkerError::Config(
                 "the liveness TTL must be at least 300 ms".into(),
@@ -316,6 +329,7 @@ impl Worker {
                 inflight: Mutex::new(HashMap::new()),
                 hard_stop: CancellationToken::new(),
                 stopping: CancellationToken::new(),
+                health: outage::PostgresHealth::default(),
             }),
         })
     }
@@ -411,6 +425,10 @@ async fn pull(ctx: &Arc<Ctx>, tracker: &TaskTracker, shutdown: &CancellationToke
     let mut orphans_seen: HashSet<Vec<u8>> = HashSet::new();
     let mut retry = Retry::default();
     loop {
+        if ctx.health.is_down() {
+            outage::wait_for_postgres(ctx, shutdown).await;
+            continue;
+        }
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = ctx.lanes.wait_for_space() => {}

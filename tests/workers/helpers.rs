@@ -80,18 +80,20 @@ impl Env {
         format!("{}:{{product:{product}}}:lock", self.lock_prefix())
     }
 
-    /// Starts binary `exe` as process `name` with the test's Redis, database, queue keys and lock
-    /// prefix, then `args`; its output goes to the test's log directory.
+    /// Starts binary `exe` as process `name` with the test's Redis, database (unless `args`
+    /// name another), queue keys and lock prefix, then `args`; its output goes to the test's log
+    /// directory.
     fn spawn(&self, exe: &str, name: &str, args: &[&str]) -> WorkerProc {
         let log = self.logs.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("process log");
+        let database: &[&str] = if args.contains(&"--database-url") {
+            &[]
+        } else {
+            &["--database-url", &self.database_url]
+        };
         let child = Command::new(exe)
-            .args([
-                "--redis-url",
-                &self.redis.url(),
-                "--database-url",
-                &self.database_url,
-            ])
+            .args(["--redis-url", &self.redis.url()])
+            .args(database)
             .args([
                 "--queue-key",
                 &self.pending_key(),
