@@ -8,8 +8,11 @@ CREATE TABLE intake (
     id           uuid         PRIMARY KEY,
     product_id   integer      NOT NULL,
     quantity     integer      NOT NULL CHECK (quantity > 0),
+    -- The pending list the order was pushed to: a worker's sweep restores only its own queue's
+    -- orders (several queues may share one database).
+    queue        text         NOT NULL,
     enqueued_at  timestamptz  NOT NULL DEFAULT now()
 );
 
--- The sweep reads the oldest undecided rows first.
-CREATE INDEX intake_enqueued_at_idx ON intake (enqueued_at);
+-- The sweep reads its queue's oldest undecided rows first.
+CREATE INDEX intake_queue_enqueued_at_idx ON intake (queue, enqueued_at);

@@ -171,7 +171,7 @@ impl OrderProducer {
     async fn push_batch(&self, batch: &[PurchaseOrder]) -> Result<usize> {
         if let Some(store) = &self.intake {
             store
-                .record_intake(batch)
+                .record_intake(self.queue.keys().pending(), batch)
                 .await
                 .map_err(ProducerError::Intake)?;
         }

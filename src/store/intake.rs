@@ -18,9 +18,10 @@ use super::{OrderStore, Result};
 use crate::order::{OrderId, ProductId, PurchaseOrder, Quantity};
 
 impl OrderStore {
-    /// Records `orders` in the intake in one statement; returns how many rows were new.
+    /// Records `orders`, bound for the pending list `queue`, in the intake in one statement;
+    /// returns how many rows were new.
     #[tracing::instrument(level = "debug", skip_all, fields(orders = orders.len()), err(level = "debug"))]
-    pub async fn record_intake(&self, orders: &[PurchaseOrder]) -> Result<u64> {
+    pub async fn record_intake(&self, queue: &str, orders: &[PurchaseOrder]) -> Result<u64> {
         if orders.is_empty() {
             return Ok(0);
         }
@@ -30,27 +31,34 @@ impl OrderStore {
         // language=PostgreSQL
         let done = sqlx::query(
             r#"
-            INSERT INTO intake (id, product_id, quantity)
-            SELECT * FROM UNNEST($1::uuid[], $2::integer[], $3::integer[])
+            INSERT INTO intake (id, product_id, quantity, queue)
+            SELECT id, product_id, quantity, $4
+            FROM UNNEST($1::uuid[], $2::integer[], $3::integer[]) AS t (id, product_id, quantity)
             ON CONFLICT (id) DO NOTHING
             "#,
         )
         .bind(&ids)
         .bind(&products)
         .bind(&quantities)
+        .bind(queue)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
     }
 
-    /// Up to `limit` recorded orders without an outcome, recorded at least `age` ago, oldest
-    /// first.
-    pub async fn undecided_intake(&self, age: Duration, limit: i64) -> Result<Vec<PurchaseOrder>> {
+    /// Up to `limit` orders recorded for the pending list `queue` without an outcome, recorded
+    /// at least `age` ago, oldest first.
+    pub async fn undecided_intake(
+        &self,
+        queue: &str,
+        age: Duration,
+        limit: i64,
+    ) -> Result<Vec<PurchaseOrder>> {
         // language=PostgreSQL
         let rows: Vec<(Uuid, i32, i32)> = sqlx::query_as(
             r#"
             SELECT i.id, i.product_id, i.quantity FROM intake i
-            WHERE i.enqueued_at < now() - make_interval(secs => $1)
+            WHERE i.queue = $3 AND i.enqueued_at < now() - make_interval(secs => $1)
               AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = i.id)
             ORDER BY i.enqueued_at
             LIMIT $2
@@ -58,6 +66,7 @@ impl OrderStore {
         )
         .bind(age.as_secs_f64())
         .bind(limit)
+        .bind(queue)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

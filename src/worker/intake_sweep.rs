@@ -5,7 +5,7 @@
 //!
 //! Every `intake_sweep_interval` (with jitter):
 //! 1. prune intake rows whose order has an outcome;
-//! 2. read the oldest intake rows without an outcome, recorded at least `intake_stale_after` ago
+//! 2. read this queue's oldest intake rows without an outcome, recorded at least `intake_stale_after` ago
 //!    (younger ones may be between the producer's insert and its push);
 //! 3. push back, in one script, those that are in none of the queue's lists (pending, any
 //!    processing list, dead letters), counting them (`lockctl status`: "restored").
@@ -67,7 +67,11 @@ async fn sweep_once(ctx: &Ctx) -> Result<usize, SweepError> {
     }
     let undecided = ctx
         .store
-        .undecided_intake(ctx.config.intake_stale_after, SWEEP_BATCH)
+        .undecided_intake(
+            ctx.queue.keys().pending(),
+            ctx.config.intake_stale_after,
+            SWEEP_BATCH,
+        )
         .await?;
     if undecided.is_empty() {
         return Ok(0);

@@ -19,3 +19,4 @@ mod postgres_faults;
 mod redlock;
 mod shared_locks;
 mod shutdown;
+mod startup;
