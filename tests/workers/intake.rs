@@ -95,6 +95,22 @@ async fn orders_survive_redis_restarting_empty_without_an_operator(pool: PgPool)
         "the sweep restored nothing; logs:\n{}",
         workers.iter().map(|w| w.log()).collect::<String>()
     );
+    let status = Command::new(env!("CARGO_BIN_EXE_lockctl"))
+        .args(["status", "--redis-url", &env.redis.url()])
+        .args([
+            "--queue-key",
+            &env.pending_key(),
+            "--dead-key",
+            &env.dead_key(),
+        ])
+        .args(["--lock-prefix", &env.lock_prefix()])
+        .output()
+        .expect("run lockctl status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains(&format!("restored      {}", restored.unwrap_or(0))),
+        "lockctl status does not show the restored count:\n{status}"
+    );
     wait_for("the queue to drain", Duration::from_secs(30), || async {
         env.llen(&env.pending_key()).await == 0 && env.processing_total().await == 0
     })
