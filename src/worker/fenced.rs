@@ -102,7 +102,7 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
             if ctx.hard_stop.is_cancelled() {
                 return; // hard stop: the jobs stay in the processing list for recovery
             }
-            continue; // stopping: give the lane back (top of the loop)
+            continue; // stopping, or Postgres down: give the lane back (top of the loop)
         };
         let end = hold(&ctx, &guard, product, &mut batch).await;
         match guard.release().await {
@@ -161,9 +161,17 @@ async fn take_lock(ctx: &Ctx, product: ProductId) -> Option<ProductGuard> {
         let attempt = tokio::select! {
             () = ctx.hard_stop.cancelled() => return None,
             () = ctx.stopping.cancelled() => return None,
+            () = ctx.health.went_down() => return None,
             attempt = ctx.locks.acquire(&resource, &options, ctx.config.lock_wait) => attempt,
         };
         match attempt {
+            Ok(guard) if ctx.health.is_down() => {
+                // Postgres went away while we waited: no point holding the lock.
+                if let Err(error) = guard.release().await {
+                    tracing::debug!(%error, %resource, "release failed; the TTL frees the lock");
+                }
+                return None;
+            }
             Ok(guard) => return Some(guard),
             Err(LockError::Timeout { .. }) => {
                 tracing::debug!(%resource, "still waiting for the product lock");
@@ -218,7 +226,7 @@ async fn hold(
         }
     }
     let mut retry = Retry::default();
-    let deadline = Instant::now() + ctx.config.postgres_outage_limit;
+    let deadline = ctx.health.step_deadline(ctx.config.postgres_outage_limit);
     loop {
         let orders: Vec<SaleOrder> = batch
             .iter_mut()
@@ -306,7 +314,7 @@ async fn claim(
     batch: &mut Vec<Job>,
 ) -> Result<i32, HoldEnd> {
     let mut retry = Retry::default();
-    let deadline = Instant::now() + ctx.config.postgres_outage_limit;
+    let deadline = ctx.health.step_deadline(ctx.config.postgres_outage_limit);
     loop {
         let Ok(claimed) = tokio::time::timeout_at(deadline, sale.claim()).await else {
             ctx.health

@@ -369,6 +369,7 @@ impl Worker {
         let upkeep_stop = CancellationToken::new();
         let upkeep = tokio::spawn(upkeep(ctx.clone(), upkeep_stop.clone()));
         let sweep = tokio::spawn(intake_sweep::run(ctx.clone(), upkeep_stop.clone()));
+        let monitor = tokio::spawn(outage::monitor(ctx.clone(), upkeep_stop.clone()));
         let tracker = TaskTracker::new();
 
         pull(&ctx, &tracker, &shutdown).await;
@@ -399,6 +400,7 @@ impl Worker {
         upkeep_stop.cancel();
         let _ = upkeep.await;
         let _ = sweep.await;
+        let _ = monitor.await;
         match ctx.queue.deregister().await {
             Ok(0) => {}
             Ok(moved) => {

@@ -5,42 +5,75 @@
 //!   within `postgres_outage_limit`): a worker never holds a product lock while waiting for a
 //!   connection, and when Postgres refuses connections (`too many clients`) or is down, no lock
 //!   is taken at all.
+//! - A monitor pings Postgres every `postgres_outage_limit / 5` (at most every second); when no
+//!   ping was answered for `postgres_outage_limit`, then an outage is recorded: lanes waiting
+//!   for a lock stop waiting, and a lock taken meanwhile is released at once.
 //! - Under a held lock, every Postgres step (claim, commit) runs under a deadline of
-//!   `postgres_outage_limit` from the step's start, whatever the retries, so a black-holed TCP
-//!   connection cannot stall it. When the deadline passes, then the lock is released and the
-//!   lane's unstarted orders are given back to the pending list.
+//!   `postgres_outage_limit` from the step's start *and* from Postgres's last answer to the
+//!   monitor, whatever the retries, so neither a black-holed TCP connection nor a chain of
+//!   holders taking the lock one after another can stall a product. When the deadline passes,
+//!   then the lock is released and the lane's unstarted orders are given back.
 //! - When an outage is seen, then the worker stops reserving orders and probes Postgres (backing
 //!   off, logging each failed probe with its cause); when Postgres answers, then it resumes.
-//! - Bound: a product lock is held without Postgres answering for at most
-//!   `postgres_outage_limit` (default 5 s) plus one release round trip.
+//! - Bound: no product lock is held once Postgres has not answered for `postgres_outage_limit`
+//!   (default 5 s), give or take one monitor period and one release round trip.
 //! - Not guaranteed: a commit cut off by the deadline may have committed (its reply was lost);
 //!   the order given back is then found decided and acknowledged without a second effect.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
+use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{Ctx, retry::Retry};
 
-/// Whether this worker currently believes Postgres is unreachable.
-#[derive(Debug, Default)]
+/// What this worker knows about Postgres: whether an outage is being waited out, and when
+/// Postgres last answered the monitor.
+#[derive(Debug)]
 pub(crate) struct PostgresHealth {
-    /// Set when a step gave up for lack of Postgres; cleared when a probe succeeds.
-    down: AtomicBool,
+    /// `true` while an outage is waited out; set when a step gave up or the monitor heard
+    /// nothing for the outage limit, cleared when a probe succeeds.
+    down: watch::Sender<bool>,
+    /// When the monitor started (the origin of `last_answer_ms`).
+    origin: Instant,
+    /// Milliseconds after `origin` when Postgres last answered the monitor.
+    last_answer_ms: AtomicU64,
+}
+
+impl Default for PostgresHealth {
+    fn default() -> Self {
+        Self {
+            down: watch::Sender::new(false),
+            origin: Instant::now(),
+            last_answer_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 impl PostgresHealth {
     /// Whether an outage is being waited out.
     pub(crate) fn is_down(&self) -> bool {
-        self.down.load(Ordering::Relaxed)
+        *self.down.borrow()
+    }
+
+    /// Resolves once an outage is recorded.
+    pub(crate) async fn went_down(&self) {
+        let mut watching = self.down.subscribe();
+        let _ = watching.wait_for(|down| *down).await;
     }
 
     /// Records an outage (logged once per outage).
     pub(crate) fn mark_down(&self, why: &str) {
-        if !self.down.swap(true, Ordering::Relaxed) {
+        if self
+            .down
+            .send_if_modified(|down| !std::mem::replace(down, true))
+        {
             tracing::warn!(
                 why,
                 "Postgres unreachable: releasing product locks, giving unstarted orders back \
@@ -48,12 +81,59 @@ impl PostgresHealth {
             );
         }
     }
+
+    /// Records that Postgres answered just now.
+    fn answered(&self) {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_answer_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// When Postgres last answered the monitor.
+    fn last_answer(&self) -> Instant {
+        self.origin + Duration::from_millis(self.last_answer_ms.load(Ordering::Relaxed))
+    }
+
+    /// The deadline of a Postgres step under a held lock that starts now: `limit` from now, but
+    /// no later than `limit` after Postgres last answered the monitor, so a lock taken when
+    /// Postgres has already been silent for a while is given up at once rather than after
+    /// another whole `limit`.
+    pub(crate) fn step_deadline(&self, limit: Duration) -> Instant {
+        (Instant::now() + limit).min(self.last_answer() + limit)
+    }
+}
+
+/// Pings Postgres every `limit / 5` (at most every second) until `stop` fires, recording each
+/// answer; when none came for `limit`, then records an outage.
+pub(crate) async fn monitor(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let limit = ctx.config.postgres_outage_limit;
+    let every = (limit / 5).min(Duration::from_secs(1));
+    ctx.health.answered();
+    loop {
+        let ping = tokio::time::timeout(every, ctx.store.ping());
+        let answered = tokio::select! {
+            () = stop.cancelled() => return,
+            answer = ping => matches!(answer, Ok(Ok(()))),
+        };
+        if answered {
+            ctx.health.answered();
+        } else if ctx.health.last_answer().elapsed() >= limit {
+            ctx.health
+                .mark_down("no answer to the monitor's pings within the outage limit");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// Whether Postgres answers within the outage limit; when not, the outage is recorded.
 pub(crate) async fn postgres_answers(ctx: &Ctx) -> bool {
     match tokio::time::timeout(ctx.config.postgres_outage_limit, ctx.store.ping()).await {
-        Ok(Ok(())) => true,
+        Ok(Ok(())) => {
+            ctx.health.answered();
+            true
+        }
         Ok(Err(error)) => {
             ctx.health.mark_down(&error.to_string());
             false
@@ -78,7 +158,8 @@ pub(crate) async fn wait_for_postgres(ctx: &Ctx, stop: &CancellationToken) {
         };
         match result {
             Ok(Ok(())) => {
-                ctx.health.down.store(false, Ordering::Relaxed);
+                ctx.health.answered();
+                ctx.health.down.send_replace(false);
                 tracing::info!(
                     down_ms = started.elapsed().as_millis() as u64,
                     "Postgres answers again; resuming"

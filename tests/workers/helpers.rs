@@ -50,12 +50,18 @@ impl Env {
         let base = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/test exports it)");
         let mut url = url::Url::parse(&base).expect("DATABASE_URL parses");
         url.set_path(&format!("/{database}"));
+        Self::on(pool, url.to_string())
+    }
+
+    /// A fresh Redis server and key prefix over the migrated database at `database_url`, which
+    /// `pool` connects to (e.g. a throwaway Postgres cluster the test stops and starts).
+    pub fn on(pool: PgPool, database_url: String) -> Self {
         let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         let logs = std::env::temp_dir().join(format!("lockstock-tests/{prefix}"));
         std::fs::create_dir_all(&logs).expect("log dir");
         Self {
             redis: RedisServer::start(),
-            database_url: url.to_string(),
+            database_url,
             store: OrderStore::new(pool.clone()),
             pool,
             prefix,
@@ -407,6 +413,13 @@ impl WorkerProc {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().expect("try_wait").is_none())
     }
 
     /// The process's log so far.

@@ -6,6 +6,8 @@
 #[path = "../../crates/lockstock-lock/tests/support/redis_server.rs"]
 mod redis_server;
 
+#[path = "../support/postgres_server.rs"]
+mod postgres_server;
 #[path = "../support/tcp_proxy.rs"]
 mod tcp_proxy;
 

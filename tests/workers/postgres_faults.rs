@@ -8,6 +8,7 @@ use sqlx::PgPool;
 
 use crate::{
     helpers::{Env, order, wait_for},
+    postgres_server::PostgresServer,
     tcp_proxy::TcpProxy,
 };
 
@@ -116,4 +117,65 @@ async fn a_worker_cut_off_from_postgres_releases_its_lock_within_the_bound(pool:
     assert_eq!(env.outcomes().await.len(), 60);
     assert_eq!(env.sold(1).await, 60);
     assert_eq!(env.stock(1).await, 940);
+}
+
+/// Postgres restarted mid-run (fast stop, 10 s down, start) on a throwaway cluster: the workers
+/// keep running, hold no product lock once Postgres has been unreachable for the 5 s outage
+/// limit, resume when it is back, and every order is decided exactly once.
+#[tokio::test]
+async fn workers_ride_out_a_postgres_restart_without_holding_locks() {
+    let Some(postgres) = PostgresServer::plain() else {
+        return;
+    };
+    let url = postgres.url_via("127.0.0.1", "postgres", "");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .expect("connect to the throwaway Postgres");
+    lockstock::store::MIGRATOR
+        .run(&pool)
+        .await
+        .expect("migrate the throwaway Postgres");
+    let env = Env::on(pool, url);
+    env.products(3, 1_000).await;
+    let mut workers: Vec<_> = (0..2)
+        .map(|i| env.worker(&format!("w{i}"), &["--work-ms", "20", "--batch-limit", "8"]))
+        .collect();
+    let orders: Vec<_> = (0..300).map(|i| order(1 + i % 3, 1)).collect();
+    env.push(&orders).await;
+    env.wait_decided(30, Duration::from_secs(30)).await;
+
+    postgres.stop();
+    let down = Instant::now();
+    wait_for(
+        "every product lock to be released",
+        Duration::from_secs(10),
+        || async { env.held_locks().await.is_empty() },
+    )
+    .await;
+    let released = down.elapsed();
+    eprintln!("no product lock held {released:?} after Postgres stopped");
+    assert!(
+        released <= Duration::from_millis(5_500),
+        "locks held {released:?} without Postgres (bound: the 5 s outage limit)"
+    );
+    while down.elapsed() < Duration::from_secs(10) {
+        assert!(
+            env.held_locks().await.is_empty(),
+            "a lock was taken while Postgres was down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for worker in &mut workers {
+        assert!(worker.is_running(), "a worker exited: {}", worker.log());
+    }
+    postgres.start();
+
+    env.wait_decided(300, Duration::from_secs(60)).await;
+    assert_eq!(env.outcomes().await.len(), 300);
+    for product in 1..=3 {
+        assert_eq!(env.sold(product).await, 100, "product {product}");
+        assert_eq!(env.stock(product).await, 900, "product {product}");
+    }
 }
