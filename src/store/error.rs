@@ -82,6 +82,20 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the call failed for want of a connection (the pool timed out, or Postgres refused
+    /// a new one: `too_many_connections`, `cannot_connect_now`), so nothing was sent.
+    pub fn is_no_connection(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::PoolTimedOut) => true,
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("53300" | "57P03"))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// What an sqlx error says, for logs: Postgres's own errors with their SQLSTATE code (e.g.
 /// `Postgres error 53300: sorry, too many clients already`), others as sqlx words them.
 fn describe(error: &sqlx::Error) -> String {

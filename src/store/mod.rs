@@ -69,6 +69,10 @@ use crate::order::{OrderId, Outcome};
 /// migrated database.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
+/// How long taking a pooled connection may wait: short, so that a caller holding a lock (the
+/// worker) gives up and backs off without it rather than waiting under it.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The server-side limit on every statement of an [`OrderStore::connect_lazy`] pool.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -130,7 +134,8 @@ impl OrderStore {
     ///
     /// - Every connection runs with `statement_timeout` = [`STATEMENT_TIMEOUT`], so a statement
     ///   stuck behind a row lock or a slow server fails instead of hanging.
-    /// - Taking a connection (including connecting) fails after 5 s.
+    /// - Taking a connection (including connecting, which sqlx retries while Postgres refuses it)
+    ///   fails after [`ACQUIRE_TIMEOUT`].
     /// - Not guaranteed: a connection whose TCP peer vanished silently is not detected by these
     ///   server-side limits; callers that must not hang put their own deadline around a call
     ///   (the worker does).
@@ -141,7 +146,7 @@ impl OrderStore {
         )]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
         Ok(Self::new(pool))
     }

@@ -36,7 +36,7 @@ use super::{
     Ctx, WorkerStats,
     error::ProcessError,
     lanes::Job,
-    outage,
+    outage::{self, PostgresCheck},
     poison::{dead_letter, reject_unknown_product},
     retry::Retry,
 };
@@ -71,6 +71,8 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
     let mut batch = vec![first];
     // Copies of an order already in the batch (redeliveries): each waits for a later hold.
     let mut copies: Vec<Job> = Vec::new();
+    // Backs off while no Postgres connection is to be had.
+    let mut busy = Retry::default();
     loop {
         if ctx.stopping.is_cancelled() || ctx.health.is_down() {
             give_back_lane(&ctx, product, batch, copies).await;
@@ -95,9 +97,17 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
             }
         }
         // Postgres first, the lock second: never hold a lock while waiting for a connection.
-        if !outage::postgres_answers(&ctx).await {
-            continue; // the outage is recorded: give the lane back (top of the loop)
+        match outage::check_postgres(&ctx).await {
+            PostgresCheck::Answers => {}
+            PostgresCheck::Down => continue, // recorded: give the lane back (top of the loop)
+            PostgresCheck::Busy => {
+                if !ctx.pause(busy.next_delay()).await {
+                    return;
+                }
+                continue;
+            }
         }
+        busy = Retry::default();
         let Some(guard) = take_lock(&ctx, product).await else {
             if ctx.hard_stop.is_cancelled() {
                 return; // hard stop: the jobs stay in the processing list for recovery
@@ -161,7 +171,6 @@ async fn take_lock(ctx: &Ctx, product: ProductId) -> Option<ProductGuard> {
         let attempt = tokio::select! {
             () = ctx.hard_stop.cancelled() => return None,
             () = ctx.stopping.cancelled() => return None,
-            () = ctx.health.went_down() => return None,
             attempt = ctx.locks.acquire(&resource, &options, ctx.config.lock_wait) => attempt,
         };
         match attempt {
@@ -273,6 +282,14 @@ async fn hold(
                 return HoldEnd::AGAIN;
             }
             SaleError::UnknownProduct(_) => return reject_all_unknown(ctx, batch).await,
+            SaleError::Store(error) if error.is_no_connection() => {
+                // Nothing was sent: back off without the lock rather than wait holding it.
+                WorkerStats::bump(&ctx.stats.retries);
+                tracing::warn!(%error, product_id = %product, "no Postgres connection for the commit; releasing the lock and backing off");
+                return HoldEnd::Retry {
+                    pause: retry.next_delay(),
+                };
+            }
             SaleError::Store(error) if error.is_transient() => {
                 WorkerStats::bump(&ctx.stats.retries);
                 if Instant::now() >= deadline {
@@ -332,6 +349,14 @@ async fn claim(
             Err(SaleError::FloorNotRaised(error)) => {
                 WorkerStats::bump(&ctx.stats.stale_fences);
                 tracing::warn!(%error, product_id = %product, "raising the fence floor failed");
+                return Err(HoldEnd::Retry {
+                    pause: retry.next_delay(),
+                });
+            }
+            Err(SaleError::Store(error)) if error.is_no_connection() => {
+                // Never hold the lock while waiting for a connection: back off without it.
+                WorkerStats::bump(&ctx.stats.retries);
+                tracing::warn!(%error, product_id = %product, "no Postgres connection; releasing the lock and backing off");
                 return Err(HoldEnd::Retry {
                     pause: retry.next_delay(),
                 });

@@ -2,12 +2,17 @@
 //! product locks or reserved orders.
 //!
 //! - Before a lane takes a product's lock it checks that Postgres answers (one pooled `SELECT 1`
-//!   within `postgres_outage_limit`): a worker never holds a product lock while waiting for a
-//!   connection, and when Postgres refuses connections (`too many clients`) or is down, no lock
-//!   is taken at all.
+//!   within `postgres_outage_limit`). When no connection is to be had (the pool is exhausted,
+//!   or Postgres refuses more clients: `too many clients`), then the lane backs off without the
+//!   lock; when a claim or commit under the lock finds no connection within the pool's acquire
+//!   timeout ([`crate::store::ACQUIRE_TIMEOUT`], 1 s), then the lock is released and the lane
+//!   backs off. The system slows down instead of stalling products. Not guaranteed: a connection
+//!   can be lost between the check and the claim, so a holder may wait up to the acquire
+//!   timeout under the lock (sqlx retries a refused connection until then), never longer.
 //! - A monitor pings Postgres every `postgres_outage_limit / 5` (at most every second); when no
-//!   ping was answered for `postgres_outage_limit`, then an outage is recorded: lanes waiting
-//!   for a lock stop waiting, and a lock taken meanwhile is released at once.
+//!   ping was answered for `postgres_outage_limit`, then an outage is recorded: a lock taken
+//!   meanwhile is released at once (a lock wait is not cut short: dropping an acquisition at the
+//!   moment it is granted would leave the lock to its TTL).
 //! - Under a held lock, every Postgres step (claim, commit) runs under a deadline of
 //!   `postgres_outage_limit` from the step's start *and* from Postgres's last answer to the
 //!   monitor, whatever the retries, so neither a black-holed TCP connection nor a chain of
@@ -60,12 +65,6 @@ impl PostgresHealth {
     /// Whether an outage is being waited out.
     pub(crate) fn is_down(&self) -> bool {
         *self.down.borrow()
-    }
-
-    /// Resolves once an outage is recorded.
-    pub(crate) async fn went_down(&self) {
-        let mut watching = self.down.subscribe();
-        let _ = watching.wait_for(|down| *down).await;
     }
 
     /// Records an outage (logged once per outage).
@@ -127,20 +126,36 @@ pub(crate) async fn monitor(ctx: Arc<Ctx>, stop: CancellationToken) {
     }
 }
 
-/// Whether Postgres answers within the outage limit; when not, the outage is recorded.
-pub(crate) async fn postgres_answers(ctx: &Ctx) -> bool {
+/// What the check before taking a lock found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PostgresCheck {
+    /// Postgres answered: take the lock.
+    Answers,
+    /// No connection to be had right now (the pool is exhausted or Postgres refuses more
+    /// clients): back off without the lock.
+    Busy,
+    /// Postgres did not answer within the outage limit: the outage is recorded.
+    Down,
+}
+
+/// Checks that Postgres answers, before a lock is taken (see the module docs).
+pub(crate) async fn check_postgres(ctx: &Ctx) -> PostgresCheck {
     match tokio::time::timeout(ctx.config.postgres_outage_limit, ctx.store.ping()).await {
         Ok(Ok(())) => {
             ctx.health.answered();
-            true
+            PostgresCheck::Answers
+        }
+        Ok(Err(error)) if error.is_no_connection() => {
+            tracing::warn!(%error, "no Postgres connection before taking a lock; backing off");
+            PostgresCheck::Busy
         }
         Ok(Err(error)) => {
             ctx.health.mark_down(&error.to_string());
-            false
+            PostgresCheck::Down
         }
         Err(_) => {
             ctx.health.mark_down("no answer within the outage limit");
-            false
+            PostgresCheck::Down
         }
     }
 }

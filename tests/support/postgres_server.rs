@@ -69,9 +69,15 @@ impl PostgresServer {
     /// A started cluster that admits TCP clients on 127.0.0.1 without a password, as the
     /// `postgres` superuser; `None` when no cluster can be run here.
     pub fn plain() -> Option<Self> {
+        Self::plain_with("")
+    }
+
+    /// As [`PostgresServer::plain`], with `settings` appended to `postgresql.conf` (e.g.
+    /// `max_connections = 20\n`).
+    pub fn plain_with(settings: &str) -> Option<Self> {
         let server = Self::create("plain")?;
         server.init(
-            "listen_addresses = '127.0.0.1'\n",
+            &format!("listen_addresses = '127.0.0.1'\n{settings}"),
             "local all all trust\nhost all all 127.0.0.0/8 trust\n",
         );
         Some(server)

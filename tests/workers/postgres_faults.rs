@@ -179,3 +179,84 @@ async fn workers_ride_out_a_postgres_restart_without_holding_locks() {
         assert_eq!(env.stock(product).await, 900, "product {product}");
     }
 }
+
+/// Too many clients: three workers whose default pools (concurrency 16 + 2 = 18 connections
+/// each) together want far more than the server's `max_connections = 20`. The system slows down
+/// but no product lock is held while a worker waits for a connection beyond the pool's 1 s
+/// acquire timeout (a retry under the lock would hold it for the 5 s outage limit), and every
+/// order is decided exactly once.
+#[tokio::test]
+async fn too_many_clients_slows_down_without_holding_locks() {
+    let Some(postgres) = PostgresServer::plain_with("max_connections = 20\n") else {
+        return;
+    };
+    let url = postgres.url_via("127.0.0.1", "postgres", "");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .expect("connect to the throwaway Postgres");
+    lockstock::store::MIGRATOR
+        .run(&pool)
+        .await
+        .expect("migrate the throwaway Postgres");
+    let env = Env::on(pool, url);
+    let products = 24;
+    env.products(products, 1_000).await;
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            env.worker(
+                &format!("w{i}"),
+                &[
+                    "--max-connections",
+                    "18",
+                    "--work-ms",
+                    "5",
+                    "--batch-limit",
+                    "8",
+                ],
+            )
+        })
+        .collect();
+    let total = 1_200;
+    let orders: Vec<_> = (0..total).map(|i| order(1 + i % products, 1)).collect();
+    env.push(&orders).await;
+
+    let mut longest = 0_u64;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while env.decided().await < i64::from(total) {
+        assert!(
+            Instant::now() < deadline,
+            "only {} decided",
+            env.decided().await
+        );
+        let now_ms = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
+        for product in 1..=products {
+            if let Some(value) = env.lock_value(product).await {
+                let since: u64 = value.split('\n').nth(2).unwrap().parse().unwrap();
+                longest = longest.max(now_ms.saturating_sub(since));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("longest lock hold seen: {longest} ms");
+    let logs: String = workers.iter().map(|w| w.log()).collect();
+    assert!(
+        logs.contains("no Postgres connection"),
+        "no worker ever went without a connection; the test proves nothing"
+    );
+    assert!(
+        longest < 2_500,
+        "a lock was held {longest} ms: held while waiting for a connection?"
+    );
+    assert_eq!(env.outcomes().await.len(), total as usize);
+    for product in 1..=products {
+        assert_eq!(env.sold(product).await, 50, "product {product}");
+    }
+}
