@@ -14,6 +14,8 @@
 //!   [`PostgresServer::start`] starts it again on the same port with the same data.
 //! - When the value is dropped, then the server is stopped (`pg_ctl stop -m immediate`) and the
 //!   directory removed.
+// Each test binary uses the part it needs.
+#![allow(dead_code)]
 
 use std::{
     os::unix::fs::PermissionsExt,

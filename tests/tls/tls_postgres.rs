@@ -14,8 +14,6 @@ use crate::{ca::TestCa, postgres_server::PostgresServer};
 /// A running TLS-only Postgres cluster owned by a test.
 #[derive(Debug)]
 pub struct TlsPostgres {
-    /// Loopback port the server listens on.
-    pub port: u16,
     /// The cluster.
     server: PostgresServer,
 }
@@ -38,10 +36,7 @@ impl TlsPostgres {
             // TCP only with TLS, as a managed Postgres that demands it.
             "local all all trust\nhostssl all all 127.0.0.0/8 trust\n",
         );
-        Some(TlsPostgres {
-            port: server.port,
-            server,
-        })
+        Some(TlsPostgres { server })
     }
 
     /// A URL for the `postgres` database as the `postgres` superuser, with `query` appended
