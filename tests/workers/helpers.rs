@@ -53,6 +53,22 @@ impl Env {
         Self::on(pool, url.to_string())
     }
 
+    /// A fresh Redis server and key prefix over the `postgres` database of a throwaway cluster,
+    /// migrated here.
+    pub async fn on_server(postgres: &crate::postgres_server::PostgresServer) -> Self {
+        let url = postgres.url_via("127.0.0.1", "postgres", "");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .expect("connect to the throwaway Postgres");
+        lockstock::store::MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrate the throwaway Postgres");
+        Self::on(pool, url)
+    }
+
     /// A fresh Redis server and key prefix over the migrated database at `database_url`, which
     /// `pool` connects to (e.g. a throwaway Postgres cluster the test stops and starts).
     pub fn on(pool: PgPool, database_url: String) -> Self {
@@ -263,6 +279,31 @@ impl Env {
         .fetch_one(&self.pool)
         .await
         .expect("sold")
+    }
+
+    /// Asserts that products `1..=count`, each started with `initial` units, lost exactly what
+    /// was sold and never went below zero.
+    pub async fn assert_ledger(&self, count: i32, initial: i32) {
+        for product in 1..=count {
+            let (stock, sold) = (self.stock(product).await, self.sold(product).await);
+            assert!(stock >= 0, "product {product} oversold: stock {stock}");
+            assert_eq!(
+                i64::from(initial),
+                i64::from(stock) + sold,
+                "ledger of product {product}"
+            );
+        }
+    }
+
+    /// How many orders the intake sweep has pushed again (`<queue>:restored`).
+    pub async fn restored(&self) -> u64 {
+        let mut conn = self.raw().await;
+        let restored: Option<u64> = redis::cmd("GET")
+            .arg(format!("{}:restored", self.pending_key()))
+            .query_async(&mut conn)
+            .await
+            .expect("GET restored");
+        restored.unwrap_or(0)
     }
 
     /// Messages in every processing list of this test's queue.

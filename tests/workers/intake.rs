@@ -73,25 +73,12 @@ async fn orders_survive_redis_restarting_empty_without_an_operator(pool: PgPool)
 
     let outcomes = env.outcomes().await;
     assert_eq!(outcomes.len(), 1_000, "every order decided exactly once");
-    for product in 1..=5 {
-        let (stock, sold) = (env.stock(product).await, env.sold(product).await);
-        assert!(stock >= 0);
-        assert_eq!(
-            i64::from(initial),
-            i64::from(stock) + sold,
-            "ledger of product {product}"
-        );
-    }
+    env.assert_ledger(5, initial).await;
     let fulfilled = outcomes.values().filter(|(s, _)| s == "fulfilled").count();
     assert_eq!(fulfilled, 5 * initial as usize, "every unit sold, no more");
-    let mut conn = env.raw().await;
-    let restored: Option<u64> = redis::cmd("GET")
-        .arg(format!("{}:restored", env.pending_key()))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let restored = env.restored().await;
     assert!(
-        restored.unwrap_or(0) > 0,
+        restored > 0,
         "the sweep restored nothing; logs:\n{}",
         workers.iter().map(|w| w.log()).collect::<String>()
     );
@@ -108,7 +95,7 @@ async fn orders_survive_redis_restarting_empty_without_an_operator(pool: PgPool)
         .expect("run lockctl status");
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(
-        status.contains(&format!("restored      {}", restored.unwrap_or(0))),
+        status.contains(&format!("restored      {restored}")),
         "lockctl status does not show the restored count:\n{status}"
     );
     wait_for("the queue to drain", Duration::from_secs(30), || async {
@@ -139,13 +126,7 @@ async fn the_sweep_leaves_queued_orders_alone(pool: PgPool) {
         ],
     );
     env.wait_decided(10, Duration::from_secs(30)).await;
-    let mut conn = env.raw().await;
-    let restored: Option<u64> = redis::cmd("GET")
-        .arg(format!("{}:restored", env.pending_key()))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(restored.unwrap_or(0), 0, "{}", worker.log());
+    assert_eq!(env.restored().await, 0, "{}", worker.log());
 }
 
 /// `producer --no-intake` pushes to Redis only (the escape hatch): nothing is recorded.

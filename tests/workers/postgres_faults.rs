@@ -127,17 +127,7 @@ async fn workers_ride_out_a_postgres_restart_without_holding_locks() {
     let Some(postgres) = PostgresServer::plain() else {
         return;
     };
-    let url = postgres.url_via("127.0.0.1", "postgres", "");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&url)
-        .await
-        .expect("connect to the throwaway Postgres");
-    lockstock::store::MIGRATOR
-        .run(&pool)
-        .await
-        .expect("migrate the throwaway Postgres");
-    let env = Env::on(pool, url);
+    let env = Env::on_server(&postgres).await;
     env.products(3, 1_000).await;
     let mut workers: Vec<_> = (0..2)
         .map(|i| env.worker(&format!("w{i}"), &["--work-ms", "20", "--batch-limit", "8"]))
@@ -190,17 +180,7 @@ async fn too_many_clients_slows_down_without_holding_locks() {
     let Some(postgres) = PostgresServer::plain_with("max_connections = 20\n") else {
         return;
     };
-    let url = postgres.url_via("127.0.0.1", "postgres", "");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&url)
-        .await
-        .expect("connect to the throwaway Postgres");
-    lockstock::store::MIGRATOR
-        .run(&pool)
-        .await
-        .expect("migrate the throwaway Postgres");
-    let env = Env::on(pool, url);
+    let env = Env::on_server(&postgres).await;
     let products = 24;
     env.products(products, 1_000).await;
     let workers: Vec<_> = (0..3)
