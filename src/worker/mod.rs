@@ -12,6 +12,8 @@
 //! | `poison.rs` | invalid messages, unknown products, dead letters |
 //! | `retry.rs` | the one retry policy (on `backon`) every loop waits by |
 //! | `lanes.rs` | per-product lanes and concurrency slots |
+//! | `intake_sweep.rs` | pushing recorded orders Redis lost back onto the queue |
+//! | `outage.rs` | Postgres outages: no lock held without Postgres, pause and resume |
 //!
 //! # Guarantees
 //! - When an order is pulled, then it stays in this worker's processing list until its outcome
@@ -36,8 +38,11 @@
 //!   make one worker hoard orders that idle workers could take.
 //!
 //! # Not guaranteed
-//! - Orders in flight when Redis loses its data (a restart without persistence) are still
-//!   decided, but messages that were only in Redis are gone with it.
+//! - Orders pushed without the durable intake (`producer --no-intake`, or raw `LPUSH`es) are
+//!   lost when Redis loses its data; recorded ones are pushed again by the intake sweep
+//!   (`intake_sweep.rs`) with no operator step.
+//! - When Postgres stops answering, then no product lock is held beyond
+//!   `postgres_outage_limit` (see `outage.rs`), but orders wait until it answers again.
 //! - Order of outcomes across products, or across workers for one product beyond the lock's FIFO.
 
 mod error;
