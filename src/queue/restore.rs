@@ -5,9 +5,10 @@
 //!   pushed to the back of the pending list and counted under [`QueueKeys::restored`]; one that
 //!   is in a list changes nothing. Several consumers may run it at once: the script is atomic,
 //!   so the second finds the first's push.
+//! - [`JobQueue::missing`] answers the same question without changing anything, so a caller can
+//!   check its durable record between the two calls (see there).
 //! - Not guaranteed: a message taken into a processing list that appeared after the list of
-//!   workers was read, or acknowledged between the caller's check of its durable record and the
-//!   script, is pushed again: consumers must be idempotent (they are, by order id).
+//!   workers was read is pushed again: consumers must be idempotent (they are, by order id).
 //! - Cost: the script reads every list of the queue once per call (O(pending + processing +
 //!   dead) on the server), so call it rarely and only with candidates in hand.
 //!
@@ -16,12 +17,36 @@
 use super::{JobQueue, Result, SCRIPTS};
 
 impl JobQueue {
+    /// Which of `payloads` are in none of the queue's lists right now (their positions), without
+    /// changing anything. A caller that checks its durable record *after* this call and pushes
+    /// only what is still undecided with [`JobQueue::restore_missing`] cannot push a message
+    /// that was acknowledged in between (consumers acknowledge after recording the outcome).
+    pub async fn missing<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Vec<usize>> {
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let positions: Vec<usize> = self.run_restore("check", payloads).await?;
+        Ok(positions
+            .into_iter()
+            .filter_map(|p| p.checked_sub(1))
+            .collect())
+    }
+
     /// Pushes each of `payloads` that is in none of the queue's lists; returns how many were
     /// pushed (see the module docs).
     pub async fn restore_missing<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<usize> {
         if payloads.is_empty() {
             return Ok(0);
         }
+        self.run_restore("push", payloads).await
+    }
+
+    /// Runs `restore_missing.lua` in `mode` over every list of the queue.
+    async fn run_restore<P: AsRef<[u8]>, T: redis::FromRedisValue>(
+        &self,
+        mode: &str,
+        payloads: &[P],
+    ) -> Result<T> {
         let workers = self.known_workers().await?;
         let mut invocation = SCRIPTS.restore_missing.prepare_invoke();
         invocation
@@ -31,12 +56,12 @@ impl JobQueue {
         for worker in &workers {
             invocation.key(self.keys.processing(worker));
         }
+        invocation.arg(mode);
         for payload in payloads {
             invocation.arg(payload.as_ref());
         }
         let mut conn = self.conn.clone();
-        let pushed: i64 = invocation.invoke_async(&mut conn).await?;
-        Ok(usize::try_from(pushed).unwrap_or(0))
+        Ok(invocation.invoke_async(&mut conn).await?)
     }
 
     /// How many messages [`JobQueue::restore_missing`] has pushed back since the counter was

@@ -81,6 +81,22 @@ impl OrderStore {
             .collect())
     }
 
+    /// Those of `ids` that have no outcome row (yet).
+    pub async fn undecided(&self, ids: &[OrderId]) -> Result<Vec<OrderId>> {
+        let ids: Vec<Uuid> = ids.iter().map(OrderId::as_uuid).collect();
+        // language=PostgreSQL
+        let rows: Vec<Uuid> = sqlx::query_scalar(
+            r#"
+            SELECT t.id FROM UNNEST($1::uuid[]) AS t (id)
+            WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = t.id)
+            "#,
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(OrderId::from_uuid).collect())
+    }
+
     /// Deletes up to `limit` intake rows whose order has an outcome; returns how many.
     pub async fn prune_intake(&self, limit: i64) -> Result<u64> {
         // language=PostgreSQL

@@ -1,6 +1,7 @@
 //! The fenced path: a product's lane, decided in batches under the product's lock.
 //!
 //! Per lock hold:
+//! 0. take a Postgres connection and check it answers (no lock is held while waiting for one);
 //! 1. take the product's lock (FIFO hand-off between processes; heartbeat while held);
 //! 2. take the orders waiting in the product's lane (up to `batch_limit`, each order id once);
 //! 3. drive the ONE fenced sale (`crate::sale`): claim the row with the lock's token before
@@ -30,6 +31,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use sqlx::{Postgres, pool::PoolConnection};
 use tokio::time::Instant;
 
 use super::{
@@ -97,8 +99,8 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
             }
         }
         // Postgres first, the lock second: never hold a lock while waiting for a connection.
-        match outage::check_postgres(&ctx).await {
-            PostgresCheck::Answers => {}
+        let conn = match outage::check_postgres(&ctx).await {
+            PostgresCheck::Answers(conn) => conn,
             PostgresCheck::Down => continue, // recorded: give the lane back (top of the loop)
             PostgresCheck::Busy => {
                 if !ctx.pause(busy.next_delay()).await {
@@ -106,7 +108,7 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
                 }
                 continue;
             }
-        }
+        };
         busy = Retry::default();
         let Some(guard) = take_lock(&ctx, product).await else {
             if ctx.hard_stop.is_cancelled() {
@@ -114,7 +116,7 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
             }
             continue; // stopping, or Postgres down: give the lane back (top of the loop)
         };
-        let end = hold(&ctx, &guard, product, &mut batch).await;
+        let end = hold(&ctx, &guard, conn, product, &mut batch).await;
         match guard.release().await {
             Ok(ReleaseOutcome::NotHeld) => {
                 tracing::debug!(product_id = %product, "the product lock had expired before release");
@@ -197,10 +199,12 @@ async fn take_lock(ctx: &Ctx, product: ProductId) -> Option<ProductGuard> {
 }
 
 /// Decides `batch` (orders of `product`) while holding the product's lock, through the fenced
-/// sale. Decided jobs leave `batch`; what is left must be retried.
+/// sale, every statement on `conn` (taken before the lock). Decided jobs leave `batch`; what is
+/// left must be retried.
 async fn hold(
     ctx: &Ctx,
     guard: &ProductGuard,
+    conn: PoolConnection<Postgres>,
     product: ProductId,
     batch: &mut Vec<Job>,
 ) -> HoldEnd {
@@ -210,7 +214,8 @@ async fn hold(
         guard,
         product,
         &ctx.config.worker_id,
-    );
+    )
+    .on_connection(conn);
     let stock = match claim(ctx, &sale, product, batch).await {
         Ok(stock) => stock,
         Err(end) => return end,

@@ -7,8 +7,10 @@
 //! 1. prune intake rows whose order has an outcome;
 //! 2. read this queue's oldest intake rows without an outcome, recorded at least `intake_stale_after` ago
 //!    (younger ones may be between the producer's insert and its push);
-//! 3. push back, in one script, those that are in none of the queue's lists (pending, any
-//!    processing list, dead letters), counting them (`lockctl status`: "restored").
+//! 3. ask the queue which of them are in none of its lists (pending, any processing list, dead
+//!    letters); of those, keep the ones Postgres still shows undecided (an order acknowledged
+//!    meanwhile was decided first: workers commit before they acknowledge); push those back in
+//!    one script that checks the lists again, counting them (`lockctl status`: "restored").
 //!
 //! - When Redis restarts empty, then every recorded, undecided order is pushed again within
 //!   about one sweep interval of Redis answering (once it is `intake_stale_after` old), with no
@@ -76,7 +78,27 @@ async fn sweep_once(ctx: &Ctx) -> Result<usize, SweepError> {
     if undecided.is_empty() {
         return Ok(0);
     }
+    // Missing from Redis first, then still undecided in Postgres: an order acknowledged in
+    // between was decided first (workers commit before they acknowledge), so it is not pushed.
     let payloads: Vec<Vec<u8>> = undecided.iter().map(PurchaseOrder::to_json).collect();
+    let missing: Vec<&PurchaseOrder> = ctx
+        .queue
+        .missing(&payloads)
+        .await?
+        .into_iter()
+        .filter_map(|position| undecided.get(position))
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<_> = missing.iter().map(|order| order.id).collect();
+    let still_undecided: std::collections::HashSet<_> =
+        ctx.store.undecided(&ids).await?.into_iter().collect();
+    let payloads: Vec<Vec<u8>> = missing
+        .iter()
+        .filter(|order| still_undecided.contains(&order.id))
+        .map(|order| order.to_json())
+        .collect();
     let restored = ctx.queue.restore_missing(&payloads).await?;
     if restored > 0 {
         tracing::warn!(

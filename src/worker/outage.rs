@@ -1,14 +1,12 @@
 //! Postgres outages: a worker cut off from Postgres (Redis still answering) must not sit on
 //! product locks or reserved orders.
 //!
-//! - Before a lane takes a product's lock it checks that Postgres answers (one pooled `SELECT 1`
-//!   within `postgres_outage_limit`). When no connection is to be had (the pool is exhausted,
+//! - Before a lane takes a product's lock it takes a pooled connection and checks that it answers
+//!   (`SELECT 1` within `postgres_outage_limit`); every statement under the lock then runs on
+//!   that connection, so a holder never waits for a connection. When no connection is to be had (the pool is exhausted,
 //!   or Postgres refuses more clients: `too many clients`), then the lane backs off without the
-//!   lock; when a claim or commit under the lock finds no connection within the pool's acquire
-//!   timeout ([`crate::store::ACQUIRE_TIMEOUT`], 1 s), then the lock is released and the lane
-//!   backs off. The system slows down instead of stalling products. Not guaranteed: a connection
-//!   can be lost between the check and the claim, so a holder may wait up to the acquire
-//!   timeout under the lock (sqlx retries a refused connection until then), never longer.
+//!   lock (the pool's acquire timeout, [`crate::store::ACQUIRE_TIMEOUT`], bounds each try). The
+//!   system slows down instead of stalling products.
 //! - A monitor pings Postgres every `postgres_outage_limit / 5` (at most every second); when no
 //!   ping was answered for `postgres_outage_limit`, then an outage is recorded: a lock taken
 //!   meanwhile is released at once (a lock wait is not cut short: dropping an acquisition at the
@@ -33,6 +31,7 @@ use std::{
     time::Duration,
 };
 
+use sqlx::{Postgres, pool::PoolConnection};
 use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -127,10 +126,11 @@ pub(crate) async fn monitor(ctx: Arc<Ctx>, stop: CancellationToken) {
 }
 
 /// What the check before taking a lock found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum PostgresCheck {
-    /// Postgres answered: take the lock.
-    Answers,
+    /// Postgres answered on this connection: take the lock, and use the connection for every
+    /// statement under it.
+    Answers(PoolConnection<Postgres>),
     /// No connection to be had right now (the pool is exhausted or Postgres refuses more
     /// clients): back off without the lock.
     Busy,
@@ -140,10 +140,11 @@ pub(crate) enum PostgresCheck {
 
 /// Checks that Postgres answers, before a lock is taken (see the module docs).
 pub(crate) async fn check_postgres(ctx: &Ctx) -> PostgresCheck {
-    match tokio::time::timeout(ctx.config.postgres_outage_limit, ctx.store.ping()).await {
-        Ok(Ok(())) => {
+    let check = ctx.store.checked_connection();
+    match tokio::time::timeout(ctx.config.postgres_outage_limit, check).await {
+        Ok(Ok(conn)) => {
             ctx.health.answered();
-            PostgresCheck::Answers
+            PostgresCheck::Answers(conn)
         }
         Ok(Err(error)) if error.is_no_connection() => {
             tracing::warn!(%error, "no Postgres connection before taking a lock; backing off");

@@ -5,8 +5,10 @@
 -- KEYS[2]: the dead letter list (a dead-lettered message is not missing)
 -- KEYS[3]: the counter of restored messages (INCRBY)
 -- KEYS[4..]: every known processing list
--- ARGV[1..]: the candidate messages, byte for byte as they were pushed
--- Returns: how many candidates were missing and pushed; the others changed nothing.
+-- ARGV[1]: 'check' (change nothing) or 'push'
+-- ARGV[2..]: the candidate messages, byte for byte as they were pushed
+-- Returns: 'check': the 1-based positions (among the candidates) of the missing ones;
+--          'push': how many candidates were missing and pushed; the others changed nothing.
 local present = {}
 local function scan(key)
   local items = redis.call('LRANGE', key, 0, -1)
@@ -26,13 +28,22 @@ for d = 1, #dead do
     present[entry.payload] = true
   end
 end
+local push = ARGV[1] == 'push'
+local missing = {}
 local pushed = 0
-for i = 1, #ARGV do
+for i = 2, #ARGV do
   if not present[ARGV[i]] then
-    redis.call('LPUSH', KEYS[1], ARGV[i])
     present[ARGV[i]] = true
-    pushed = pushed + 1
+    if push then
+      redis.call('LPUSH', KEYS[1], ARGV[i])
+      pushed = pushed + 1
+    else
+      missing[#missing + 1] = i - 1
+    end
   end
+end
+if not push then
+  return missing
 end
 if pushed > 0 then
   redis.call('INCRBY', KEYS[3], pushed)
