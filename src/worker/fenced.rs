@@ -164,20 +164,32 @@ fn add_once(batch: &mut Vec<Job>, copies: &mut Vec<Job>, job: Job) {
     }
 }
 
-/// Takes the product's lock, waiting and retrying until it is had or the worker stops hard.
+/// The longest single wait for a product lock: how late a waiting lane notices shutdown or an
+/// outage.
+const LOCK_WAIT_SLICE: Duration = Duration::from_millis(500);
+
+/// Takes the product's lock, waiting and retrying until it is had, shutdown begins, Postgres is
+/// found down, or the worker stops hard.
 async fn take_lock(ctx: &Ctx, product: ProductId) -> Option<ProductGuard> {
     let resource = product_resource(product);
     let options = LockOptions::with_ttl(ctx.config.lock_ttl).warn_after(ctx.config.lock_ttl);
+    // Wait in slices, never dropping an acquisition mid-way on shutdown (one dropped at the
+    // moment of a hand-off leaves the lock to its TTL once the process exits): each slice ends
+    // by itself, and shutdown or an outage is noticed between slices.
+    let slice = ctx.config.lock_wait.min(LOCK_WAIT_SLICE);
     let mut retry = Retry::default();
+    let mut waited = Duration::ZERO;
     loop {
+        if ctx.stopping.is_cancelled() || ctx.health.is_down() {
+            return None;
+        }
         let attempt = tokio::select! {
             () = ctx.hard_stop.cancelled() => return None,
-            () = ctx.stopping.cancelled() => return None,
-            attempt = ctx.locks.acquire(&resource, &options, ctx.config.lock_wait) => attempt,
+            attempt = ctx.locks.acquire(&resource, &options, slice) => attempt,
         };
         match attempt {
-            Ok(guard) if ctx.health.is_down() => {
-                // Postgres went away while we waited: no point holding the lock.
+            Ok(guard) if ctx.health.is_down() || ctx.stopping.is_cancelled() => {
+                // Postgres went away, or shutdown began, while we waited: do not hold it.
                 if let Err(error) = guard.release().await {
                     tracing::debug!(%error, %resource, "release failed; the TTL frees the lock");
                 }
@@ -185,7 +197,11 @@ async fn take_lock(ctx: &Ctx, product: ProductId) -> Option<ProductGuard> {
             }
             Ok(guard) => return Some(guard),
             Err(LockError::Timeout { .. }) => {
-                tracing::debug!(%resource, "still waiting for the product lock");
+                waited += slice;
+                if waited >= ctx.config.lock_wait {
+                    waited = Duration::ZERO;
+                    tracing::debug!(%resource, "still waiting for the product lock");
+                }
             }
             Err(error) => {
                 WorkerStats::bump(&ctx.stats.retries);

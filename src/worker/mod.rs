@@ -31,8 +31,9 @@
 //!   slow step has not begun back to the pending list at once (parked, waiting for a slot or for
 //!   the lock, or later in a batch), finishes the orders whose slow step has begun and commits
 //!   them, releases its locks, deletes its liveness key and returns. The drain is bounded by one
-//!   order's slow step plus one commit (plus the give-back and release round trips), not by the
-//!   backlog; the drain timeout caps it when Postgres or Redis hang.
+//!   order's slow step plus one commit, or one 500 ms lock-wait slice for a lane waiting for its
+//!   lock (plus the give-back and release round trips), not by the backlog; the drain timeout
+//!   caps it when Postgres or Redis hang.
 //! - Reservations are bounded by what the process can start soon: at most `backlog_limit` orders
 //!   wait (default: one batch, 64) beside the batches being decided, so a hot product does not
 //!   make one worker hoard orders that idle workers could take.
