@@ -10,6 +10,7 @@
 //! | [`LockPrefixArgs`] | `--lock-prefix` (`LOCK_PREFIX`) | inside [`LockArgs`]; `lockctl status`/`dead-letters` |
 //! | [`LockArgs`] | the prefix, `--lock-redis-urls` (`LOCK_REDIS_URLS`), `--lock-ttl-ms` | `worker`, `api` |
 //! | [`LogArgs`] | `--log-format` (`LOG_FORMAT`) | every binary |
+//! | [`WaitArgs`] | `--wait-for-services` (`WAIT_FOR_SERVICES`) | `worker`, `api` |
 //!
 //! - When a flag is given, then it wins over its environment variable, which wins over the
 //!   default (the docker-compose services, and the key names every binary shares).
@@ -147,6 +148,36 @@ impl LockPrefixArgs {
     }
 }
 
+/// How long a long-running binary waits for Redis and Postgres to answer at start.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Give up (exit 1) when the stores have not answered within this long at start, e.g.
+    /// `30s`, `500ms`, `2m` (default: wait indefinitely, retrying with back-off and logging each
+    /// attempt's cause).
+    #[arg(long, env = "WAIT_FOR_SERVICES", value_parser = parse_duration)]
+    pub wait_for_services: Option<Duration>,
+}
+
+/// Parses `250ms`, `30s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 30s, 500ms or 2m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit `{other}` (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
 /// How the process logs.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
@@ -204,6 +235,16 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3 days").is_err());
+    }
 
     #[test]
     fn passwords_are_masked() {

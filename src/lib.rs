@@ -26,7 +26,7 @@
 //! | [`store`] | Postgres | products, outcomes, and the fenced sale's statements (`store/sale.rs`): claims and commits, idempotent by order id |
 //! | `sale` | store, product locks | the ONE fenced sale under a held lock: worker batches and API purchases |
 //! | [`worker`] | all of the above | the only module that composes queue + lock + store |
-//! | [`producer`] | queue, order | builds and pushes orders |
+//! | [`producer`] | queue, store, order | builds, records (durable intake) and pushes orders |
 //! | [`observe`] | queue, store, lock crate | metrics registry (prometheus-client) and status views: used by the worker, the API and `lockctl` |
 //! | [`config`], [`services`], [`telemetry`], [`shutdown`] | all of the above | what the binaries share: one set of flags, one place that connects Redis, the product locks and Postgres, logging, signals |
 //! | [`product_lock`] | lock crate | product locks over the mutex or Redlock: one type for the worker and the API |
@@ -39,10 +39,14 @@
 //! - Every order gets exactly one outcome row, however often it is delivered.
 //! - A message leaves a worker's processing list only after its outcome is stored; a dead
 //!   worker's list is moved back to the pending list by a live worker.
+//! - An order the producer (or `POST /orders`) reported as enqueued was recorded in Postgres's
+//!   intake first; when Redis loses it, the workers' intake sweep pushes it again.
+//! - A worker that cannot reach Postgres holds no product lock beyond its outage limit (5 s).
 //!
 //! ## Not guaranteed
 //! - Mutual exclusion by the lock alone under pauses: that is what the fence is for.
-//! - Messages that only existed in Redis survive Redis losing its data.
+//! - Messages pushed without the intake (`producer --no-intake`, raw `LPUSH`) survive Redis
+//!   losing its data.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 

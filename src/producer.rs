@@ -15,8 +15,17 @@
 //!   progress callback hears the running total after each batch.
 //! - Every message pushed is the canonical wire form `{"id","product_id","quantity"}`, so the
 //!   workers' decoder accepts it.
+//! - When the producer has an intake ([`OrderProducer::with_intake`]), then each batch is recorded
+//!   in Postgres (one multi-row statement) *before* it is pushed: an order reported as enqueued
+//!   survives Redis losing its data, because the workers' recovery sweep pushes it again. When
+//!   recording fails, nothing of that batch is pushed.
 //!
 //! Non-guarantees:
+//! - Without an intake (`producer --no-intake`), an order lives only in Redis until it is decided:
+//!   a Redis restart without persistence loses it.
+//! - When pushing fails after the batch was recorded, then the batch is in the intake but not in
+//!   Redis; the sweep pushes it once it is older than its stale age (so a producer that retries
+//!   and a sweep may both push it: harmless, orders are idempotent by id).
 //! - When pushing fails part-way (Redis goes away), then the batches already pushed stay queued;
 //!   the error says how far it got only through the progress callback.
 //! - Extra fields on an input line are validated away, not forwarded: the queue gets the three
@@ -30,6 +39,7 @@ use serde::Deserialize;
 use crate::{
     order::{OrderId, ProductId, PurchaseOrder, Quantity},
     queue::{JobQueue, QueueError},
+    store::{OrderStore, StoreError},
 };
 
 /// Why producing orders failed.
@@ -55,6 +65,9 @@ pub enum ProducerError {
     /// Pushing to the queue failed.
     #[error("pushing orders to the queue failed")]
     Queue(#[from] QueueError),
+    /// Recording orders in the durable intake failed; the batch was not pushed.
+    #[error("recording orders in the intake failed")]
+    Intake(#[source] StoreError),
 }
 
 /// Shorthand for results from the producer.
@@ -84,6 +97,8 @@ pub struct OrderProducer {
     queue: JobQueue,
     /// Orders per pipelined round trip.
     batch_size: usize,
+    /// Where each batch is recorded before it is pushed (`None`: Redis only, no guarantee).
+    intake: Option<OrderStore>,
 }
 
 impl OrderProducer {
@@ -95,7 +110,14 @@ impl OrderProducer {
         Self {
             queue,
             batch_size: Self::DEFAULT_BATCH,
+            intake: None,
         }
+    }
+
+    /// Records every batch in `store`'s durable intake before pushing it (see the module docs).
+    pub fn with_intake(mut self, store: OrderStore) -> Self {
+        self.intake = Some(store);
+        self
     }
 
     /// Sets the batch size (at least 1).
@@ -118,8 +140,7 @@ impl OrderProducer {
     ) -> Result<usize> {
         let mut pushed = 0;
         for batch in orders.chunks(self.batch_size) {
-            let payloads: Vec<Vec<u8>> = batch.iter().map(PurchaseOrder::to_json).collect();
-            pushed += self.queue.push_batch(&payloads).await?;
+            pushed += self.push_batch(batch).await?;
             progress(pushed);
         }
         Ok(pushed)
@@ -137,13 +158,25 @@ impl OrderProducer {
         let mut pushed = 0;
         while pushed < count {
             let n = self.batch_size.min(count - pushed);
-            let payloads: Vec<Vec<u8>> = (0..n)
-                .map(|_| PurchaseOrder::new(product, quantity).to_json())
+            let batch: Vec<PurchaseOrder> = (0..n)
+                .map(|_| PurchaseOrder::new(product, quantity))
                 .collect();
-            pushed += self.queue.push_batch(&payloads).await?;
+            pushed += self.push_batch(&batch).await?;
             progress(pushed);
         }
         Ok(pushed)
+    }
+
+    /// Records `batch` in the intake (when there is one), then pushes it in one round trip.
+    async fn push_batch(&self, batch: &[PurchaseOrder]) -> Result<usize> {
+        if let Some(store) = &self.intake {
+            store
+                .record_intake(self.queue.keys().pending(), batch)
+                .await
+                .map_err(ProducerError::Intake)?;
+        }
+        let payloads: Vec<Vec<u8>> = batch.iter().map(PurchaseOrder::to_json).collect();
+        Ok(self.queue.push_batch(&payloads).await?)
     }
 }
 

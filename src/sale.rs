@@ -24,6 +24,7 @@
 
 use std::time::Duration;
 
+use sqlx::{Postgres, pool::PoolConnection};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -115,6 +116,9 @@ pub(crate) struct FencedSale<'a> {
     product: ProductId,
     /// Recorded as the deciding `worker` on every row.
     decider: &'a str,
+    /// The connection every statement of this sale uses, taken before the lock (see
+    /// [`FencedSale::on_connection`]); `None`: each statement takes one from the pool.
+    conn: Option<tokio::sync::Mutex<PoolConnection<Postgres>>>,
 }
 
 impl<'a> FencedSale<'a> {
@@ -134,7 +138,15 @@ impl<'a> FencedSale<'a> {
             fence: guard.fence().get(),
             product,
             decider,
+            conn: None,
         }
+    }
+
+    /// Runs every statement of the sale on `conn`, taken before the lock: a holder never waits
+    /// for a connection while it holds the lock.
+    pub(crate) fn on_connection(mut self, conn: PoolConnection<Postgres>) -> Self {
+        self.conn = Some(tokio::sync::Mutex::new(conn));
+        self
     }
 
     /// The fencing token every write of this sale carries.
@@ -152,7 +164,16 @@ impl<'a> FencedSale<'a> {
     /// - When refused as stale, then raises the lock's fence counter above the row's fence and
     ///   returns [`SaleError::Stale`] (or [`SaleError::FloorNotRaised`] if that failed).
     pub(crate) async fn claim(&self) -> Result<i32, SaleError> {
-        match self.store.claim_product(self.product, self.fence).await {
+        let claimed = match &self.conn {
+            Some(conn) => {
+                let mut conn = conn.lock().await;
+                self.store
+                    .claim_product_on(&mut conn, self.product, self.fence)
+                    .await
+            }
+            None => self.store.claim_product(self.product, self.fence).await,
+        };
+        match claimed {
             Ok(stock) => Ok(stock),
             Err(StoreError::StaleFence { current }) => {
                 tracing::warn!(product_id = %self.product, fence = self.fence, current, "fence counter behind the database; raising it");
@@ -197,11 +218,26 @@ impl<'a> FencedSale<'a> {
                 return Err(SaleError::LockLost.into());
             }
             let decisions = decide_in_order(stock, orders);
-            match self
-                .store
-                .commit_fenced_batch(self.product, &decisions, self.fence, self.decider)
-                .await
-            {
+            let committed = match &self.conn {
+                Some(conn) => {
+                    let mut conn = conn.lock().await;
+                    self.store
+                        .commit_fenced_batch_on(
+                            &mut conn,
+                            self.product,
+                            &decisions,
+                            self.fence,
+                            self.decider,
+                        )
+                        .await
+                }
+                None => {
+                    self.store
+                        .commit_fenced_batch(self.product, &decisions, self.fence, self.decider)
+                        .await
+                }
+            };
+            match committed {
                 Ok(BatchCommit::Committed { remaining_stock }) => {
                     return Ok(decisions
                         .iter()
@@ -237,17 +273,33 @@ impl<'a> FencedSale<'a> {
                     });
                 }
                 let outcome = Outcome::from_stock(stock, sale.order.quantity);
-                match self
-                    .store
-                    .commit_fenced(
-                        &sale.order,
-                        outcome,
-                        self.fence,
-                        self.decider,
-                        sale.attempts,
-                    )
-                    .await
-                {
+                let committed = match &self.conn {
+                    Some(conn) => {
+                        let mut conn = conn.lock().await;
+                        self.store
+                            .commit_fenced_on(
+                                &mut conn,
+                                &sale.order,
+                                outcome,
+                                self.fence,
+                                self.decider,
+                                sale.attempts,
+                            )
+                            .await
+                    }
+                    None => {
+                        self.store
+                            .commit_fenced(
+                                &sale.order,
+                                outcome,
+                                self.fence,
+                                self.decider,
+                                sale.attempts,
+                            )
+                            .await
+                    }
+                };
+                match committed {
                     Ok(result) => {
                         if let CommitResult::Committed {
                             remaining_stock: Some(left),

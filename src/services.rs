@@ -59,6 +59,7 @@ use lockstock_lock::{
     LockClient, LockConfig, LockError, LockOptions, LockOwner, Redlock, RedlockConfig,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio_util::sync::CancellationToken;
 
 mod cluster;
 
@@ -113,6 +114,12 @@ pub enum ServiceError {
         #[source]
         source: StoreError,
     },
+    /// The process was told to stop while waiting for a service to answer.
+    #[error("stopped while waiting for {service}")]
+    Stopped {
+        /// Which service was being waited for.
+        service: String,
+    },
     /// Postgres did not answer, or the migrations failed.
     #[error("migrating Postgres at {url}")]
     Migrate {
@@ -122,6 +129,102 @@ pub enum ServiceError {
         #[source]
         source: StoreError,
     },
+}
+
+impl ServiceError {
+    /// Whether the service may answer if asked again: it did not answer, refused the connection
+    /// or timed out (not a bad URL, bad credentials, a bad setting or a failing migration).
+    pub fn is_retryable(&self) -> bool {
+        fn redis_down(error: &redis::RedisError) -> bool {
+            error.is_io_error()
+                || error.is_connection_refusal()
+                || error.is_timeout()
+                || error.is_connection_dropped()
+                || error.is_unrecoverable_error()
+        }
+        match self {
+            ServiceError::Redis { source, .. } => redis_down(source),
+            ServiceError::LockRedis { source, .. } | ServiceError::Redlock(source) => {
+                matches!(source, LockError::Redis(error) if redis_down(error))
+            }
+            ServiceError::Migrate { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// The error and its causes on one line (`what: why: why`), for logs.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+/// Calls `connect` until the service answers, for a binary starting before its stores are up
+/// (under honcho/foreman or `docker compose up`, in any order).
+///
+/// - When an attempt fails with a retryable error ([`ServiceError::is_retryable`]), then it is
+///   logged (warn, with the whole cause chain and the next delay) and tried again after a wait
+///   from `backon`'s exponential back-off: 200 ms doubling to 5 s, with jitter.
+/// - When `limit` is `Some` and has passed, or the error is not retryable, then the last error
+///   is returned; with `None` it waits indefinitely.
+/// - When `stop` fires while waiting, then [`ServiceError::Stopped`].
+pub async fn wait_for_service<T, F, Fut>(
+    service: &str,
+    limit: Option<Duration>,
+    stop: &CancellationToken,
+    mut connect: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    use backon::BackoffBuilder;
+    let started = tokio::time::Instant::now();
+    let mut delays = backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let mut attempt = 0_u32;
+    loop {
+        attempt += 1;
+        let error = tokio::select! {
+            () = stop.cancelled() => return Err(ServiceError::Stopped { service: service.to_owned() }),
+            result = connect() => match result {
+                Ok(connected) => {
+                    if attempt > 1 {
+                        tracing::info!(service, attempt, waited_ms = started.elapsed().as_millis() as u64, "service answers");
+                    }
+                    return Ok(connected);
+                }
+                Err(error) => error,
+            },
+        };
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        let out_of_time = limit.is_some_and(|limit| started.elapsed() + delay > limit);
+        if !error.is_retryable() || out_of_time {
+            return Err(error);
+        }
+        tracing::warn!(
+            service,
+            attempt,
+            error = %chain(&error),
+            retry_in_ms = delay.as_millis() as u64,
+            "service not answering yet; retrying"
+        );
+        tokio::select! {
+            () = stop.cancelled() => return Err(ServiceError::Stopped { service: service.to_owned() }),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
 }
 
 /// Shorthand for results of connecting services.

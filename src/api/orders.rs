@@ -141,10 +141,12 @@ pub(crate) async fn create(
             Start::Replay(answer) => return Ok(answer),
         };
     OrderProducer::new(state.queue().clone())
+        .with_intake(state.store().clone())
         .push_orders(&[order], |_| {})
         .await
         .map_err(|error| match error {
             crate::producer::ProducerError::Queue(e) => ApiError::from(e),
+            crate::producer::ProducerError::Intake(e) => ApiError::from(e),
             other => ApiError::Internal(Box::new(other)),
         })?;
     tracing::info!(order_id = %order.id, product_id = %product, quantity = %quantity, "order enqueued");

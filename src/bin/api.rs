@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use lockstock::{
     api::{ApiConfig, AppState, check_bind, serve},
-    config::{DatabaseArgs, LockArgs, LogArgs, QueueArgs, RedisArgs, mask_url},
+    config::{DatabaseArgs, LockArgs, LogArgs, QueueArgs, RedisArgs, WaitArgs, mask_url},
     services,
     shutdown::spawn_signal_handler,
     telemetry::init_tracing,
@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
     about = "HTTP API: purchases, orders, locks, queue, metrics and a live page"
 )]
 struct Cli {
+    #[command(flatten)]
+    wait: WaitArgs,
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
@@ -102,8 +104,29 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("API_TOKEN is not set: mutating routes are open to whoever can connect");
     }
 
-    let store = services::open_store_with(&cli.database, cli.max_connections, cli.migrate).await?;
-    let redis = services::connect_redis(&cli.redis).await?;
+    let root = CancellationToken::new();
+    spawn_signal_handler(root.clone());
+    // Started before the stores (honcho, docker compose): wait for them, retrying.
+    let limit = cli.wait.wait_for_services;
+    let connected = async {
+        let store = services::wait_for_service("Postgres", limit, &root, || {
+            services::open_store_with(&cli.database, cli.max_connections, cli.migrate)
+        })
+        .await?;
+        let redis = services::wait_for_service("Redis", limit, &root, || {
+            services::connect_redis(&cli.redis)
+        })
+        .await?;
+        Ok::<_, services::ServiceError>((store, redis))
+    };
+    let (store, redis) = match connected.await {
+        Ok(connected) => connected,
+        Err(services::ServiceError::Stopped { service }) => {
+            tracing::info!(service, "stopped before the services answered");
+            return Ok(());
+        }
+        Err(error) => return Err(error).context("connecting the stores"),
+    };
 
     let config = ApiConfig {
         work: Duration::from_millis(cli.work_ms),
@@ -140,8 +163,6 @@ async fn main() -> anyhow::Result<()> {
         "api listening"
     );
 
-    let root = CancellationToken::new();
-    spawn_signal_handler(root.clone());
     let mut server = tokio::spawn(serve(listener, state, root.clone()));
     tokio::select! {
         joined = &mut server => {

@@ -3,6 +3,10 @@
 //! `producer --product ID --count N [--quantity Q]` pushes N generated orders;
 //! `producer --file FILE` (`-` for stdin) pushes one order per JSON line. Input is validated in
 //! full before anything is pushed; bad input exits non-zero with the offending line number.
+//!
+//! Every batch is recorded in Postgres's durable intake (`--database-url` / `DATABASE_URL`)
+//! before it is pushed, so an enqueued order survives Redis losing its data. `--no-intake` skips
+//! that for producers that cannot reach Postgres, and loses the guarantee.
 
 use std::{
     fs::File,
@@ -14,7 +18,7 @@ use anyhow::Context;
 use clap::{ArgGroup, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
 use lockstock::{
-    config::{LogArgs, QueueArgs, RedisArgs},
+    config::{DatabaseArgs, LogArgs, QueueArgs, RedisArgs},
     order::{ProductId, PurchaseOrder, Quantity},
     producer::{OrderProducer, parse_json_lines},
     queue::default_worker_id,
@@ -36,9 +40,15 @@ struct Cli {
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
     queue: QueueArgs,
     #[command(flatten)]
     log: LogArgs,
+    /// Push to Redis only, without recording orders in Postgres first. LOSES THE GUARANTEE: an
+    /// order that is only in Redis is gone if Redis loses its data before a worker decides it.
+    #[arg(long)]
+    no_intake: bool,
     /// Generate orders for this product id.
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..), requires = "count")]
     product: Option<i32>,
@@ -76,7 +86,13 @@ async fn main() -> anyhow::Result<()> {
 
     let redis = services::connect_redis(&cli.redis).await?;
     let queue_key = &cli.queue.queue_key;
-    let producer = OrderProducer::new(redis.queue(cli.queue.queue_config(default_worker_id()))?);
+    let mut producer =
+        OrderProducer::new(redis.queue(cli.queue.queue_config(default_worker_id()))?);
+    if cli.no_intake {
+        tracing::warn!("--no-intake: orders live only in Redis until decided");
+    } else {
+        producer = producer.with_intake(services::open_store(&cli.database, 2).await?);
+    }
 
     let bar = progress_bar(total);
     let progress = |done: usize| bar.set_position(u64::try_from(done).unwrap_or(u64::MAX));

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use lockstock::{
-    config::{DatabaseArgs, LockArgs, LogArgs, QueueArgs, RedisArgs},
+    config::{DatabaseArgs, LockArgs, LogArgs, QueueArgs, RedisArgs, WaitArgs},
     observe::{WorkerMetrics, serve_worker_metrics},
     queue::default_worker_id,
     services,
@@ -34,6 +34,8 @@ struct Cli {
     locks: LockArgs,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    wait: WaitArgs,
     /// Orders processed at once by this process.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     concurrency: u32,
@@ -63,6 +65,24 @@ struct Cli {
     /// Most orders processed under one lock hold.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     batch_limit: u32,
+    /// How long a worker may go without Postgres answering while it holds a product lock before
+    /// it releases the lock, gives its unstarted orders back and pauses until Postgres answers,
+    /// in milliseconds.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..))]
+    postgres_outage_ms: u64,
+    /// How often the intake recovery sweep pushes recorded, undecided orders that are in no Redis
+    /// list again, in milliseconds (0: never).
+    #[arg(long, default_value_t = 5_000)]
+    intake_sweep_ms: u64,
+    /// How old an undecided intake entry must be before the sweep may push it again, in
+    /// milliseconds (covers the gap between a producer's insert and its push).
+    #[arg(long, default_value_t = 10_000)]
+    intake_stale_ms: u64,
+    /// Most reserved orders waiting (parked behind a product's lock or for a slot) beside the
+    /// batches being decided (default: --batch-limit). Orders reserved here are promised to this
+    /// process; a small prefetch leaves the rest to idle workers.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    prefetch: Option<u32>,
     /// Postgres connections in this process's pool (default: concurrency + 2).
     #[arg(long)]
     max_connections: Option<u32>,
@@ -86,15 +106,36 @@ async fn main() -> anyhow::Result<()> {
     }
     let worker_id = cli.worker_id.clone().unwrap_or_else(default_worker_id);
 
-    let store = services::open_store(
-        &cli.database,
-        cli.max_connections.unwrap_or(cli.concurrency + 2),
-    )
-    .await?;
-    let redis = services::connect_redis(&cli.redis).await?;
+    let root = CancellationToken::new();
+    spawn_signal_handler(root.clone());
+    // Started before the stores (honcho, docker compose): wait for them, retrying.
+    let limit = cli.wait.wait_for_services;
+    let pool_size = cli.max_connections.unwrap_or(cli.concurrency + 2);
+    let connected = async {
+        let store = services::wait_for_service("Postgres", limit, &root, || {
+            services::open_store(&cli.database, pool_size)
+        })
+        .await?;
+        let redis = services::wait_for_service("Redis", limit, &root, || {
+            services::connect_redis(&cli.redis)
+        })
+        .await?;
+        let owner = LockOwner::this_process(worker_id.clone());
+        let product_locks = services::wait_for_service("the lock Redis", limit, &root, || {
+            services::connect_product_locks(&redis, &cli.locks, owner.clone())
+        })
+        .await?;
+        Ok::<_, services::ServiceError>((store, redis, owner, product_locks))
+    };
+    let (store, redis, owner, product_locks) = match connected.await {
+        Ok(connected) => connected,
+        Err(services::ServiceError::Stopped { service }) => {
+            tracing::info!(service, "stopped before the services answered");
+            return Ok(());
+        }
+        Err(error) => return Err(error).context("connecting the stores"),
+    };
     let queue = redis.queue(cli.queue.queue_config(worker_id.clone()))?;
-    let owner = LockOwner::this_process(worker_id.clone());
-    let product_locks = services::connect_product_locks(&redis, &cli.locks, owner.clone()).await?;
     let locks = services::reporting_lock_client(&redis, &product_locks, &cli.locks, owner)?;
     let config = WorkerConfig {
         worker_id,
@@ -104,16 +145,18 @@ async fn main() -> anyhow::Result<()> {
         work: Duration::from_millis(cli.work_ms),
         use_lock: !cli.no_lock,
         batch_limit: cli.batch_limit as usize,
+        backlog_limit: cli.prefetch.unwrap_or(cli.batch_limit) as usize,
         drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
         liveness_ttl: Duration::from_millis(cli.liveness_ttl_ms),
         recovery_interval: Duration::from_millis(cli.recovery_interval_ms),
+        postgres_outage_limit: Duration::from_millis(cli.postgres_outage_ms),
+        intake_sweep_interval: Duration::from_millis(cli.intake_sweep_ms),
+        intake_stale_after: Duration::from_millis(cli.intake_stale_ms),
         ..WorkerConfig::default()
     };
     let worker = Worker::new(queue.clone(), product_locks, store, config)
         .context("configuring the worker")?;
 
-    let root = CancellationToken::new();
-    spawn_signal_handler(root.clone());
     let metrics_stop = CancellationToken::new();
     if let Some(addr) = cli.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)

@@ -4,7 +4,7 @@
 //!
 //! - When [`StatusReport::collect`] succeeds, then the report holds the queue counts, every known
 //!   worker with its liveness and in-flight count, and every held lock.
-//! - The JSON document is `{"queue": {"pending", "in_flight", "dead_letters", "live_workers",
+//! - The JSON document is `{"queue": {"pending", "in_flight", "dead_letters", "live_workers", "restored",
 //!   "workers": [{"id", "alive", "in_flight"}], "recent_dead_letters": []}, "locks":
 //!   [{"resource", "owner": {"id", "host", "pid"}, "fence", "age_ms", "ttl_left_ms"}]}`: the
 //!   bodies of `GET /queue` (without dead letters) and `GET /locks`. These names are stable.
@@ -55,6 +55,11 @@ impl fmt::Display for StatusReport {
         writeln!(f, "  pending       {}", q.pending)?;
         writeln!(f, "  in flight     {}", q.in_flight)?;
         writeln!(f, "  dead letters  {}", q.dead_letters)?;
+        writeln!(
+            f,
+            "  restored      {} (pushed again from the intake)",
+            q.restored
+        )?;
         writeln!(
             f,
             "  workers       {} live of {} known",

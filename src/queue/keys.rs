@@ -92,6 +92,11 @@ impl QueueKeys {
         format!("{}:workers", self.pending)
     }
 
+    /// The count of messages restored after Redis lost them: `<pending>:restored`.
+    pub fn restored(&self) -> String {
+        format!("{}:restored", self.pending)
+    }
+
     /// The part of a processing list's key before the worker id.
     pub(super) fn processing_prefix(&self) -> String {
         format!("{}:processing:", self.pending)

@@ -158,7 +158,7 @@ impl JobQueue {
     }
 
     /// Registered workers plus owners of existing processing lists.
-    async fn known_workers(&self) -> Result<BTreeSet<String>> {
+    pub(super) async fn known_workers(&self) -> Result<BTreeSet<String>> {
         let mut conn = self.conn.clone();
         let registered: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
             .arg(self.keys.workers())

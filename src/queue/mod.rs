@@ -62,6 +62,7 @@ mod error;
 mod keys;
 mod liveness;
 mod locate;
+mod restore;
 mod scripts;
 mod shards;
 

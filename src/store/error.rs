@@ -48,8 +48,9 @@ pub enum StoreError {
     /// Applying the migrations failed.
     #[error("applying migrations failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// Postgres failed or could not be reached.
-    #[error("database error")]
+    /// Postgres failed or could not be reached. The message names what went wrong: the server's
+    /// SQLSTATE code and message, or the client's I/O or pool error (never the URL).
+    #[error("{}", describe(.0))]
     Database(#[from] sqlx::Error),
 }
 
@@ -71,15 +72,49 @@ impl StoreError {
                 | sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed => true,
-                sqlx::Error::Database(db) => matches!(
-                    db.code().as_deref(),
-                    // serialization_failure, deadlock_detected, admin/crash shutdown, cannot_connect_now
-                    Some("40001" | "40P01" | "57P01" | "57P02" | "57P03")
-                ),
+                sqlx::Error::Database(db) => {
+                    matches!(
+                        db.code().as_deref(),
+                        // serialization_failure, deadlock_detected, query_canceled (statement
+                        // timeout), admin/crash shutdown, cannot_connect_now, too_many_connections
+                        Some("40001" | "40P01" | "57014" | "57P01" | "57P02" | "57P03" | "53300")
+                    ) || db.code().is_some_and(|code| code.starts_with("08"))
+                } // connection exceptions
                 _ => false,
             },
             _ => false,
         }
+    }
+}
+
+impl StoreError {
+    /// Whether the call failed for want of a connection (the pool timed out, or Postgres refused
+    /// a new one: `too_many_connections`, `cannot_connect_now`), so nothing was sent.
+    pub fn is_no_connection(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::PoolTimedOut) => true,
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("53300" | "57P03"))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What an sqlx error says, for logs: Postgres's own errors with their SQLSTATE code (e.g.
+/// `Postgres error 53300: sorry, too many clients already`), others as sqlx words them.
+fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("Postgres error {code}: {}", db.message()),
+            None => format!("Postgres error: {}", db.message()),
+        },
+        sqlx::Error::PoolTimedOut => {
+            "no Postgres connection within the pool's acquire timeout (Postgres down, \
+             unreachable, or every connection busy)"
+                .to_owned()
+        }
+        other => format!("Postgres: {other}"),
     }
 }
 

@@ -40,6 +40,7 @@
 
 mod error;
 mod idempotency;
+mod intake;
 mod orders;
 mod products;
 mod sale;
@@ -49,7 +50,13 @@ mod views;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
+use std::str::FromStr;
+
+use sqlx::{
+    PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 
 pub use self::{
     error::{Result, StoreError},
@@ -66,6 +73,13 @@ use crate::order::{OrderId, Outcome};
 /// migrated database.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
+/// How long taking a pooled connection may wait: short, so that a caller holding a lock (the
+/// worker) gives up and backs off without it rather than waiting under it.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The server-side limit on every statement of an [`OrderStore::connect_lazy`] pool.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Applies every pending migration; safe when several processes start at once.
 ///
 /// - When another process is migrating, then this waits for its advisory lock and then finds
@@ -74,6 +88,10 @@ pub static MIGRATOR: Migrator = sqlx::migrate!();
 ///   than returned to the pool, so the lock is released with it and no other caller hangs.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
     let mut conn = pool.acquire().await?;
+    // Migrations may rewrite big tables: no statement timeout for them (reset afterwards).
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *conn)
+        .await?;
     // `run_direct` is what `Migrator::run` calls after acquiring; calling it on our own connection
     // lets us close that connection on failure, and avoids sqlx's "`Acquire` is not general
     // enough" error when this future must be `Send` (e.g. inside `tokio::spawn`).
@@ -82,6 +100,9 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
         conn.close_on_drop();
         return Err(e.into());
     }
+    sqlx::query("RESET statement_timeout")
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -115,11 +136,23 @@ impl OrderStore {
 
     /// Opens a pool of up to `max_connections` to `database_url` (connections are made lazily, so
     /// this does not fail when Postgres is down; the first query does).
+    ///
+    /// - Every connection runs with `statement_timeout` = [`STATEMENT_TIMEOUT`], so a statement
+    ///   stuck behind a row lock or a slow server fails instead of hanging.
+    /// - Taking a connection (including connecting, which sqlx retries while Postgres refuses it)
+    ///   fails after [`ACQUIRE_TIMEOUT`].
+    /// - Not guaranteed: a connection whose TCP peer vanished silently is not detected by these
+    ///   server-side limits; callers that must not hang put their own deadline around a call
+    ///   (the worker does).
     pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<Self> {
+        let options = PgConnectOptions::from_str(database_url)?.options([(
+            "statement_timeout",
+            format!("{}ms", STATEMENT_TIMEOUT.as_millis()),
+        )]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy(database_url)?;
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
         Ok(Self::new(pool))
     }
 

@@ -17,11 +17,23 @@
 //! - Not guaranteed here: that the caller decided from the stock its own claim returned; the
 //!   conditional decrement still keeps the stock from going below zero.
 
+use sqlx::PgConnection;
+
 use super::{
     CommitResult, OrderStore, Result, StoreError,
     orders::{existing_outcome_opt, fence_i64, fence_u64},
 };
 use crate::order::{Outcome, ProductId, PurchaseOrder, RejectReason};
+
+/// The product's `last_fence` (`None`: no such product), read on `conn`.
+async fn last_fence_on(conn: &mut PgConnection, product_id: ProductId) -> Result<Option<u64>> {
+    // language=PostgreSQL
+    let fence: Option<i64> = sqlx::query_scalar("SELECT last_fence FROM products WHERE id = $1")
+        .bind(product_id.get())
+        .fetch_optional(conn)
+        .await?;
+    Ok(fence.map(fence_u64))
+}
 
 /// One decided order of a batch ([`OrderStore::commit_fenced_batch`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +95,18 @@ impl OrderStore {
     /// - When the product does not exist, then [`StoreError::UnknownProduct`].
     #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
     pub async fn claim_product(&self, product_id: ProductId, fence: u64) -> Result<i32> {
+        let mut conn = self.pool.acquire().await?;
+        self.claim_product_on(&mut conn, product_id, fence).await
+    }
+
+    /// [`OrderStore::claim_product`] on a connection the caller already holds (a lock holder
+    /// takes its connection before the lock, so it never waits for one while holding it).
+    pub async fn claim_product_on(
+        &self,
+        conn: &mut PgConnection,
+        product_id: ProductId,
+        fence: u64,
+    ) -> Result<i32> {
         let fence_value = fence_i64(fence)?;
         // language=PostgreSQL
         let stock: Option<i32> = sqlx::query_scalar(
@@ -94,14 +118,14 @@ impl OrderStore {
         )
         .bind(product_id.get())
         .bind(fence_value)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
         if let Some(stock) = stock {
             return Ok(stock);
         }
         // Only used to say why: the fence never decreases, so a row that refused the claim still
         // carries a fence >= ours.
-        match self.last_fence(product_id).await? {
+        match last_fence_on(conn, product_id).await? {
             Some(current) => Err(StoreError::StaleFence { current }),
             None => Err(StoreError::UnknownProduct(product_id)),
         }
@@ -157,6 +181,21 @@ impl OrderStore {
         worker: &str,
         attempts: u32,
     ) -> Result<CommitResult> {
+        let mut conn = self.pool.acquire().await?;
+        self.commit_fenced_on(&mut conn, order, outcome, fence, worker, attempts)
+            .await
+    }
+
+    /// [`OrderStore::commit_fenced`] on a connection the caller already holds.
+    pub async fn commit_fenced_on(
+        &self,
+        conn: &mut PgConnection,
+        order: &PurchaseOrder,
+        outcome: Outcome,
+        fence: u64,
+        worker: &str,
+        attempts: u32,
+    ) -> Result<CommitResult> {
         let fence = fence_i64(fence)?;
         // One statement, so one round trip: lock the product row, check the fence (and the
         // stock when selling), record the outcome unless the order already has one, and sell
@@ -194,7 +233,7 @@ impl OrderStore {
         .bind(fence)
         .bind(worker)
         .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await?;
         if row.inserted {
             let remaining = match outcome {
@@ -208,8 +247,7 @@ impl OrderStore {
         }
         // Nothing was written; say why (a second round trip, only on this rare path). An
         // existing outcome wins whatever the fence, so a redelivered order is recognised.
-        let mut conn = self.pool.acquire().await?;
-        if let Some(existing) = existing_outcome_opt(&mut conn, order.id).await? {
+        if let Some(existing) = existing_outcome_opt(conn, order.id).await? {
             return Ok(CommitResult::AlreadyDecided(existing));
         }
         match (row.last_fence, row.stock) {
@@ -243,6 +281,20 @@ impl OrderStore {
     #[tracing::instrument(level = "debug", skip_all, fields(product_id = %product_id, orders = decisions.len(), fence = fence), err(level = "debug"))]
     pub async fn commit_fenced_batch(
         &self,
+        product_id: ProductId,
+        decisions: &[Decision],
+        fence: u64,
+        worker: &str,
+    ) -> Result<BatchCommit> {
+        let mut conn = self.pool.acquire().await?;
+        self.commit_fenced_batch_on(&mut conn, product_id, decisions, fence, worker)
+            .await
+    }
+
+    /// [`OrderStore::commit_fenced_batch`] on a connection the caller already holds.
+    pub async fn commit_fenced_batch_on(
+        &self,
+        conn: &mut PgConnection,
         product_id: ProductId,
         decisions: &[Decision],
         fence: u64,
@@ -313,7 +365,7 @@ impl OrderStore {
         .bind(&attempts)
         .bind(fence)
         .bind(worker)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await?;
         if row.inserted > 0 {
             // All rows, or (only if a concurrent writer slipped in an outcome for one of these

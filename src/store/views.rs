@@ -97,6 +97,15 @@ impl OrderStore {
             .collect())
     }
 
+    /// Takes a pooled connection and checks that it answers (`SELECT 1`): for a caller that must
+    /// hold its connection before it takes a lock.
+    pub async fn checked_connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        let mut conn = self.pool.acquire().await?;
+        // language=PostgreSQL
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        Ok(conn)
+    }
+
     /// Whether Postgres answers a trivial query (for readiness checks).
     pub async fn ping(&self) -> Result<()> {
         // language=PostgreSQL

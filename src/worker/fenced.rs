@@ -1,6 +1,7 @@
 //! The fenced path: a product's lane, decided in batches under the product's lock.
 //!
 //! Per lock hold:
+//! 0. take a Postgres connection and check it answers (no lock is held while waiting for one);
 //! 1. take the product's lock (FIFO hand-off between processes; heartbeat while held);
 //! 2. take the orders waiting in the product's lane (up to `batch_limit`, each order id once);
 //! 3. drive the ONE fenced sale (`crate::sale`): claim the row with the lock's token before
@@ -20,15 +21,24 @@
 //! - When a copy of an order already in the batch arrives in the lane, then it waits for a later
 //!   hold, where it is found decided and acknowledged without a decision: within one hold an
 //!   order is decided once, so its copy cannot cost a later order its unit.
+//! - When shutdown begins, then no further order of a batch starts its slow step: the started
+//!   ones are decided and committed, the rest (and the lane's parked orders, and a batch still
+//!   waiting for the lock) are given back to the pending list at once.
 //! - When Postgres or Redis fail, then the step is retried with the worker's one back-off
-//!   ([`super::retry`]) while the lock is held, or under a new hold.
+//!   ([`super::retry`]) while the lock is held, or under a new hold; but a worker that has not
+//!   heard from Postgres for `postgres_outage_limit` under a held lock releases it and gives its
+//!   orders back (see `outage.rs`), and no lock is taken before Postgres answers.
 
 use std::{sync::Arc, time::Duration};
+
+use sqlx::{Postgres, pool::PoolConnection};
+use tokio::time::Instant;
 
 use super::{
     Ctx, WorkerStats,
     error::ProcessError,
     lanes::Job,
+    outage::{self, PostgresCheck},
     poison::{dead_letter, reject_unknown_product},
     retry::Retry,
 };
@@ -45,6 +55,8 @@ enum HoldEnd {
     Done,
     /// The jobs left in the batch must be retried under a new lock hold, after `pause`.
     Retry { pause: Duration },
+    /// Postgres did not answer within the outage limit: release the lock and give the lane back.
+    Outage,
 }
 
 impl HoldEnd {
@@ -61,7 +73,13 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
     let mut batch = vec![first];
     // Copies of an order already in the batch (redeliveries): each waits for a later hold.
     let mut copies: Vec<Job> = Vec::new();
+    // Backs off while no Postgres connection is to be had.
+    let mut busy = Retry::default();
     loop {
+        if ctx.stopping.is_cancelled() || ctx.health.is_down() {
+            give_back_lane(&ctx, product, batch, copies).await;
+            return;
+        }
         if batch.is_empty() {
             if copies.is_empty() {
                 match ctx.lanes.next(product) {
@@ -80,10 +98,25 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
                 None => break,
             }
         }
-        let Some(guard) = take_lock(&ctx, product).await else {
-            return; // hard stop: the jobs stay in the processing list for recovery
+        // Postgres first, the lock second: never hold a lock while waiting for a connection.
+        let conn = match outage::check_postgres(&ctx).await {
+            PostgresCheck::Answers(conn) => conn,
+            PostgresCheck::Down => continue, // recorded: give the lane back (top of the loop)
+            PostgresCheck::Busy => {
+                if !ctx.pause(busy.next_delay()).await {
+                    return;
+                }
+                continue;
+            }
         };
-        let end = hold(&ctx, &guard, product, &mut batch).await;
+        busy = Retry::default();
+        let Some(guard) = take_lock(&ctx, product).await else {
+            if ctx.hard_stop.is_cancelled() {
+                return; // hard stop: the jobs stay in the processing list for recovery
+            }
+            continue; // stopping, or Postgres down: give the lane back (top of the loop)
+        };
+        let end = hold(&ctx, &guard, conn, product, &mut batch).await;
         match guard.release().await {
             Ok(ReleaseOutcome::NotHeld) => {
                 tracing::debug!(product_id = %product, "the product lock had expired before release");
@@ -93,6 +126,9 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
             }
             Ok(_) => {}
         }
+        if matches!(end, HoldEnd::Outage) {
+            continue; // the lock is released: give the lane back (top of the loop)
+        }
         if let HoldEnd::Retry { pause } = end
             && !pause.is_zero()
             && !ctx.pause(pause).await
@@ -100,6 +136,20 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
             return;
         }
     }
+}
+
+/// Shutdown: gives back every order of the lane that has not started (the batch, the copies
+/// and whatever is parked) and closes the lane.
+async fn give_back_lane(ctx: &Ctx, product: ProductId, batch: Vec<Job>, copies: Vec<Job>) {
+    let mut payloads: Vec<Vec<u8>> = batch
+        .into_iter()
+        .chain(copies)
+        .map(|job| job.payload)
+        .collect();
+    while let Some(job) = ctx.lanes.next(product) {
+        payloads.push(job.payload);
+    }
+    ctx.give_back(&payloads).await;
 }
 
 /// Adds `job` to `batch` unless the batch already holds its order id: then the copy waits in
@@ -114,20 +164,44 @@ fn add_once(batch: &mut Vec<Job>, copies: &mut Vec<Job>, job: Job) {
     }
 }
 
-/// Takes the product's lock, waiting and retrying until it is had or the worker stops hard.
+/// The longest single wait for a product lock: how late a waiting lane notices shutdown or an
+/// outage.
+const LOCK_WAIT_SLICE: Duration = Duration::from_millis(500);
+
+/// Takes the product's lock, waiting and retrying until it is had, shutdown begins, Postgres is
+/// found down, or the worker stops hard.
 async fn take_lock(ctx: &Ctx, product: ProductId) -> Option<ProductGuard> {
     let resource = product_resource(product);
     let options = LockOptions::with_ttl(ctx.config.lock_ttl).warn_after(ctx.config.lock_ttl);
+    // Wait in slices, never dropping an acquisition mid-way on shutdown (one dropped at the
+    // moment of a hand-off leaves the lock to its TTL once the process exits): each slice ends
+    // by itself, and shutdown or an outage is noticed between slices.
+    let slice = ctx.config.lock_wait.min(LOCK_WAIT_SLICE);
     let mut retry = Retry::default();
+    let mut waited = Duration::ZERO;
     loop {
+        if ctx.stopping.is_cancelled() || ctx.health.is_down() {
+            return None;
+        }
         let attempt = tokio::select! {
             () = ctx.hard_stop.cancelled() => return None,
-            attempt = ctx.locks.acquire(&resource, &options, ctx.config.lock_wait) => attempt,
+            attempt = ctx.locks.acquire(&resource, &options, slice) => attempt,
         };
         match attempt {
+            Ok(guard) if ctx.health.is_down() || ctx.stopping.is_cancelled() => {
+                // Postgres went away, or shutdown began, while we waited: do not hold it.
+                if let Err(error) = guard.release().await {
+                    tracing::debug!(%error, %resource, "release failed; the TTL frees the lock");
+                }
+                return None;
+            }
             Ok(guard) => return Some(guard),
             Err(LockError::Timeout { .. }) => {
-                tracing::debug!(%resource, "still waiting for the product lock");
+                waited += slice;
+                if waited >= ctx.config.lock_wait {
+                    waited = Duration::ZERO;
+                    tracing::debug!(%resource, "still waiting for the product lock");
+                }
             }
             Err(error) => {
                 WorkerStats::bump(&ctx.stats.retries);
@@ -141,10 +215,12 @@ async fn take_lock(ctx: &Ctx, product: ProductId) -> Option<ProductGuard> {
 }
 
 /// Decides `batch` (orders of `product`) while holding the product's lock, through the fenced
-/// sale. Decided jobs leave `batch`; what is left must be retried.
+/// sale, every statement on `conn` (taken before the lock). Decided jobs leave `batch`; what is
+/// left must be retried.
 async fn hold(
     ctx: &Ctx,
     guard: &ProductGuard,
+    conn: PoolConnection<Postgres>,
     product: ProductId,
     batch: &mut Vec<Job>,
 ) -> HoldEnd {
@@ -154,23 +230,33 @@ async fn hold(
         guard,
         product,
         &ctx.config.worker_id,
-    );
+    )
+    .on_connection(conn);
     let stock = match claim(ctx, &sale, product, batch).await {
         Ok(stock) => stock,
         Err(end) => return end,
     };
-    // The slow step of every order, abandoned if the lock is lost.
-    let orders = u32::try_from(batch.len()).unwrap_or(u32::MAX);
-    if let Err(error) = sale
-        .slow_step(ctx.config.work.saturating_mul(orders), &ctx.hard_stop)
-        .await
-    {
-        if matches!(error, SaleError::LockLost) {
-            WorkerStats::bump(&ctx.stats.locks_lost);
+    // The slow step of each order in turn, abandoned if the lock is lost. Once shutdown begins,
+    // no further order starts: those are given back, the started ones are decided below.
+    let mut started = 0;
+    while started < batch.len() && !ctx.stopping.is_cancelled() {
+        if let Err(error) = sale.slow_step(ctx.config.work, &ctx.hard_stop).await {
+            if matches!(error, SaleError::LockLost) {
+                WorkerStats::bump(&ctx.stats.locks_lost);
+            }
+            return HoldEnd::AGAIN;
         }
-        return HoldEnd::AGAIN;
+        started += 1;
+    }
+    if started < batch.len() {
+        let unstarted: Vec<Vec<u8>> = batch.drain(started..).map(|job| job.payload).collect();
+        ctx.give_back(&unstarted).await;
+        if batch.is_empty() {
+            return HoldEnd::Done;
+        }
     }
     let mut retry = Retry::default();
+    let deadline = ctx.health.step_deadline(ctx.config.postgres_outage_limit);
     loop {
         let orders: Vec<SaleOrder> = batch
             .iter_mut()
@@ -182,10 +268,16 @@ async fn hold(
                 }
             })
             .collect();
-        let (results, stopped) = match sale.sell(stock, &orders).await {
-            Ok(results) => (results, None),
-            Err(SaleStop { decided, error }) => (decided, Some(error)),
-        };
+        let (results, stopped) =
+            match tokio::time::timeout_at(deadline, sale.sell(stock, &orders)).await {
+                Ok(Ok(results)) => (results, None),
+                Ok(Err(SaleStop { decided, error })) => (decided, Some(error)),
+                Err(_) => {
+                    ctx.health
+                        .mark_down("the commit got no answer within the outage limit");
+                    return HoldEnd::Outage;
+                }
+            };
         let decided: Vec<Job> = batch.drain(..results.len()).collect();
         for (job, result) in decided.iter().zip(results) {
             ctx.record(&job.order, result);
@@ -211,10 +303,22 @@ async fn hold(
                 return HoldEnd::AGAIN;
             }
             SaleError::UnknownProduct(_) => return reject_all_unknown(ctx, batch).await,
+            SaleError::Store(error) if error.is_no_connection() => {
+                // Nothing was sent: back off without the lock rather than wait holding it.
+                WorkerStats::bump(&ctx.stats.retries);
+                tracing::warn!(%error, product_id = %product, "no Postgres connection for the commit; releasing the lock and backing off");
+                return HoldEnd::Retry {
+                    pause: retry.next_delay(),
+                };
+            }
             SaleError::Store(error) if error.is_transient() => {
                 WorkerStats::bump(&ctx.stats.retries);
+                if Instant::now() >= deadline {
+                    ctx.health.mark_down(&error.to_string());
+                    return HoldEnd::Outage;
+                }
                 tracing::warn!(%error, product_id = %product, "commit failed; retrying");
-                if !ctx.pause(retry.next_delay()).await {
+                if !ctx.pause(until(deadline, retry.next_delay())).await {
                     return HoldEnd::AGAIN;
                 }
             }
@@ -248,8 +352,14 @@ async fn claim(
     batch: &mut Vec<Job>,
 ) -> Result<i32, HoldEnd> {
     let mut retry = Retry::default();
+    let deadline = ctx.health.step_deadline(ctx.config.postgres_outage_limit);
     loop {
-        match sale.claim().await {
+        let Ok(claimed) = tokio::time::timeout_at(deadline, sale.claim()).await else {
+            ctx.health
+                .mark_down("the claim got no answer within the outage limit");
+            return Err(HoldEnd::Outage);
+        };
+        match claimed {
             Ok(stock) => return Ok(stock),
             Err(SaleError::UnknownProduct(_)) => return Err(reject_all_unknown(ctx, batch).await),
             Err(SaleError::Stale { .. }) => {
@@ -264,15 +374,32 @@ async fn claim(
                     pause: retry.next_delay(),
                 });
             }
+            Err(SaleError::Store(error)) if error.is_no_connection() => {
+                // Never hold the lock while waiting for a connection: back off without it.
+                WorkerStats::bump(&ctx.stats.retries);
+                tracing::warn!(%error, product_id = %product, "no Postgres connection; releasing the lock and backing off");
+                return Err(HoldEnd::Retry {
+                    pause: retry.next_delay(),
+                });
+            }
             Err(SaleError::Store(error)) if error.is_transient() => {
                 WorkerStats::bump(&ctx.stats.retries);
+                if Instant::now() >= deadline {
+                    ctx.health.mark_down(&error.to_string());
+                    return Err(HoldEnd::Outage);
+                }
                 tracing::warn!(%error, product_id = %product, "claiming the product failed; retrying");
             }
             Err(error) => {
                 tracing::error!(%error, product_id = %product, "claiming the product failed");
+                if Instant::now() >= deadline {
+                    return Err(HoldEnd::Retry {
+                        pause: retry.next_delay(),
+                    });
+                }
             }
         }
-        if sale.is_lost() || !ctx.pause(retry.next_delay()).await {
+        if sale.is_lost() || !ctx.pause(until(deadline, retry.next_delay())).await {
             return Err(HoldEnd::AGAIN);
         }
     }
@@ -293,4 +420,9 @@ async fn reject_all_unknown(ctx: &Ctx, batch: &mut Vec<Job>) -> HoldEnd {
             pause: Retry::default().next_delay(),
         }
     }
+}
+
+/// `delay`, but ending no later than `deadline` (a retry under a held lock never waits past it).
+fn until(deadline: Instant, delay: Duration) -> Duration {
+    delay.min(deadline.saturating_duration_since(Instant::now()))
 }

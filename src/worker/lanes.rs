@@ -190,6 +190,35 @@ impl Lanes {
         }
     }
 
+    /// Takes every order that waits (parked in a lane or queued for a slot) out of the lanes, for
+    /// giving back on shutdown: the raw messages, in no particular order. Lanes whose task is
+    /// running stay open (their task finds them empty and closes them); lanes that had not
+    /// started are closed.
+    pub(crate) fn take_waiting(&self) -> Vec<Vec<u8>> {
+        let mut inner = self.inner();
+        let mut taken = Vec::with_capacity(inner.waiting);
+        for task in std::mem::take(&mut inner.ready) {
+            match task {
+                Task::Lane(job) => {
+                    let product = job.order.product_id;
+                    taken.push(job.payload);
+                    if let Some(parked) = inner.lanes.remove(&product) {
+                        taken.extend(parked.into_iter().map(|job| job.payload));
+                    }
+                }
+                Task::Unlocked(job) => taken.push(job.payload),
+                Task::Poison(payload, _) => taken.push(payload),
+            }
+        }
+        for parked in inner.lanes.values_mut() {
+            taken.extend(parked.drain(..).map(|job| job.payload));
+        }
+        inner.waiting = 0;
+        drop(inner);
+        self.space.notify_waiters();
+        taken
+    }
+
     /// Orders parked or waiting for a slot right now.
     pub(crate) fn parked(&self) -> usize {
         self.inner().waiting
@@ -223,5 +252,20 @@ mod tests {
         assert!(matches!(lanes.slot_next(), Some(Task::Lane(j)) if j.order.product_id.get() == 2));
         assert!(lanes.slot_next().is_none()); // the slot is free again
         assert!(matches!(lanes.admit(Task::Lane(job(3))), Admitted::Run(_)));
+    }
+
+    #[test]
+    fn taking_the_waiting_orders_empties_parked_and_ready_work() {
+        let lanes = Lanes::new(1, 100);
+        assert!(matches!(lanes.admit(Task::Lane(job(1))), Admitted::Run(_)));
+        lanes.admit(Task::Lane(job(1))); // parked behind the running lane
+        lanes.admit(Task::Lane(job(2))); // waits for the slot
+        lanes.admit(Task::Lane(job(2))); // parked in the waiting lane
+        assert_eq!(lanes.take_waiting().len(), 3);
+        assert_eq!(lanes.parked(), 0);
+        assert!(lanes.next(ProductId::new(1).unwrap()).is_none()); // the running lane closes
+        assert!(lanes.slot_next().is_none());
+        // Product 2's lane was closed: a new order for it opens a lane again.
+        assert!(matches!(lanes.admit(Task::Lane(job(2))), Admitted::Run(_)));
     }
 }

@@ -12,6 +12,8 @@
 //! | `poison.rs` | invalid messages, unknown products, dead letters |
 //! | `retry.rs` | the one retry policy (on `backon`) every loop waits by |
 //! | `lanes.rs` | per-product lanes and concurrency slots |
+//! | `intake_sweep.rs` | pushing recorded orders Redis lost back onto the queue |
+//! | `outage.rs` | Postgres outages: no lock held without Postgres, pause and resume |
 //!
 //! # Guarantees
 //! - When an order is pulled, then it stays in this worker's processing list until its outcome
@@ -25,18 +27,30 @@
 //!   taking concurrency slots; orders for other products keep flowing.
 //! - When a blocking move's reply was lost, then the message sits in this worker's processing
 //!   list unknown to it; the periodic reconciliation adopts it after it was seen orphaned twice.
-//! - When shutdown is requested, then the worker stops pulling, finishes in-flight orders within
-//!   the drain timeout, moves anything left back to the pending list, releases its locks, deletes
-//!   its liveness key and returns.
+//! - When shutdown is requested, then the worker stops pulling, gives every reserved order whose
+//!   slow step has not begun back to the pending list at once (parked, waiting for a slot or for
+//!   the lock, or later in a batch), finishes the orders whose slow step has begun and commits
+//!   them, releases its locks, deletes its liveness key and returns. The drain is bounded by one
+//!   order's slow step plus one commit, or one 500 ms lock-wait slice for a lane waiting for its
+//!   lock (plus the give-back and release round trips), not by the backlog; the drain timeout
+//!   caps it when Postgres or Redis hang.
+//! - Reservations are bounded by what the process can start soon: at most `backlog_limit` orders
+//!   wait (default: one batch, 64) beside the batches being decided, so a hot product does not
+//!   make one worker hoard orders that idle workers could take.
 //!
 //! # Not guaranteed
-//! - Orders in flight when Redis loses its data (a restart without persistence) are still
-//!   decided, but messages that were only in Redis are gone with it.
+//! - Orders pushed without the durable intake (`producer --no-intake`, or raw `LPUSH`es) are
+//!   lost when Redis loses its data; recorded ones are pushed again by the intake sweep
+//!   (`intake_sweep.rs`) with no operator step.
+//! - When Postgres stops answering, then no product lock is held beyond
+//!   `postgres_outage_limit` (see `outage.rs`), but orders wait until it answers again.
 //! - Order of outcomes across products, or across workers for one product beyond the lock's FIFO.
 
 mod error;
 mod fenced;
+mod intake_sweep;
 mod lanes;
+mod outage;
 mod poison;
 mod retry;
 mod unlocked;
@@ -81,9 +95,10 @@ pub struct WorkerConfig {
     /// Most orders decided under one lock hold (one commit statement) before giving other
     /// processes a turn. Default 64.
     pub batch_limit: usize,
-    /// Most orders parked in product lanes or waiting for a slot at once (a few hundred bytes
-    /// each). Default 8192: large enough that a hot product cannot stop the puller from reaching
-    /// other products' orders.
+    /// Most orders parked in product lanes or waiting for a slot at once: the prefetch beyond the
+    /// batches being decided. Default 64 (one batch): a reservation is a promise that this
+    /// process will get to the order soon, and orders parked behind a hot product's lock are
+    /// orders idle workers could take.
     pub backlog_limit: usize,
     /// How long a graceful shutdown waits for in-flight orders. Default 30 s.
     pub drain_timeout: Duration,
@@ -97,6 +112,14 @@ pub struct WorkerConfig {
     pub poll_timeout: Duration,
     /// How often a summary line is logged. Default 10 s.
     pub summary_interval: Duration,
+    /// How long a worker may go without Postgres answering while it holds a product lock (or
+    /// reserved orders) before it releases the lock, gives the orders back and pauses until
+    /// Postgres answers. Default 5 s.
+    pub postgres_outage_limit: Duration,
+    /// How often the intake recovery sweep runs (zero: never). Default 5 s.
+    pub intake_sweep_interval: Duration,
+    /// How old an undecided intake row must be before the sweep may push it again. Default 10 s.
+    pub intake_stale_after: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -109,13 +132,16 @@ impl Default for WorkerConfig {
             use_lock: true,
             lock_wait: Duration::from_secs(30),
             batch_limit: 64,
-            backlog_limit: 8192,
+            backlog_limit: 64,
             drain_timeout: Duration::from_secs(30),
             liveness_ttl: Duration::from_secs(10),
             recovery_interval: Duration::from_secs(5),
             reconcile_interval: Duration::from_secs(10),
             poll_timeout: Duration::from_secs(1),
             summary_interval: Duration::from_secs(10),
+            postgres_outage_limit: Duration::from_secs(5),
+            intake_sweep_interval: intake_sweep::DEFAULT_INTERVAL,
+            intake_stale_after: intake_sweep::DEFAULT_STALE_AFTER,
         }
     }
 }
@@ -141,6 +167,10 @@ pub(crate) struct Ctx {
     inflight: Mutex<HashMap<Vec<u8>, usize>>,
     /// Cancelled when in-flight work must be abandoned (drain timeout, or hard stop).
     pub(crate) hard_stop: CancellationToken,
+    /// Cancelled when shutdown begins: orders whose slow step has not begun are given back.
+    pub(crate) stopping: CancellationToken,
+    /// Whether Postgres is being waited out (see `outage.rs`).
+    pub(crate) health: outage::PostgresHealth,
 }
 
 impl Ctx {
@@ -194,6 +224,35 @@ impl Ctx {
         for payload in payloads {
             self.forget(payload.as_ref());
         }
+    }
+
+    /// Gives reserved messages this worker will not start back to the pending list at once (one
+    /// script each, all in flight together) and forgets them. A message that cannot be given
+    /// back stays in the processing list, which deregistering (or recovery) hands back later.
+    pub(crate) async fn give_back<P: AsRef<[u8]>>(&self, payloads: &[P]) {
+        if payloads.is_empty() {
+            return;
+        }
+        let results = futures_util::future::join_all(
+            payloads
+                .iter()
+                .map(|payload| self.queue.requeue(payload.as_ref())),
+        )
+        .await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "giving orders back failed; they stay in the processing list"
+            );
+        }
+        for payload in payloads {
+            self.forget(payload.as_ref());
+        }
+        tracing::debug!(
+            given_back = payloads.len() - failed,
+            "gave unstarted orders back"
+        );
     }
 
     /// Counts and logs what a commit did.
@@ -253,6 +312,11 @@ impl Worker {
                 "the lock TTL must be at least 3 ms".into(),
             ));
         }
+        if config.postgres_outage_limit < Duration::from_millis(100) {
+            return Err(WorkerError::Config(
+                "the Postgres outage limit must be at least 100 ms".into(),
+            ));
+        }
         if config.liveness_ttl < Duration::from_millis(300) {
             return Err(WorkerError::Config(
                 "the liveness TTL must be at least 300 ms".into(),
@@ -270,6 +334,8 @@ impl Worker {
                 stats: Arc::new(WorkerStats::default()),
                 inflight: Mutex::new(HashMap::new()),
                 hard_stop: CancellationToken::new(),
+                stopping: CancellationToken::new(),
+                health: outage::PostgresHealth::default(),
             }),
         })
     }
@@ -308,18 +374,22 @@ impl Worker {
         }
         let upkeep_stop = CancellationToken::new();
         let upkeep = tokio::spawn(upkeep(ctx.clone(), upkeep_stop.clone()));
+        let sweep = tokio::spawn(intake_sweep::run(ctx.clone(), upkeep_stop.clone()));
+        let monitor = tokio::spawn(outage::monitor(ctx.clone(), upkeep_stop.clone()));
         let tracker = TaskTracker::new();
 
         pull(&ctx, &tracker, &shutdown).await;
 
-        // Drain.
+        // Drain: finish what has begun, give the rest back at once.
+        ctx.stopping.cancel();
         tracker.close();
-        let in_flight = tracker.len();
+        let waiting = ctx.lanes.take_waiting();
         tracing::info!(
-            in_flight,
-            parked = ctx.lanes.parked(),
-            "stopping: draining in-flight orders"
+            in_flight = tracker.len(),
+            given_back = waiting.len(),
+            "stopping: finishing orders whose slow step has begun, giving the rest back"
         );
+        ctx.give_back(&waiting).await;
         if tokio::time::timeout(config.drain_timeout, tracker.wait())
             .await
             .is_err()
@@ -335,6 +405,8 @@ impl Worker {
         ctx.hard_stop.cancel();
         upkeep_stop.cancel();
         let _ = upkeep.await;
+        let _ = sweep.await;
+        let _ = monitor.await;
         match ctx.queue.deregister().await {
             Ok(0) => {}
             Ok(moved) => {
@@ -361,6 +433,10 @@ async fn pull(ctx: &Arc<Ctx>, tracker: &TaskTracker, shutdown: &CancellationToke
     let mut orphans_seen: HashSet<Vec<u8>> = HashSet::new();
     let mut retry = Retry::default();
     loop {
+        if ctx.health.is_down() {
+            outage::wait_for_postgres(ctx, shutdown).await;
+            continue;
+        }
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = ctx.lanes.wait_for_space() => {}

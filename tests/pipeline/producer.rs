@@ -12,8 +12,11 @@ use crate::helpers::{TestRedis, product_id};
 
 /// Runs the real `producer` binary with `args` and `stdin`; returns (exit code, stdout, stderr).
 async fn run_producer(redis: &TestRedis, args: &[&str], stdin: &str) -> (i32, String, String) {
+    // Redis only: these tests have no database of their own (the intake is tested in
+    // tests/workers/intake.rs).
     let mut child = Command::new(env!("CARGO_BIN_EXE_producer"))
         .args(args)
+        .arg("--no-intake")
         .env("REDIS_URL", redis.url())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -38,7 +38,15 @@ async fn producer_and_lockctl_use_rediss_with_ssl_cert_file() {
 
     let pushed = run(
         env!("CARGO_BIN_EXE_producer"),
-        &["--redis-url", &url, "--product", "1", "--count", "5"],
+        &[
+            "--redis-url",
+            &url,
+            "--product",
+            "1",
+            "--count",
+            "5",
+            "--no-intake",
+        ],
         Some(&ca.ca_pem()),
     );
     assert!(

@@ -12,6 +12,9 @@
 #[path = "../../crates/lockstock-lock/tests/support/redis_server.rs"]
 mod redis_server;
 
+#[path = "../support/postgres_server.rs"]
+mod postgres_server;
+
 mod ca;
 mod child;
 mod tls_postgres;

@@ -50,12 +50,34 @@ impl Env {
         let base = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/test exports it)");
         let mut url = url::Url::parse(&base).expect("DATABASE_URL parses");
         url.set_path(&format!("/{database}"));
+        Self::on(pool, url.to_string())
+    }
+
+    /// A fresh Redis server and key prefix over the `postgres` database of a throwaway cluster,
+    /// migrated here.
+    pub async fn on_server(postgres: &crate::postgres_server::PostgresServer) -> Self {
+        let url = postgres.url_via("127.0.0.1", "postgres", "");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .expect("connect to the throwaway Postgres");
+        lockstock::store::MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrate the throwaway Postgres");
+        Self::on(pool, url)
+    }
+
+    /// A fresh Redis server and key prefix over the migrated database at `database_url`, which
+    /// `pool` connects to (e.g. a throwaway Postgres cluster the test stops and starts).
+    pub fn on(pool: PgPool, database_url: String) -> Self {
         let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         let logs = std::env::temp_dir().join(format!("lockstock-tests/{prefix}"));
         std::fs::create_dir_all(&logs).expect("log dir");
         Self {
             redis: RedisServer::start(),
-            database_url: url.to_string(),
+            database_url,
             store: OrderStore::new(pool.clone()),
             pool,
             prefix,
@@ -80,18 +102,20 @@ impl Env {
         format!("{}:{{product:{product}}}:lock", self.lock_prefix())
     }
 
-    /// Starts binary `exe` as process `name` with the test's Redis, database, queue keys and lock
-    /// prefix, then `args`; its output goes to the test's log directory.
+    /// Starts binary `exe` as process `name` with the test's Redis, database (unless `args`
+    /// name another), queue keys and lock prefix, then `args`; its output goes to the test's log
+    /// directory.
     fn spawn(&self, exe: &str, name: &str, args: &[&str]) -> WorkerProc {
         let log = self.logs.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("process log");
+        let database: &[&str] = if args.contains(&"--database-url") {
+            &[]
+        } else {
+            &["--database-url", &self.database_url]
+        };
         let child = Command::new(exe)
-            .args([
-                "--redis-url",
-                &self.redis.url(),
-                "--database-url",
-                &self.database_url,
-            ])
+            .args(["--redis-url", &self.redis.url()])
+            .args(database)
             .args([
                 "--queue-key",
                 &self.pending_key(),
@@ -257,6 +281,31 @@ impl Env {
         .expect("sold")
     }
 
+    /// Asserts that products `1..=count`, each started with `initial` units, lost exactly what
+    /// was sold and never went below zero.
+    pub async fn assert_ledger(&self, count: i32, initial: i32) {
+        for product in 1..=count {
+            let (stock, sold) = (self.stock(product).await, self.sold(product).await);
+            assert!(stock >= 0, "product {product} oversold: stock {stock}");
+            assert_eq!(
+                i64::from(initial),
+                i64::from(stock) + sold,
+                "ledger of product {product}"
+            );
+        }
+    }
+
+    /// How many orders the intake sweep has pushed again (`<queue>:restored`).
+    pub async fn restored(&self) -> u64 {
+        let mut conn = self.raw().await;
+        let restored: Option<u64> = redis::cmd("GET")
+            .arg(format!("{}:restored", self.pending_key()))
+            .query_async(&mut conn)
+            .await
+            .expect("GET restored");
+        restored.unwrap_or(0)
+    }
+
     /// Messages in every processing list of this test's queue.
     pub async fn processing_total(&self) -> usize {
         let mut conn = self.raw().await;
@@ -405,6 +454,13 @@ impl WorkerProc {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().expect("try_wait").is_none())
     }
 
     /// The process's log so far.

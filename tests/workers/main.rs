@@ -6,11 +6,19 @@
 #[path = "../../crates/lockstock-lock/tests/support/redis_server.rs"]
 mod redis_server;
 
+#[path = "../support/postgres_server.rs"]
+mod postgres_server;
+#[path = "../support/tcp_proxy.rs"]
+mod tcp_proxy;
+
 mod helpers;
 
 mod exactly_once;
 mod failures;
+mod intake;
 mod messages;
+mod postgres_faults;
 mod redlock;
 mod shared_locks;
 mod shutdown;
+mod startup;

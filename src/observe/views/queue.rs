@@ -1,6 +1,6 @@
 //! The order queue as the workers see it (`GET /queue`, `lockctl status`, the live page).
 //!
-//! A [`QueueView`] serializes as `{"pending": n, "in_flight": n, "dead_letters": n, "live_workers": n, "workers":
+//! A [`QueueView`] serializes as `{"pending": n, "in_flight": n, "dead_letters": n, "live_workers": n, "restored": n, "workers":
 //! [{"id", "alive", "in_flight"}], "recent_dead_letters": [{"payload", "reason", "worker",
 //! "at"}]}`.
 //!
@@ -24,6 +24,9 @@ pub struct QueueView {
     pub dead_letters: usize,
     /// Workers whose liveness key exists.
     pub live_workers: usize,
+    /// Orders the workers' intake sweep pushed again after Redis lost them (counted in Redis:
+    /// since Redis last lost its data).
+    pub restored: u64,
     /// Every known worker with its in-flight count.
     pub workers: Vec<WorkerState>,
     /// The newest dead letters.
@@ -36,11 +39,13 @@ pub async fn queue_view(queue: &JobQueue, dead_limit: usize) -> Result<QueueView
     let pending = queue.depth().await?;
     let dead_letters = queue.dead_depth().await?;
     let recent_dead_letters = queue.dead_letters(dead_limit).await?;
+    let restored = queue.restored_count().await?;
     Ok(QueueView {
         pending,
         in_flight: workers.iter().map(|w| w.in_flight).sum(),
         dead_letters,
         live_workers: workers.iter().filter(|w| w.alive).count(),
+        restored,
         workers,
         recent_dead_letters,
     })

@@ -25,6 +25,8 @@ pub(super) struct Scripts {
     pub(super) requeue_dead: Script,
     /// `reserve_many.lua`: up to N pending messages → processing list.
     pub(super) reserve_many: Script,
+    /// `restore_missing.lua`: messages in none of the queue's lists → pending list.
+    pub(super) restore_missing: Script,
 }
 
 /// The scripts, hashed once per process.
@@ -34,4 +36,5 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     reclaim_worker: Script::new(include_str!("reclaim_worker.lua")),
     requeue_dead: Script::new(include_str!("requeue_dead.lua")),
     reserve_many: Script::new(include_str!("reserve_many.lua")),
+    restore_missing: Script::new(include_str!("restore_missing.lua")),
 });
