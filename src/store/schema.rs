@@ -50,3 +50,23 @@ pub async fn check_schema(pool: &PgPool) -> Result<()> {
         Err(StoreError::SchemaBehind(missing.join(", ")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// Two migration files with one version would make every fresh database fail to migrate
+    /// (the second insert into `_sqlx_migrations` collides): versions must be unique.
+    #[test]
+    fn migration_versions_are_unique() {
+        let migrator = sqlx::migrate!();
+        let mut seen = BTreeSet::new();
+        for migration in migrator.iter() {
+            assert!(
+                seen.insert(migration.version),
+                "two migrations share version {}",
+                migration.version
+            );
+        }
+    }
+}
