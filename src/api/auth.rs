@@ -5,7 +5,7 @@
 //!   <token>`; the scheme is matched without regard to case (`BEARER x` works, RFC 9110 §11.1);
 //!   the comparison takes the same time wherever the first difference is.
 //! - When the API also requires the token for reads ([`super::ApiConfig::token_for_reads`]), then
-//!   [`super::guard`] applies the same check to every route but `/`, `/healthz` and `/readyz`.
+//!   `guard.rs` applies the same check to every route but `/`, `/healthz` and `/readyz`.
 //! - When no token is configured, then [`Authorized`] lets every request through, and
 //!   [`check_bind`] refuses any listen address that is not loopback unless the operator
 //!   explicitly allowed a public, unauthenticated server.

@@ -42,7 +42,7 @@
 //!   caller gets 408 with a JSON error and the handler is dropped, as if the client had
 //!   disconnected (see below).
 //! - Every request runs in a `tower-http` trace span (method and route pattern, never the raw
-//!   URI) that logs its status and latency at `debug` (see [`access`]).
+//!   URI) that logs its status and latency at `debug` (see `access.rs`).
 //! - When anything fails on our side, then the caller gets a generic JSON error and the cause is
 //!   logged, never returned (see [`error`]).
 //! - When [`serve`]'s token is cancelled, then the server stops accepting connections and returns
