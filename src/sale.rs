@@ -153,7 +153,11 @@ impl<'a> FencedSale<'a> {
     ///   returns [`SaleError::Stale`] (or [`SaleError::FloorNotRaised`] if that failed).
     pub(crate) async fn claim(&self) -> Result<i32, SaleError> {
         match self.store.claim_product(self.product, self.fence).await {
-            Ok(stock) => Ok(stock),
+            Ok(stock) => {
+                let at_ms = crate::product_lock::history_now_ms();
+                tracing::info!(target: "history", event = "claim", product = self.product.get(), fence = self.fence, stock, at_ms, "history");
+                Ok(stock)
+            }
             Err(StoreError::StaleFence { current }) => {
                 tracing::warn!(product_id = %self.product, fence = self.fence, current, "fence counter behind the database; raising it");
                 self.locks

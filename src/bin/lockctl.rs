@@ -66,6 +66,8 @@ enum Command {
     Bench(BenchArgs),
     /// Benchmark the order pipeline end to end against Postgres's own commit rate.
     BenchPipeline(BenchPipelineArgs),
+    /// Fault injection: real workers under a seeded nemesis, the history checked afterwards.
+    Chaos(lockstock::tools::chaos::cli::ChaosArgs),
     /// (internal) one contender process of `bench --processes`.
     #[command(hide = true)]
     BenchContender(ContenderArgs),
@@ -251,6 +253,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Status { keys, json } => status(keys, json).await,
         Command::DeadLetters { action } => dead_letters(action).await,
         Command::Demo(args) => demo(args).await,
+        Command::Chaos(args) => lockstock::tools::chaos::cli::chaos_command(args).await,
         Command::Bench(args) => bench(args).await,
         Command::BenchPipeline(args) => bench_pipeline(args).await,
         Command::BenchContender(args) => {

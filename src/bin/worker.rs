@@ -69,6 +69,9 @@ struct Cli {
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9101.
     #[arg(long, env = "METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// UNSAFE, test-only (`lockctl chaos` self-test): commit without the fence check.
+    #[arg(long, hide = true)]
+    chaos_unsafe_skip_fence: bool,
 }
 
 #[tokio::main]
@@ -91,6 +94,11 @@ async fn main() -> anyhow::Result<()> {
         cli.max_connections.unwrap_or(cli.concurrency + 2),
     )
     .await?;
+    let store = if cli.chaos_unsafe_skip_fence {
+        store.chaos_unsafe_skip_fence()
+    } else {
+        store
+    };
     let redis = services::connect_redis(&cli.redis).await?;
     let queue = redis.queue(cli.queue.queue_config(worker_id.clone()))?;
     let owner = LockOwner::this_process(worker_id.clone());

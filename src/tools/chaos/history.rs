@@ -157,10 +157,7 @@ pub fn parse_log_line(line: &str, worker: &str) -> Option<Event> {
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    crate::product_lock::history_now_ms()
 }
 
 #[cfg(test)]

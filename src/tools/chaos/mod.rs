@@ -8,6 +8,7 @@
 //! - [`harness`]: starts Redis, workers, the producer and the nemesis; stops, waits, checks.
 
 pub mod checker;
+pub mod cli;
 pub mod harness;
 pub mod history;
 pub mod proxy;
