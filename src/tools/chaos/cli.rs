@@ -25,7 +25,7 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 3)]
     pub products: i32,
     /// Starting stock of each product.
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 1_000)]
     pub stock: i32,
     /// Faults to inject, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
@@ -39,6 +39,9 @@ pub struct ChaosArgs {
     /// Clock drift allowed by the window check, ms.
     #[arg(long, default_value_t = 10)]
     pub drift_ms: u64,
+    /// The workers' slow step between the stock read and the commit, ms.
+    #[arg(long, default_value_t = 40)]
+    pub work_ms: u64,
     /// Where logs and `history.jsonl` go (default: a fresh temp directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -75,6 +78,7 @@ pub async fn chaos_command(args: ChaosArgs) -> anyhow::Result<()> {
         lock_ttl_ms: args.lock_ttl_ms,
         liveness_ttl_ms: args.liveness_ttl_ms,
         drift_ms: args.drift_ms,
+        work_ms: args.work_ms,
         dir,
         unsafe_skip_fence: args.unsafe_skip_fence,
     };

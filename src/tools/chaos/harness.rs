@@ -55,6 +55,7 @@ pub const FAULT_KINDS: &[&str] = &[
     "pg-delay",
     "pg-freeze",
     "pg-reset",
+    "partition",
     "redis-restart",
     "redis-wipe",
     "clock-step",
@@ -83,6 +84,9 @@ pub struct ChaosConfig {
     pub liveness_ttl_ms: u64,
     /// Clock drift the window check allows, ms.
     pub drift_ms: u64,
+    /// The workers' slow step between the stock read and the commit, ms (the window a fault
+    /// must hit to make a commit stale).
+    pub work_ms: u64,
     /// Where logs, Redis files and `history.jsonl` go.
     pub dir: PathBuf,
     /// Test-only: workers commit without the fence check (the checker must notice).
@@ -233,7 +237,10 @@ struct Run<'a> {
     produced: Vec<(String, Vec<u8>)>,
     garbage: Vec<Vec<u8>>,
     last_batch: Vec<Vec<u8>>,
+    /// The nemesis's choices (its own stream, so the load does not shift the fault schedule).
     rng: fastrand::Rng,
+    /// The orders' contents.
+    orders_rng: fastrand::Rng,
     faults: BTreeMap<String, usize>,
 }
 
@@ -292,6 +299,7 @@ pub async fn run_chaos(
         garbage: Vec::new(),
         last_batch: Vec::new(),
         rng: fastrand::Rng::with_seed(config.seed),
+        orders_rng: fastrand::Rng::with_seed(config.seed.wrapping_add(0x9e37_79b9)),
         faults: BTreeMap::new(),
     };
     for slot in 0..config.workers {
@@ -414,7 +422,8 @@ impl Run<'_> {
                 "--liveness-ttl-ms",
                 &self.config.liveness_ttl_ms.to_string(),
             ])
-            .args(["--recovery-interval-ms", "300", "--work-ms", "5"])
+            .args(["--recovery-interval-ms", "300"])
+            .args(["--work-ms", &self.config.work_ms.to_string()])
             .args(["--concurrency", "4", "--lock-wait-ms", "2000"])
             .args(["--drain-timeout-ms", "3000", "--batch-limit", "8"])
             .env("RUST_LOG", "warn,history=info")
@@ -431,9 +440,9 @@ impl Run<'_> {
 
     async fn produce_batch(&mut self) -> anyhow::Result<()> {
         let mut payloads = Vec::new();
-        for _ in 0..self.rng.usize(1..6) {
-            if self.rng.u8(..100) < 4 {
-                let marker = format!("chaos-garbage-{}", self.rng.u64(..));
+        for _ in 0..self.orders_rng.usize(1..6) {
+            if self.orders_rng.u8(..100) < 4 {
+                let marker = format!("chaos-garbage-{}", self.orders_rng.u64(..));
                 let payload = format!("{{\"not_an_order\":\"{marker}\"}}").into_bytes();
                 self.events.push(Event::Produced {
                     id: marker,
@@ -446,10 +455,10 @@ impl Run<'_> {
                 payloads.push(payload);
                 continue;
             }
-            let product = ProductId::new(self.rng.i32(1..=self.config.products))?;
-            let quantity = Quantity::new(self.rng.i32(1..=3))?;
+            let product = ProductId::new(self.orders_rng.i32(1..=self.config.products))?;
+            let quantity = Quantity::new(self.orders_rng.i32(1..=3))?;
             let mut order = PurchaseOrder::new(product, quantity);
-            order.id = uuid::Builder::from_random_bytes(self.rng.u128(..).to_le_bytes())
+            order.id = uuid::Builder::from_random_bytes(self.orders_rng.u128(..).to_le_bytes())
                 .into_uuid()
                 .into();
             let payload = order.to_json();
@@ -463,11 +472,11 @@ impl Run<'_> {
             self.produced.push((order.id.to_string(), payload.clone()));
             payloads.push(payload);
         }
-        // A push refused while Redis restarts is retried by the next batch's retry fault or
-        // the re-push after a wipe; record it as produced either way and push again now.
-        if self.queue.push_batch(&payloads).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            self.queue.push_batch(&payloads).await.ok();
+        // A push refused while Redis restarts (the connection manager reconnecting) is retried.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(error) = self.queue.push_batch(&payloads).await {
+            anyhow::ensure!(Instant::now() < deadline, "producing: {error}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.last_batch = payloads;
         Ok(())
@@ -542,6 +551,23 @@ impl Run<'_> {
                 self.keep_producing(Duration::from_millis(ms)).await?;
                 self.link(slot, link).set(ProxyMode::Pass);
             }
+            "partition" => {
+                // Both links frozen past the lock TTL: a commit already sent (or about to be)
+                // reaches Postgres only after another worker may have taken the lock.
+                let ms = self.rng.u64(ttl + 200..2 * ttl + 500);
+                self.note(
+                    kind,
+                    format!(
+                        "{} cut from Redis and Postgres for {ms} ms",
+                        self.workers[slot].name
+                    ),
+                );
+                self.link(slot, "redis").set(ProxyMode::Freeze);
+                self.link(slot, "pg").set(ProxyMode::Freeze);
+                self.keep_producing(Duration::from_millis(ms)).await?;
+                self.link(slot, "redis").set(ProxyMode::Pass);
+                self.link(slot, "pg").set(ProxyMode::Pass);
+            }
             "redis-restart" => {
                 self.note(kind, "SHUTDOWN SAVE, start again".to_owned());
                 self.redis.restart(true).await?;
@@ -597,7 +623,15 @@ impl Run<'_> {
             .collect();
         again.extend(self.garbage.iter().cloned());
         for chunk in again.chunks(500) {
-            self.queue.push_batch(chunk).await?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // The connection manager reconnects after the restart; retry until it has.
+            while let Err(error) = self.queue.push_batch(chunk).await {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "re-pushing after the wipe: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         Ok(())
     }
