@@ -426,7 +426,10 @@ impl Run<'_> {
             .args(["--work-ms", &self.config.work_ms.to_string()])
             .args(["--concurrency", "4", "--lock-wait-ms", "2000"])
             .args(["--drain-timeout-ms", "3000", "--batch-limit", "8"])
-            .env("RUST_LOG", "warn,history=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("CHAOS_WORKER_LOG").unwrap_or_else(|_| "warn,history=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
