@@ -331,7 +331,7 @@ pub async fn run_chaos(
     }
     print("faults stopped; waiting for quiescence");
     run.heal();
-    let quiet = run.quiesce(Duration::from_secs(60)).await;
+    let quiet = run.quiesce(Duration::from_secs(90)).await;
     if let Err(error) = &quiet {
         print(&format!("not quiescent: {error:#}"));
     }
