@@ -198,13 +198,12 @@ impl OwnRedis {
             let _: redis::RedisResult<()> =
                 redis::cmd("SHUTDOWN").arg(how).query_async(&mut conn).await;
         }
-        if let Some(mut child) = self.child.take() {
-            if tokio::time::timeout(Duration::from_secs(5), child.wait())
+        if let Some(mut child) = self.child.take()
+            && tokio::time::timeout(Duration::from_secs(5), child.wait())
                 .await
                 .is_err()
-            {
-                let _ = child.kill().await;
-            }
+        {
+            let _ = child.kill().await;
         }
         if !keep_data {
             let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
