@@ -6,8 +6,11 @@
 //!   (both directions; order is kept).
 //! - When [`ProxyMode::Freeze`], then nothing is forwarded while frozen; held bytes go on (in
 //!   order) when the mode changes back to one that forwards.
-//! - When [`ProxyMode::Drop`], then bytes read while dropping are discarded (lost in flight);
-//!   the connections stay open.
+//! - When [`ProxyMode::Drop`], then bytes read while dropping are discarded (lost in flight),
+//!   and a connection that lost bytes is closed when the mode changes: TCP never delivers a
+//!   stream with a hole in it, so the real-world equivalent is packets lost until the
+//!   connection dies. (Keeping it open made the Redis client read replies out of a mis-framed
+//!   stream: byte corruption, not a network fault.)
 //! - When switched to [`ProxyMode::Reset`], then every open connection is closed on both sides
 //!   at once and new connections are closed right after accept (until the mode changes).
 //! - When [`ProxyMode::BlackHole`], then new connections are accepted and never connected
@@ -153,6 +156,8 @@ async fn relay(
     closed: CancellationToken,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
+    // Set once this direction discarded bytes: the stream has a hole and must end.
+    let mut lost_bytes = false;
     loop {
         let n = tokio::select! {
             () = closed.cancelled() => break,
@@ -162,7 +167,10 @@ async fn relay(
             },
             changed = mode.changed() => {
                 if changed.is_err() { break }
-                if mode.borrow_and_update().0 == ProxyMode::Reset { break }
+                let current = mode.borrow_and_update().0;
+                if current == ProxyMode::Reset || (lost_bytes && current != ProxyMode::Drop) {
+                    break;
+                }
                 continue;
             }
         };
@@ -188,7 +196,10 @@ async fn relay(
                     }
                     break;
                 }
-                ProxyMode::Drop => break,
+                ProxyMode::Drop => {
+                    lost_bytes = true;
+                    break;
+                }
                 ProxyMode::Reset => {
                     closed.cancel();
                     return;
