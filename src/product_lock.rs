@@ -73,7 +73,8 @@ impl ProductLocks {
         options: &LockOptions,
         wait: Duration,
     ) -> Result<ProductGuard, LockError> {
-        match self {
+        let start_ms = history_now_ms();
+        let guard = match self {
             ProductLocks::Single(client) => client
                 .acquire(resource, options, wait)
                 .await
@@ -82,7 +83,13 @@ impl ProductLocks {
                 .acquire(resource, options, wait)
                 .await
                 .map(ProductGuard::Redlock),
-        }
+        }?;
+        let (reply_ms, left) = (history_now_ms(), guard.remaining().as_millis() as u64);
+        // A grant that came back with no time left has a deadline in the past: record the
+        // start, a lower bound, so the chaos checker never sees a window longer than it was.
+        let deadline_ms = if left > 0 { reply_ms + left } else { start_ms };
+        tracing::info!(target: "history", event = "grant", resource, fence = guard.fence().get(), start_ms, reply_ms, deadline_ms, "history");
+        Ok(guard)
     }
 
     /// Raises `resource`'s fence counter(s) to at least `floor`.
@@ -107,6 +114,22 @@ impl ProductGuard {
         }
     }
 
+    /// The lock's resource name.
+    fn resource(&self) -> &str {
+        match self {
+            ProductGuard::Single(guard) => guard.resource(),
+            ProductGuard::Redlock(guard) => guard.resource(),
+        }
+    }
+
+    /// Time left before the local safety deadline.
+    fn remaining(&self) -> Duration {
+        match self {
+            ProductGuard::Single(guard) => guard.remaining(),
+            ProductGuard::Redlock(guard) => guard.remaining(),
+        }
+    }
+
     /// The token and lost signal, for code running under the lock.
     pub(crate) fn lease(&self) -> ProductLease {
         match self {
@@ -117,6 +140,8 @@ impl ProductGuard {
 
     /// Releases the lock (explicitly: no network I/O in `Drop`).
     pub(crate) async fn release(self) -> Result<ReleaseOutcome, LockError> {
+        let lost = self.lease().is_lost() || self.remaining().is_zero();
+        tracing::info!(target: "history", event = "release", resource = self.resource(), fence = self.fence().get(), at_ms = history_now_ms(), lost, "history");
         match self {
             ProductGuard::Single(guard) => guard.release().await,
             ProductGuard::Redlock(guard) => guard.release().await,
@@ -140,4 +165,12 @@ impl ProductLease {
             ProductLease::Redlock(lease) => lease.is_lost(),
         }
     }
+}
+
+/// Wall-clock milliseconds for the `history` events (target `history`, message `history`) that
+/// `lockctl chaos` reads back from worker logs: grants and releases here, claims in the sale.
+pub(crate) fn history_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

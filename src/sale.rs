@@ -174,7 +174,11 @@ impl<'a> FencedSale<'a> {
             None => self.store.claim_product(self.product, self.fence).await,
         };
         match claimed {
-            Ok(stock) => Ok(stock),
+            Ok(stock) => {
+                let at_ms = crate::product_lock::history_now_ms();
+                tracing::info!(target: "history", event = "claim", product = self.product.get(), fence = self.fence, stock, at_ms, "history");
+                Ok(stock)
+            }
             Err(StoreError::StaleFence { current }) => {
                 tracing::warn!(product_id = %self.product, fence = self.fence, current, "fence counter behind the database; raising it");
                 self.locks

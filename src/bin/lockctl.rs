@@ -83,6 +83,8 @@ enum Command {
     Bench(BenchArgs),
     /// Benchmark the order pipeline end to end against Postgres's own commit rate.
     BenchPipeline(BenchPipelineArgs),
+    /// Fault injection: real workers under a seeded nemesis, the history checked afterwards.
+    Chaos(lockstock::tools::chaos::cli::ChaosArgs),
     /// (internal) one contender process of `bench --processes`.
     #[command(hide = true)]
     BenchContender(ContenderArgs),
@@ -285,6 +287,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => order(&order_id, &database, &keys, scan_limit, json).await,
         Command::DeadLetters { action } => dead_letters(action).await,
         Command::Demo(args) => demo(args).await,
+        Command::Chaos(args) => lockstock::tools::chaos::cli::chaos_command(args).await,
         Command::Bench(args) => bench(args).await,
         Command::BenchPipeline(args) => bench_pipeline(args).await,
         Command::BenchContender(args) => {

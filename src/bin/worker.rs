@@ -89,6 +89,9 @@ struct Cli {
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9101.
     #[arg(long, env = "METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// UNSAFE, test-only (`lockctl chaos` self-test): commit without the fence check.
+    #[arg(long, hide = true)]
+    chaos_unsafe_skip_fence: bool,
 }
 
 #[tokio::main]
@@ -134,6 +137,11 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Err(error) => return Err(error).context("connecting the stores"),
+    };
+    let store = if cli.chaos_unsafe_skip_fence {
+        store.chaos_unsafe_skip_fence()
+    } else {
+        store
     };
     let queue = redis.queue(cli.queue.queue_config(worker_id.clone()))?;
     let locks = services::reporting_lock_client(&redis, &product_locks, &cli.locks, owner)?;

@@ -126,12 +126,25 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 pub struct OrderStore {
     /// The shared pool; every method takes a connection for one statement or one transaction.
     pool: PgPool,
+    /// Test-only (`lockctl chaos` self-test): fenced commits skip the fence comparison.
+    skip_fence: bool,
 }
 
 impl OrderStore {
     /// Wraps an existing pool.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            skip_fence: false,
+        }
+    }
+
+    /// UNSAFE, for the chaos harness's self-test only: fenced commits no longer compare the
+    /// fence, so a stale holder's commit lands (the checker must catch it).
+    #[doc(hidden)]
+    pub fn chaos_unsafe_skip_fence(mut self) -> Self {
+        self.skip_fence = true;
+        self
     }
 
     /// Opens a pool of up to `max_connections` to `database_url` (connections are made lazily, so

@@ -3,5 +3,6 @@
 //! binary can call them; hidden from the docs and free to change.
 
 pub mod bench;
+pub mod chaos;
 pub mod demo;
 pub mod fleet;

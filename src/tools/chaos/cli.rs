@@ -1,0 +1,141 @@
+//! `lockctl chaos`'s flags and entry point: parse, run, print the report, exit non-zero on a
+//! violation.
+
+use std::{path::PathBuf, time::Duration};
+
+use super::harness::{ChaosConfig, ChaosReport, FAULT_KINDS, run_chaos};
+use crate::config::DatabaseArgs;
+
+/// `lockctl chaos`: a seeded fault-injection run checked against its history.
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// The configured Postgres (the run creates and drops its own database there).
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Seconds of load and faults.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Seed of the fault schedule and the orders (printed, to replay).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Worker processes.
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+    /// Products ordered (fewer = more contention).
+    #[arg(long, default_value_t = 3)]
+    pub products: i32,
+    /// Starting stock of each product.
+    #[arg(long, default_value_t = 1_000)]
+    pub stock: i32,
+    /// Faults to inject, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub faults: Vec<String>,
+    /// Product lock TTL of the workers, ms.
+    #[arg(long, default_value_t = 1_000)]
+    pub lock_ttl_ms: u64,
+    /// Liveness TTL of the workers, ms.
+    #[arg(long, default_value_t = 1_500)]
+    pub liveness_ttl_ms: u64,
+    /// Clock drift allowed by the window check, ms.
+    #[arg(long, default_value_t = 10)]
+    pub drift_ms: u64,
+    /// The workers' slow step between the stock read and the commit, ms.
+    #[arg(long, default_value_t = 40)]
+    pub work_ms: u64,
+    /// Where logs and `history.jsonl` go (default: a fresh temp directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// UNSAFE self-test: workers commit without the fence check; the run must find violations.
+    #[arg(long, hide = true)]
+    pub unsafe_skip_fence: bool,
+}
+
+/// Runs `lockctl chaos`; an error when a violation was found (the report is printed first).
+pub async fn chaos_command(args: ChaosArgs) -> anyhow::Result<()> {
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "lockstock-chaos-{}-{}",
+            args.seed,
+            std::process::id()
+        ))
+    });
+    let faults = if args.faults.is_empty() {
+        FAULT_KINDS.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        args.faults.clone()
+    };
+    let config = ChaosConfig {
+        database_url: args.database.database_url.clone(),
+        duration: Duration::from_secs(args.seconds),
+        seed: args.seed,
+        workers: args.workers.max(1),
+        products: args.products.max(1),
+        stock: args.stock,
+        faults,
+        lock_ttl_ms: args.lock_ttl_ms,
+        liveness_ttl_ms: args.liveness_ttl_ms,
+        drift_ms: args.drift_ms,
+        work_ms: args.work_ms,
+        dir,
+        unsafe_skip_fence: args.unsafe_skip_fence,
+    };
+    let json = args.json;
+    let report = run_chaos(&config, |line| {
+        if !json {
+            eprintln!("{line}");
+        }
+    })
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", format_report(&report));
+    }
+    anyhow::ensure!(
+        report.violations.is_empty(),
+        "{} violations (seed {})",
+        report.violations.len(),
+        report.seed
+    );
+    Ok(())
+}
+
+/// The report as text.
+pub fn format_report(report: &ChaosReport) -> String {
+    let mut out = format!(
+        "seed {}  {:.0} s  {} workers\norders {} (+{} garbage)  fulfilled {}  rejected {}  history events {}\nfaults:\n",
+        report.seed,
+        report.seconds,
+        report.workers,
+        report.orders,
+        report.garbage,
+        report.fulfilled,
+        report.rejected,
+        report.events
+    );
+    for (kind, count) in &report.faults {
+        out.push_str(&format!("  {kind:<16} {count}\n"));
+    }
+    for (kind, why) in &report.skipped {
+        out.push_str(&format!("  {kind:<16} skipped: {why}\n"));
+    }
+    out.push_str(&format!(
+        "violations: {}\n",
+        if report.violations.is_empty() {
+            "0".to_owned()
+        } else {
+            report.violations.len().to_string()
+        }
+    ));
+    for violation in report.violations.iter().take(20) {
+        out.push_str(&format!("  [{}] {}\n", violation.rule, violation.message));
+        for item in &violation.evidence {
+            out.push_str(&format!("      {item}\n"));
+        }
+    }
+    out.push_str(&format!("history: {}\n", report.history.display()));
+    out
+}

@@ -1,0 +1,14 @@
+//! `lockctl chaos`: a seeded fault-injection run against real worker processes, recorded as a
+//! history and checked (Jepsen-style) against the final database.
+//!
+//! - [`proxy`]: a TCP fault proxy (delay, freeze, drop, reset, black hole) between a worker and
+//!   Redis.
+//! - [`history`]: the recorded events and the final state.
+//! - [`checker`]: the rules over both; each violation carries its evidence.
+//! - [`harness`]: starts Redis, workers, the producer and the nemesis; stops, waits, checks.
+
+pub mod checker;
+pub mod cli;
+pub mod harness;
+pub mod history;
+pub mod proxy;
