@@ -1,11 +1,7 @@
 //! Test environment: the real API on 127.0.0.1:0 over a throwaway `redis-server` and a fresh
 //! migrated database, plus a real HTTP client and a Prometheus text checker.
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use lockstock::{
     api::{ApiConfig, AppState, serve},
@@ -295,24 +291,7 @@ pub async fn json_of(response: Response, status: StatusCode) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// Polls `condition` until it holds or `within` passes.
-pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use crate::test_env::wait_for;
 
 /// One parsed sample: metric name, labels, value.
 pub type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;

@@ -8,6 +8,8 @@
 mod redis_server;
 
 mod helpers;
+#[path = "../support/test_env.rs"]
+mod test_env;
 
 mod idempotency;
 

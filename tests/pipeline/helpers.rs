@@ -1,10 +1,5 @@
 //! Shared set-up for the pipeline tests.
 
-use std::{
-    future::Future,
-    time::{Duration, Instant},
-};
-
 use lockstock::{
     order::{ProductId, PurchaseOrder, Quantity},
     queue::{JobQueue, QueueConfig},
@@ -62,24 +57,7 @@ impl TestRedis {
     }
 }
 
-/// Polls `condition` until it holds; panics naming `what` if `within` passes first.
-pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+pub use crate::test_env::wait_for;
 
 /// An order with a fresh id.
 pub fn order(product: i32, quantity: i32) -> PurchaseOrder {

@@ -12,3 +12,5 @@ mod helpers;
 mod producer;
 mod queue;
 mod store;
+#[path = "../support/test_env.rs"]
+mod test_env;

@@ -364,24 +364,7 @@ pub fn order(product: i32, quantity: i32) -> PurchaseOrder {
     )
 }
 
-/// Polls `condition` until it holds or `within` passes.
-pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+pub use crate::test_env::wait_for;
 
 /// A running `api` process and a client for it; killed when dropped.
 pub struct ApiProc {

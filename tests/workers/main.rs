@@ -12,6 +12,8 @@ mod postgres_server;
 mod tcp_proxy;
 
 mod helpers;
+#[path = "../support/test_env.rs"]
+mod test_env;
 
 mod exactly_once;
 mod failures;
