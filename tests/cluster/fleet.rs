@@ -248,14 +248,7 @@ impl Fleet {
 
     /// Every outcome row: id -> (status, reason).
     pub async fn outcomes(&self) -> HashMap<uuid::Uuid, (String, Option<String>)> {
-        let rows: Vec<(uuid::Uuid, String, Option<String>)> =
-            sqlx::query_as("SELECT id, status, reason FROM orders")
-                .fetch_all(&self.pool)
-                .await
-                .expect("outcomes");
-        rows.into_iter()
-            .map(|(id, status, reason)| (id, (status, reason)))
-            .collect()
+        crate::test_env::outcomes(&self.pool).await
     }
 
     /// Stock of a product.
@@ -268,13 +261,7 @@ impl Fleet {
 
     /// Sum of fulfilled quantities of a product.
     pub async fn sold(&self, product: i32) -> i64 {
-        sqlx::query_scalar(
-            "SELECT coalesce(sum(quantity), 0)::bigint FROM orders WHERE product_id = $1 AND status = 'fulfilled'",
-        )
-        .bind(product)
-        .fetch_one(&self.pool)
-        .await
-        .expect("sold")
+        crate::test_env::sold(&self.pool, product).await
     }
 
     /// Asserts exactly one outcome per pushed order (no other rows), and for products

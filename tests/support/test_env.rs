@@ -1,5 +1,6 @@
 //! What every integration binary needs besides its servers: waiting for a condition under a
-//! deadline, and the URL of a `#[sqlx::test]` database for child processes.
+//! deadline, the URL of a `#[sqlx::test]` database for child processes, and the reads of the
+//! `orders` table that ledger checks share.
 //!
 //! - When [`wait_for`]'s condition holds, then it returns at once; when `within` passes first,
 //!   then it panics naming what it waited for. It polls every 20 ms: sleeping is not the
@@ -7,6 +8,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
+    collections::HashMap,
     future::Future,
     time::{Duration, Instant},
 };
@@ -44,4 +46,27 @@ pub fn database_url(pool: &PgPool) -> String {
     let mut url = url::Url::parse(&base).expect("DATABASE_URL parses");
     url.set_path(&format!("/{database}"));
     url.to_string()
+}
+
+/// Every outcome row: id -> (status, reason).
+pub async fn outcomes(pool: &PgPool) -> HashMap<uuid::Uuid, (String, Option<String>)> {
+    let rows: Vec<(uuid::Uuid, String, Option<String>)> =
+        sqlx::query_as("SELECT id, status, reason FROM orders")
+            .fetch_all(pool)
+            .await
+            .expect("outcomes");
+    rows.into_iter()
+        .map(|(id, status, reason)| (id, (status, reason)))
+        .collect()
+}
+
+/// Sum of fulfilled quantities of a product.
+pub async fn sold(pool: &PgPool, product: i32) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(quantity), 0)::bigint FROM orders WHERE product_id = $1 AND status = 'fulfilled'",
+    )
+    .bind(product)
+    .fetch_one(pool)
+    .await
+    .expect("sold")
 }

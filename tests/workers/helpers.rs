@@ -252,14 +252,7 @@ impl Env {
 
     /// Every outcome row: id -> (status, reason).
     pub async fn outcomes(&self) -> HashMap<uuid::Uuid, (String, Option<String>)> {
-        let rows: Vec<(uuid::Uuid, String, Option<String>)> =
-            sqlx::query_as("SELECT id, status, reason FROM orders")
-                .fetch_all(&self.pool)
-                .await
-                .expect("outcomes");
-        rows.into_iter()
-            .map(|(id, status, reason)| (id, (status, reason)))
-            .collect()
+        crate::test_env::outcomes(&self.pool).await
     }
 
     /// Stock of a product.
@@ -272,13 +265,7 @@ impl Env {
 
     /// Sum of fulfilled quantities of a product.
     pub async fn sold(&self, product: i32) -> i64 {
-        sqlx::query_scalar(
-            "SELECT coalesce(sum(quantity), 0)::bigint FROM orders WHERE product_id = $1 AND status = 'fulfilled'",
-        )
-        .bind(product)
-        .fetch_one(&self.pool)
-        .await
-        .expect("sold")
+        crate::test_env::sold(&self.pool, product).await
     }
 
     /// Asserts that products `1..=count`, each started with `initial` units, lost exactly what

@@ -145,8 +145,7 @@ impl KeySpace {
 
     /// The keys of `resource`, after checking the name is usable.
     pub fn resource(&self, resource: &str) -> Result<ResourceKeys> {
-        validate_resource(resource)?;
-        let base = format!("{}:{{{}}}", self.prefix, resource);
+        let base = self.base(resource)?;
         Ok(ResourceKeys {
             resource: resource.to_owned(),
             lock: format!("{base}:lock"),
