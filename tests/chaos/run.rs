@@ -73,7 +73,13 @@ fn a_sixty_second_seeded_run_under_faults_has_no_violation() {
 
 /// The checker is not a rubber stamp: with the fence comparison removed from the commit, the
 /// partitions make stale holders' commits land after newer ones, and the run says so.
+///
+/// Ignored in `scripts/test`: whether a partition lands between a claim and its commit depends on
+/// timing, so one 30 s run does not always find one (seed 1, 10 partitions, 0 violations once on
+/// 2026-11-29). Run it with `cargo test -p lockstock --test chaos -- --ignored`; the checker's
+/// own rules are proven on hand-made histories in `src/tools/chaos/checker.rs` on every run.
 #[test]
+#[ignore = "timing-dependent self-test; see the doc comment"]
 fn without_the_fence_check_the_run_finds_stale_commits() {
     let (ok, report) = chaos(&[
         "--seconds",
