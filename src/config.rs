@@ -111,6 +111,10 @@ pub struct LockArgs {
     /// Product lock TTL in milliseconds (extended by a heartbeat while held).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(3..))]
     pub lock_ttl_ms: u64,
+    /// UNSAFE, test-only (`lockctl chaos` self-test): keep stale hand-offs (the lock crate's
+    /// `LockConfig::unsafe_keep_stale_handoffs`).
+    #[arg(long, hide = true)]
+    pub chaos_unsafe_keep_stale_handoffs: bool,
 }
 
 impl LockArgs {
@@ -133,7 +137,9 @@ impl LockArgs {
     ///
     /// - When the prefix is not a valid key prefix, then the lock library's error.
     pub fn lock_config(&self, owner: LockOwner) -> Result<LockConfig, LockError> {
-        self.prefix.lock_config(owner)
+        let mut config = self.prefix.lock_config(owner)?;
+        config.unsafe_keep_stale_handoffs = self.chaos_unsafe_keep_stale_handoffs;
+        Ok(config)
     }
 }
 

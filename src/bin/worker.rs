@@ -92,6 +92,9 @@ struct Cli {
     /// UNSAFE, test-only (`lockctl chaos` self-test): commit without the fence check.
     #[arg(long, hide = true)]
     chaos_unsafe_skip_fence: bool,
+    /// Test-only (`lockctl chaos` self-test): the longest single wait for a product lock, ms.
+    #[arg(long, hide = true)]
+    chaos_lock_wait_slice_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -150,6 +153,10 @@ async fn main() -> anyhow::Result<()> {
         concurrency: cli.concurrency as usize,
         lock_ttl: cli.locks.lock_ttl(),
         lock_wait: Duration::from_millis(cli.lock_wait_ms),
+        lock_wait_slice: cli.chaos_lock_wait_slice_ms.map_or(
+            WorkerConfig::default().lock_wait_slice,
+            Duration::from_millis,
+        ),
         work: Duration::from_millis(cli.work_ms),
         use_lock: !cli.no_lock,
         batch_limit: cli.batch_limit as usize,

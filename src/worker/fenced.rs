@@ -164,10 +164,6 @@ fn add_once(batch: &mut Vec<Job>, copies: &mut Vec<Job>, job: Job) {
     }
 }
 
-/// The longest single wait for a product lock: how late a waiting lane notices shutdown or an
-/// outage.
-const LOCK_WAIT_SLICE: Duration = Duration::from_millis(500);
-
 /// Takes the product's lock, waiting and retrying until it is had, shutdown begins, Postgres is
 /// found down, or the worker stops hard.
 async fn take_lock(ctx: &Ctx, product: ProductId) -> Option<ProductGuard> {
@@ -176,7 +172,7 @@ async fn take_lock(ctx: &Ctx, product: ProductId) -> Option<ProductGuard> {
     // Wait in slices, never dropping an acquisition mid-way on shutdown (one dropped at the
     // moment of a hand-off leaves the lock to its TTL once the process exits): each slice ends
     // by itself, and shutdown or an outage is noticed between slices.
-    let slice = ctx.config.lock_wait.min(LOCK_WAIT_SLICE);
+    let slice = ctx.config.lock_wait.min(ctx.config.lock_wait_slice);
     let mut retry = Retry::default();
     let mut waited = Duration::ZERO;
     loop {

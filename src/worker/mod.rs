@@ -92,6 +92,9 @@ pub struct WorkerConfig {
     pub use_lock: bool,
     /// How long one lock acquisition waits before it is retried (and logged). Default 30 s.
     pub lock_wait: Duration,
+    /// The longest single wait for a product lock: how late a waiting lane notices shutdown or
+    /// an outage. Default 500 ms (longer only for the chaos harness's paused-waiter self-test).
+    pub lock_wait_slice: Duration,
     /// Most orders decided under one lock hold (one commit statement) before giving other
     /// processes a turn. Default 64.
     pub batch_limit: usize,
@@ -131,6 +134,7 @@ impl Default for WorkerConfig {
             work: Duration::ZERO,
             use_lock: true,
             lock_wait: Duration::from_secs(30),
+            lock_wait_slice: Duration::from_millis(500),
             batch_limit: 64,
             backlog_limit: 64,
             drain_timeout: Duration::from_secs(30),

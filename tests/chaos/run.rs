@@ -72,22 +72,26 @@ fn a_sixty_second_seeded_run_under_faults_has_no_violation() {
 }
 
 /// The checker is not a rubber stamp: with the fence comparison removed from the commit, the
-/// partitions make stale holders' commits land after newer ones, and the run says so.
+/// aimed `stale-commit` fault (a worker cut from Redis and Postgres right after its claim, past
+/// the lock TTL) makes its commit land after a newer holder's, and the run says so.
 ///
-/// Ignored in `scripts/test`: whether a partition lands between a claim and its commit depends on
-/// timing, so one 30 s run does not always find one (seed 1, 10 partitions, 0 violations once on
-/// 2026-11-29). Run it with `cargo test -p lockstock --test chaos -- --ignored`; the checker's
-/// own rules are proven on hand-made histories in `src/tools/chaos/checker.rs` on every run.
+/// Deterministic enough for every run: each fault waits for a claim instead of a random moment;
+/// `--work-ms 100` leaves the nemesis 100 ms or more between the claim and the commit, and a
+/// 5 s liveness TTL keeps the cut-off worker's orders its own (not redelivered and decided
+/// elsewhere first). A 20 s run makes about seven such cuts; one suffices.
 #[test]
-#[ignore = "timing-dependent self-test; see the doc comment"]
 fn without_the_fence_check_the_run_finds_stale_commits() {
     let (ok, report) = chaos(&[
         "--seconds",
-        "30",
+        "20",
         "--seed",
         "1",
         "--faults",
-        "partition",
+        "stale-commit",
+        "--work-ms",
+        "100",
+        "--liveness-ttl-ms",
+        "5000",
         "--unsafe-skip-fence",
     ]);
     assert!(!ok, "the run must fail: {report}");
@@ -97,12 +101,45 @@ fn without_the_fence_check_the_run_finds_stale_commits() {
     );
 }
 
-/// OPEN (RELIABILITY.md, finding 1): after Redis loses its data while orders are in flight and
-/// the producer re-pushes the undecided ones, some orders are never decided: workers claim the
-/// product every ~330 ms for the whole quiescence minute without committing. Un-ignore when
-/// fixed.
+/// The checker is not a rubber stamp for the lock either: with the hand-off discarding undone
+/// (`--unsafe-keep-stale-handoffs`), a waiter paused past the hold handed to it wakes up with a
+/// fresh guard while the next holder holds the lock, and `window_overlap` says so.
+///
+/// The aimed `pause-waiter` fault stops the worker queued longest right after another's grant,
+/// for 2 × TTL + 1 s. One product keeps every worker queued on it, and one long wait slice
+/// (10 s, instead of the workers' 500 ms) lets the paused waiter resume inside its wait: with
+/// 500 ms slices its wait has ended by the time the hold handed to it runs out, so the old
+/// message is never read. Whether the resumed waiter reads the message before or after its next
+/// look is tokio's random `select!` order; only the second makes the stale guard (the first is a
+/// guard born expired), so each fault hits with even odds; a 30 s run makes about seven.
 #[test]
-#[ignore = "open finding: orders wedged after a Redis wipe (RELIABILITY.md)"]
+fn without_hand_off_discarding_the_run_finds_overlapping_windows() {
+    let (ok, report) = chaos(&[
+        "--seconds",
+        "30",
+        "--seed",
+        "1",
+        "--products",
+        "1",
+        "--faults",
+        "pause-waiter",
+        "--lock-wait-ms",
+        "10000",
+        "--lock-wait-slice-ms",
+        "10000",
+        "--unsafe-keep-stale-handoffs",
+    ]);
+    assert!(!ok, "the run must fail: {report}");
+    assert!(
+        rules(&report).iter().any(|r| r == "window_overlap"),
+        "{report:#}"
+    );
+}
+
+/// Finding 1 (RELIABILITY.md): after Redis loses its data while orders are in flight and the
+/// producer re-pushes the undecided ones, every order is still decided once (seed 3 left three
+/// undecided before the durable intake; clean since, seeds 3–5).
+#[test]
 fn redis_losing_its_data_leaves_no_order_undecided() {
     let (ok, report) = chaos(&["--seconds", "15", "--seed", "3", "--faults", "redis-wipe"]);
     assert!(

@@ -170,6 +170,10 @@ pub struct LockConfig {
     /// the waiter extends it, so a waiter that died queued blocks the lock one lease at most.
     /// At least 30 ms.
     pub waiter_lease: Duration,
+    /// UNSAFE, test-only (the chaos harness's self-test): keep hand-off messages that the wait
+    /// loop would discard as stale or expired, so a waiter paused past its hand-off gets a guard
+    /// while another holds the lock. Never set it in production.
+    pub unsafe_keep_stale_handoffs: bool,
 }
 
 impl Default for LockConfig {
@@ -182,6 +186,7 @@ impl Default for LockConfig {
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(2),
             waiter_lease: crate::semaphore::DEFAULT_WAITER_LEASE,
+            unsafe_keep_stale_handoffs: false,
         }
     }
 }

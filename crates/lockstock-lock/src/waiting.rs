@@ -37,7 +37,8 @@
 //! - When a hand-off message's hold has already run out by the time it is read (counted from the
 //!   earliest local instant the hand-off can have happened), then it is discarded too: a guard is
 //!   never born expired. If the hold was in fact still the waiter's, the next attempt answers
-//!   "already yours". (Found by the model in `tests/model/`.)
+//!   "already yours". (Found by the model in `tests/model/`.) Both discards are skipped only
+//!   under the test-only `LockConfig::unsafe_keep_stale_handoffs` (the chaos self-test).
 //! - When the blocking holder's TTL runs out first, then the waiter wakes at that instant (the
 //!   script reports it) and tries again; a lost message costs at most one renewal or back-off
 //!   step.
@@ -368,6 +369,7 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
     let mut pace = plan.pace;
     let ticket = ops.ticket();
     let notifier: &Arc<Notifier> = &ticket.client.inner.notifier;
+    let discard_stale = !ticket.client.config().unsafe_keep_stale_handoffs;
     let timed_out = || LockError::Timeout {
         resource: plan.resource.to_owned(),
         waited: started.elapsed(),
@@ -453,7 +455,7 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
                     // announced is gone (expired during a pause, maybe taken by another). Never
                     // a guard; keep waiting (the next attempt re-queues if the entry is gone).
                     Ok(Handoff { server_ms: handed_at, .. })
-                        if clock_pair.is_some_and(|(_, seen)| handed_at < seen) =>
+                        if discard_stale && clock_pair.is_some_and(|(_, seen)| handed_at < seen) =>
                     {
                         tracing::debug!(resource = plan.resource, handed_at, "discarding a stale hand-off message");
                         drop(registration.take());
@@ -475,7 +477,7 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
                         // read (e.g. the reply that would have shown a later server time was
                         // lost). Never a guard; keep waiting. If the hold is in fact still ours,
                         // the next attempt answers "already yours".
-                        if base + Duration::from_millis(ttl_ms) <= received {
+                        if discard_stale && base + Duration::from_millis(ttl_ms) <= received {
                             tracing::debug!(resource = plan.resource, handed_at, ttl_ms, "discarding an expired hand-off message");
                             drop(registration.take());
                             registration = Some(notifier.register(&ticket.token, &ticket.channel));

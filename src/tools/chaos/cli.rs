@@ -33,6 +33,14 @@ pub struct ChaosArgs {
     /// Product lock TTL of the workers, ms.
     #[arg(long, default_value_t = 1_000)]
     pub lock_ttl_ms: u64,
+    /// How long one product-lock acquisition of a worker waits before it gives up and retries,
+    /// ms.
+    #[arg(long, default_value_t = 2_000)]
+    pub lock_wait_ms: u64,
+    /// The workers' longest single wait for a product lock, ms (default: theirs, 500). Longer
+    /// waits let a paused waiter resume inside its wait (the paused-waiter self-test).
+    #[arg(long, hide = true)]
+    pub lock_wait_slice_ms: Option<u64>,
     /// Liveness TTL of the workers, ms.
     #[arg(long, default_value_t = 1_500)]
     pub liveness_ttl_ms: u64,
@@ -51,6 +59,10 @@ pub struct ChaosArgs {
     /// UNSAFE self-test: workers commit without the fence check; the run must find violations.
     #[arg(long, hide = true)]
     pub unsafe_skip_fence: bool,
+    /// UNSAFE self-test: workers' lock clients keep stale hand-offs (a waiter paused past its
+    /// hand-off holds a guard beside the next holder); the run must find `window_overlap`.
+    #[arg(long, hide = true)]
+    pub unsafe_keep_stale_handoffs: bool,
 }
 
 /// Runs `lockctl chaos`; an error when a violation was found (the report is printed first).
@@ -76,11 +88,14 @@ pub async fn chaos_command(args: ChaosArgs) -> anyhow::Result<()> {
         stock: args.stock,
         faults,
         lock_ttl_ms: args.lock_ttl_ms,
+        lock_wait_ms: args.lock_wait_ms,
+        lock_wait_slice_ms: args.lock_wait_slice_ms,
         liveness_ttl_ms: args.liveness_ttl_ms,
         drift_ms: args.drift_ms,
         work_ms: args.work_ms,
         dir,
         unsafe_skip_fence: args.unsafe_skip_fence,
+        unsafe_keep_stale_handoffs: args.unsafe_keep_stale_handoffs,
     };
     let json = args.json;
     let report = run_chaos(&config, |line| {

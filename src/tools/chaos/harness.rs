@@ -13,7 +13,7 @@
 //! - The same seed gives the same fault schedule and orders; process timing still differs, so a
 //!   replay is likely, not certain, to reproduce an interleaving.
 //! - Not injected: restarting the shared Postgres (other users rely on it; link faults to it
-//!   stand in), and the wall-clock step unless `faketime` is installed.
+//!   stand in), and the wall-clock step unless libfaketime is installed (`faketime`).
 
 use std::{
     collections::BTreeMap,
@@ -30,8 +30,10 @@ use tokio::process::{Child, Command};
 
 use super::{
     checker::{Violation, check},
+    clock::{FakeClock, libfaketime},
     history::{Event, FinalState, OutcomeRow, now_ms, parse_log_line},
     proxy::{FaultProxy, ProxyMode},
+    tail::LogTail,
 };
 use crate::{
     order::{ProductId, PurchaseOrder, Quantity},
@@ -44,6 +46,7 @@ use crate::{
 pub const FAULT_KINDS: &[&str] = &[
     "pause-short",
     "pause-long",
+    "pause-waiter",
     "kill",
     "duplicate",
     "producer-retry",
@@ -56,6 +59,7 @@ pub const FAULT_KINDS: &[&str] = &[
     "pg-freeze",
     "pg-reset",
     "partition",
+    "stale-commit",
     "redis-restart",
     "redis-wipe",
     "clock-step",
@@ -80,6 +84,11 @@ pub struct ChaosConfig {
     pub faults: Vec<String>,
     /// Product lock TTL the workers use, ms.
     pub lock_ttl_ms: u64,
+    /// How long one product-lock acquisition of a worker waits before it gives up and retries,
+    /// ms.
+    pub lock_wait_ms: u64,
+    /// Test-only: the workers' longest single wait for a product lock, ms (default: theirs).
+    pub lock_wait_slice_ms: Option<u64>,
     /// Worker liveness TTL, ms.
     pub liveness_ttl_ms: u64,
     /// Clock drift the window check allows, ms.
@@ -91,6 +100,8 @@ pub struct ChaosConfig {
     pub dir: PathBuf,
     /// Test-only: workers commit without the fence check (the checker must notice).
     pub unsafe_skip_fence: bool,
+    /// Test-only: workers' lock clients keep stale hand-offs (the checker must notice).
+    pub unsafe_keep_stale_handoffs: bool,
 }
 
 /// What a run found.
@@ -127,6 +138,8 @@ struct WorkerProc {
     name: String,
     child: Child,
     log: PathBuf,
+    /// Whether it runs under the run's [`FakeClock`] (its history times are faked).
+    faked: bool,
 }
 
 /// The run's Redis server (restartable).
@@ -241,6 +254,10 @@ struct Run<'a> {
     /// The orders' contents.
     orders_rng: fastrand::Rng,
     faults: BTreeMap<String, usize>,
+    /// The workers' logs as followed by the aimed faults.
+    tail: LogTail,
+    /// Worker slot 0's faked wall clock, when `clock-step` is enabled.
+    clock: Option<FakeClock>,
 }
 
 /// Runs the chaos test described by `config`; `print` gets progress lines.
@@ -269,10 +286,10 @@ pub async fn run_chaos(
             "unknown fault {fault} (known: {})",
             FAULT_KINDS.join(", ")
         );
-        if fault == "clock-step" && which("faketime").is_none() {
+        if fault == "clock-step" && libfaketime().is_none() {
             skipped.insert(
                 fault.clone(),
-                "faketime is not installed (apt-get install -y faketime)".to_owned(),
+                "libfaketime is not installed (apt-get install -y faketime)".to_owned(),
             );
             continue;
         }
@@ -300,6 +317,13 @@ pub async fn run_chaos(
         rng: fastrand::Rng::with_seed(config.seed),
         orders_rng: fastrand::Rng::with_seed(config.seed.wrapping_add(0x9e37_79b9)),
         faults: BTreeMap::new(),
+        tail: LogTail::default(),
+        clock: match libfaketime() {
+            Some(lib) if enabled.iter().any(|fault| fault == "clock-step") => {
+                Some(FakeClock::new(lib, &config.dir)?)
+            }
+            _ => None,
+        },
     };
     for slot in 0..config.workers {
         let redis_proxy = FaultProxy::start(run.redis.addr()).await?;
@@ -379,16 +403,8 @@ impl Run<'_> {
         if link == "redis" { redis } else { pg }
     }
 
+    /// Starts worker `slot`'s next incarnation (slot 0 under the faked clock, if there is one).
     fn spawn_worker(&mut self, slot: usize) -> anyhow::Result<WorkerProc> {
-        self.spawn_worker_with(slot, None)
-    }
-
-    /// Starts worker `slot`'s next incarnation; with `faketime`, its wall clock is offset.
-    fn spawn_worker_with(
-        &mut self,
-        slot: usize,
-        faketime: Option<&str>,
-    ) -> anyhow::Result<WorkerProc> {
         self.generation += 1;
         let name = format!("chaos-{slot}-{}", self.generation);
         let log = self.config.dir.join(format!("{name}.log"));
@@ -399,17 +415,11 @@ impl Run<'_> {
             .map_err(|()| anyhow::anyhow!("setting the proxy host"))?;
         db.set_port(Some(pg_proxy.addr().port()))
             .map_err(|()| anyhow::anyhow!("setting the proxy port"))?;
-        let mut command = match faketime {
-            Some(offset) => {
-                let mut command = Command::new("faketime");
-                command
-                    .arg(offset)
-                    .arg(&self.exe)
-                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-                command
-            }
-            None => Command::new(&self.exe),
-        };
+        let mut command = Command::new(&self.exe);
+        let clock = self.clock.as_ref().filter(|_| slot == 0);
+        if let Some(clock) = clock {
+            clock.apply(&mut command);
+        }
         command
             .arg("--redis-url")
             .arg(format!("redis://{}", redis_proxy.addr()))
@@ -423,7 +433,8 @@ impl Run<'_> {
             ])
             .args(["--recovery-interval-ms", "300"])
             .args(["--work-ms", &self.config.work_ms.to_string()])
-            .args(["--concurrency", "4", "--lock-wait-ms", "2000"])
+            .args(["--concurrency", "4"])
+            .args(["--lock-wait-ms", &self.config.lock_wait_ms.to_string()])
             .args(["--drain-timeout-ms", "3000", "--batch-limit", "8"])
             .env(
                 "RUST_LOG",
@@ -436,8 +447,19 @@ impl Run<'_> {
         if self.config.unsafe_skip_fence {
             command.arg("--chaos-unsafe-skip-fence");
         }
+        if let Some(ms) = self.config.lock_wait_slice_ms {
+            command.args(["--chaos-lock-wait-slice-ms", &ms.to_string()]);
+        }
+        if self.config.unsafe_keep_stale_handoffs {
+            command.arg("--chaos-unsafe-keep-stale-handoffs");
+        }
         let child = command.spawn().context("starting a worker")?;
-        Ok(WorkerProc { name, child, log })
+        Ok(WorkerProc {
+            name,
+            child,
+            log,
+            faked: clock.is_some(),
+        })
     }
 
     async fn produce_batch(&mut self) -> anyhow::Result<()> {
@@ -503,13 +525,77 @@ impl Run<'_> {
                 } else {
                     self.rng.u64(ttl + 200..2 * ttl + 500)
                 };
-                let pid = self.workers[slot].child.id();
                 self.note(kind, format!("{} for {ms} ms", self.workers[slot].name));
-                if let Some(pid) = pid {
-                    signal("STOP", pid);
-                    self.keep_producing(Duration::from_millis(ms)).await?;
-                    signal("CONT", pid);
+                self.pause(slot, ms).await?;
+            }
+            "pause-waiter" => {
+                // Aimed: right after a grant, pause another worker (with few products, one
+                // queued behind that grant) past the TTL, so the lock is handed to it while it
+                // sleeps, runs out, and goes to a third; on resume it finds the old hand-off.
+                let mut released_by = None;
+                let Some((holder, grant)) = self
+                    .await_event(|slot, event| match event {
+                        Event::Release { .. } => {
+                            released_by = Some(slot);
+                            false
+                        }
+                        _ => matches!(event, Event::Grant { .. }),
+                    })
+                    .await?
+                else {
+                    return Ok(());
+                };
+                // The one neither granted nor just released has been queued the longest.
+                let waiters: Vec<usize> = (0..self.workers.len())
+                    .filter(|slot| *slot != holder && Some(*slot) != released_by)
+                    .collect();
+                if waiters.is_empty() {
+                    return Ok(());
                 }
+                let slot = waiters[self.rng.usize(..waiters.len())];
+                let ms = 2 * self.config.lock_ttl_ms + 1_000;
+                let Event::Grant {
+                    resource, fence, ..
+                } = grant
+                else {
+                    return Ok(());
+                };
+                self.note(
+                    kind,
+                    format!(
+                        "{} for {ms} ms right after {} got {resource} (fence {fence})",
+                        self.workers[slot].name, self.workers[holder].name
+                    ),
+                );
+                self.pause(slot, ms).await?;
+            }
+            "stale-commit" => {
+                // Aimed: right after a claim (the stock read under a fence), cut that worker from
+                // Redis and Postgres past the lock TTL. Its commit, sent before its safety
+                // deadline, reaches Postgres only after a newer holder's: the fence must refuse it.
+                let Some((slot, claim)) = self
+                    .await_event(|_, event| matches!(event, Event::Claim { .. }))
+                    .await?
+                else {
+                    return Ok(());
+                };
+                self.link(slot, "redis").set(ProxyMode::Freeze);
+                self.link(slot, "pg").set(ProxyMode::Freeze);
+                let ms = self.config.lock_ttl_ms + 1_500;
+                let Event::Claim { product, fence, .. } = claim else {
+                    return Ok(());
+                };
+                self.note(
+                    kind,
+                    format!(
+                        "{} cut from Redis and Postgres for {ms} ms right after its claim of \
+                         product {product} under fence {fence}",
+                        self.workers[slot].name
+                    ),
+                );
+                self.keep_producing(Duration::from_millis(ms)).await?;
+                self.link(slot, "redis").set(ProxyMode::Pass);
+                self.link(slot, "pg").set(ProxyMode::Pass);
             }
             "kill" => {
                 let name = self.workers[slot].name.clone();
@@ -581,21 +667,63 @@ impl Run<'_> {
                 self.repush_undecided().await?;
             }
             "clock-step" => {
-                // Only reached with faketime installed: replace one worker by one whose wall
-                // clock runs 10 minutes ahead (its monotonic clock untouched).
-                let name = self.workers[slot].name.clone();
-                self.note(
-                    kind,
-                    format!("{name} replaced by one 10 min ahead (faketime)"),
-                );
-                let _ = self.workers[slot].child.start_kill();
-                let replacement = self.spawn_worker_with(slot, Some("+10m"))?;
-                let old = std::mem::replace(&mut self.workers[slot], replacement);
-                self.retired.push(old);
+                // Step worker slot 0's wall clock (its monotonic clock untouched) by 1 to 10
+                // minutes, forwards or backwards, while it runs.
+                let minutes = i64::from(self.rng.u8(1..=10));
+                let delta_ms = if self.rng.bool() { 1 } else { -1 } * minutes * 60_000;
+                let name = self.workers[0].name.clone();
+                if let Some(clock) = self.clock.as_mut() {
+                    let offset = clock.step(delta_ms)?;
+                    self.note(
+                        kind,
+                        format!(
+                            "{name}'s wall clock stepped {delta_ms:+} ms (now {offset:+} ms off)"
+                        ),
+                    );
+                }
             }
             other => anyhow::bail!("unknown fault {other}"),
         }
         Ok(())
+    }
+
+    /// SIGSTOPs worker `slot` for `ms`, producing meanwhile, then SIGCONTs it.
+    async fn pause(&mut self, slot: usize, ms: u64) -> anyhow::Result<()> {
+        if let Some(pid) = self.workers[slot].child.id() {
+            signal("STOP", pid);
+            self.keep_producing(Duration::from_millis(ms)).await?;
+            signal("CONT", pid);
+        }
+        Ok(())
+    }
+
+    /// Follows the workers' logs (producing meanwhile) until one logs an event `wanted` accepts
+    /// (it sees every event before, with the worker's slot),
+    /// for up to three seconds; returns that worker's slot and the event. Events logged before
+    /// the call are skipped: an aimed fault hits the moment after the event, not a stale one.
+    async fn await_event(
+        &mut self,
+        mut wanted: impl FnMut(usize, &Event) -> bool,
+    ) -> anyhow::Result<Option<(usize, Event)>> {
+        for worker in &self.workers {
+            self.tail.poll(&worker.log, &worker.name);
+        }
+        let until = Instant::now() + Duration::from_secs(3);
+        let mut next_batch = Instant::now();
+        while Instant::now() < until {
+            for (slot, worker) in self.workers.iter().enumerate() {
+                let found = self.tail.poll(&worker.log, &worker.name);
+                if let Some(event) = found.into_iter().find(|event| wanted(slot, event)) {
+                    return Ok(Some((slot, event)));
+                }
+            }
+            if Instant::now() >= next_batch {
+                self.produce_batch().await?;
+                next_batch = Instant::now() + Duration::from_millis(50);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(None)
     }
 
     /// Produces orders for `span` (faults that last a while do not stop the load).
@@ -749,10 +877,14 @@ impl Run<'_> {
         let mut events = self.events.clone();
         for worker in self.workers.iter().chain(self.retired.iter()) {
             let text = std::fs::read_to_string(&worker.log).unwrap_or_default();
-            events.extend(
-                text.lines()
-                    .filter_map(|line| parse_log_line(line, &worker.name)),
-            );
+            let mut logged: Vec<Event> = text
+                .lines()
+                .filter_map(|line| parse_log_line(line, &worker.name))
+                .collect();
+            if let Some(clock) = self.clock.as_ref().filter(|_| worker.faked) {
+                clock.unfake(&mut logged);
+            }
+            events.extend(logged);
         }
         events.sort_by_key(Event::at_ms);
         let mut out = String::new();
@@ -770,14 +902,6 @@ fn signal(name: &str, pid: u32) {
         .arg(format!("-{name}"))
         .arg(pid.to_string())
         .status();
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|path| path.is_file())
-    })
 }
 
 /// Creates the run's database on the configured server; returns its URL and the server's

@@ -6,7 +6,8 @@
 //! and writes the merged history as JSON lines, one [`Event`] per line.
 //!
 //! - Times are wall-clock milliseconds since the Unix epoch, taken on this machine by every
-//!   process (one clock; the wall-clock-step fault, when run, is excluded from window checks).
+//!   process (one clock; the times of the worker whose clock the `clock-step` fault fakes are
+//!   mapped back to real ones, see `clock.rs`).
 //! - When Redis loses its data, then the harness records a new [`Event::Epoch`]: the lock's own
 //!   fence and exclusion promises restart there (the database fence floor carries safety over).
 //! - Not recorded: lock extensions (a guard's window end is its release, or its first deadline
@@ -101,6 +102,29 @@ impl Event {
             | Event::Produced { at_ms, .. }
             | Event::Epoch { at_ms }
             | Event::Fault { at_ms, .. } => *at_ms,
+        }
+    }
+}
+
+impl Event {
+    /// Maps every time of the event through `real` (undoing a worker's faked wall clock).
+    pub fn map_times(&mut self, real: impl Fn(u64) -> u64) {
+        match self {
+            Event::Grant {
+                start_ms,
+                reply_ms,
+                deadline_ms,
+                ..
+            } => {
+                for time in [start_ms, reply_ms, deadline_ms] {
+                    *time = real(*time);
+                }
+            }
+            Event::Release { at_ms, .. }
+            | Event::Claim { at_ms, .. }
+            | Event::Produced { at_ms, .. }
+            | Event::Epoch { at_ms }
+            | Event::Fault { at_ms, .. } => *at_ms = real(*at_ms),
         }
     }
 }

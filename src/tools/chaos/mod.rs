@@ -5,10 +5,14 @@
 //!   Redis.
 //! - [`history`]: the recorded events and the final state.
 //! - [`checker`]: the rules over both; each violation carries its evidence.
+//! - [`clock`]: the wall-clock step fault (a worker under libfaketime).
+//! - [`tail`]: follows the workers' logs during the run, for the faults aimed at a moment.
 //! - [`harness`]: starts Redis, workers, the producer and the nemesis; stops, waits, checks.
 
 pub mod checker;
 pub mod cli;
+pub mod clock;
 pub mod harness;
 pub mod history;
 pub mod proxy;
+pub mod tail;
