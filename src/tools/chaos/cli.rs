@@ -56,6 +56,11 @@ pub struct ChaosArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Start a throwaway Postgres of the run's own (as root, run as the `postgres` user), so
+    /// `pg-restart` can restart it; implied when `--faults` names `pg-restart`. Without it the
+    /// run's database is on the configured server, which is never restarted.
+    #[arg(long)]
+    pub own_postgres: bool,
     /// UNSAFE self-test: workers commit without the fence check; the run must find violations.
     #[arg(long, hide = true)]
     pub unsafe_skip_fence: bool,
@@ -94,6 +99,7 @@ pub async fn chaos_command(args: ChaosArgs) -> anyhow::Result<()> {
         drift_ms: args.drift_ms,
         work_ms: args.work_ms,
         dir,
+        own_postgres: args.own_postgres || args.faults.iter().any(|f| f == "pg-restart"),
         unsafe_skip_fence: args.unsafe_skip_fence,
         unsafe_keep_stale_handoffs: args.unsafe_keep_stale_handoffs,
     };

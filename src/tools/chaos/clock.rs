@@ -95,24 +95,48 @@ impl FakeClock {
     /// ones. A faked time alone can be ambiguous (after a step backwards the faked clock
     /// repeats itself), the log order is not: each event takes the first step, from the
     /// previous event's on, whose span its corrected time falls in (within a second either
-    /// side, for a read racing a step); none: the previous event's.
+    /// side, for a read racing a step); none: the previous event's. A grant's start may predate
+    /// the step its reply saw: it takes the latest step up to that one under which it falls in
+    /// its span and not after the reply.
     pub fn unfake(&self, events: &mut [Event]) {
-        let slack = 1_000;
+        let now = now_ms();
         let mut current = 0;
         for event in events {
             let faked = event.at_ms();
-            let fits = |k: usize| {
-                let (from, offset) = self.steps[k];
-                let until = self.steps.get(k + 1).map_or(u64::MAX, |(next, _)| *next);
-                let real = faked.saturating_add_signed(-offset);
-                real + slack >= from && real < until.saturating_add(slack)
-            };
-            if let Some(k) = (current..self.steps.len()).find(|k| fits(*k)) {
+            if let Some(k) = (current..self.steps.len()).find(|k| self.fits(*k, faked, now)) {
                 current = k;
             }
-            let offset = self.steps.get(current).map_or(0, |(_, offset)| *offset);
+            let offset = self.offset_of(current);
+            let real_at = faked.saturating_add_signed(-offset);
+            let start_offset = match event {
+                Event::Grant { start_ms, .. } => (0..=current)
+                    .rev()
+                    .find(|j| {
+                        self.fits(*j, *start_ms, now)
+                            && start_ms.saturating_add_signed(-self.offset_of(*j)) <= real_at
+                    })
+                    .map(|j| self.offset_of(j)),
+                _ => None,
+            };
             event.map_times(|time| time.saturating_add_signed(-offset));
+            if let (Event::Grant { start_ms, .. }, Some(start_offset)) = (event, start_offset) {
+                *start_ms = start_ms.saturating_add_signed(offset - start_offset);
+            }
         }
+    }
+
+    fn offset_of(&self, step: usize) -> i64 {
+        self.steps.get(step).map_or(0, |(_, offset)| *offset)
+    }
+
+    /// Whether `faked`, corrected by step `k`'s offset, falls in step `k`'s span (which ends at
+    /// the next step, or `now`), give or take a second.
+    fn fits(&self, k: usize, faked: u64, now: u64) -> bool {
+        let slack = 1_000;
+        let (from, offset) = self.steps[k];
+        let until = self.steps.get(k + 1).map_or(now, |(next, _)| *next);
+        let real = faked.saturating_add_signed(-offset);
+        real + slack >= from && real <= until + slack
     }
 }
 
@@ -122,10 +146,11 @@ mod tests {
 
     #[test]
     fn faked_times_map_back_by_the_step_in_force_in_log_order() {
+        const T: u64 = 1_000_000_000;
         let clock = FakeClock {
             lib: PathBuf::new(),
             file: PathBuf::new(),
-            steps: vec![(1_000, 0), (5_000, 300_000), (9_000, -120_000)],
+            steps: vec![(T + 1_000, 0), (T + 5_000, -360_000), (T + 9_000, 300_000)],
         };
         let claim = |at_ms| Event::Claim {
             product: 1,
@@ -134,11 +159,36 @@ mod tests {
             stock: 1,
             at_ms,
         };
-        // Real 2 s, 6 s, 250 s, 125.01 s... as logged: the last faked time would also be real
-        // 5.01 s under no offset, but it was logged after the -2 min step.
-        let mut events = vec![claim(2_000), claim(306_000), claim(130_000), claim(5_010)];
+        let back = |real: u64| real - 360_000;
+        let mut events = vec![
+            claim(T + 2_000),
+            // Asked for before the step back, answered after it.
+            Event::Grant {
+                resource: "r".into(),
+                fence: 1,
+                worker: "w".into(),
+                start_ms: T + 4_900,
+                reply_ms: back(T + 5_100),
+                deadline_ms: back(T + 6_000),
+            },
+            // Logged after the step back, before the next step.
+            claim(back(T + 8_000)),
+            claim(T + 9_500 + 300_000),
+        ];
         clock.unfake(&mut events);
         let times: Vec<u64> = events.iter().map(Event::at_ms).collect();
-        assert_eq!(times, [2_000, 6_000, 250_000, 125_010]);
+        assert_eq!(times, [T + 2_000, T + 5_100, T + 8_000, T + 9_500]);
+        assert!(
+            matches!(
+                events[1],
+                Event::Grant {
+                    start_ms,
+                    deadline_ms,
+                    ..
+                } if start_ms == T + 4_900 && deadline_ms == T + 6_000
+            ),
+            "{:?}",
+            events[1]
+        );
     }
 }

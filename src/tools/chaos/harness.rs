@@ -12,8 +12,11 @@
 //!   that lived only in Redis are the producer's to resend (see the crate's non-guarantees).
 //! - The same seed gives the same fault schedule and orders; process timing still differs, so a
 //!   replay is likely, not certain, to reproduce an interleaving.
-//! - Not injected: restarting the shared Postgres (other users rely on it; link faults to it
-//!   stand in), and the wall-clock step unless libfaketime is installed (`faketime`).
+//! - When the run has its own Postgres ([`ChaosConfig::own_postgres`]), then the run's database
+//!   lives there and `pg-restart` restarts that server (fast shutdown, start). Never injected:
+//!   restarting the shared Postgres (other users rely on it; without a server of its own the run
+//!   skips `pg-restart` and link faults stand in). The wall-clock step needs libfaketime
+//!   (`faketime`), else it is skipped.
 
 use std::{
     collections::BTreeMap,
@@ -32,6 +35,7 @@ use super::{
     checker::{Violation, check},
     clock::{FakeClock, libfaketime},
     history::{Event, FinalState, OutcomeRow, now_ms, parse_log_line},
+    own_postgres::OwnPostgres,
     proxy::{FaultProxy, ProxyMode},
     tail::LogTail,
 };
@@ -58,6 +62,7 @@ pub const FAULT_KINDS: &[&str] = &[
     "pg-delay",
     "pg-freeze",
     "pg-reset",
+    "pg-restart",
     "partition",
     "stale-commit",
     "redis-restart",
@@ -98,6 +103,9 @@ pub struct ChaosConfig {
     pub work_ms: u64,
     /// Where logs, Redis files and `history.jsonl` go.
     pub dir: PathBuf,
+    /// Start a throwaway Postgres of the run's own (its database lives there, and `pg-restart`
+    /// may restart it).
+    pub own_postgres: bool,
     /// Test-only: workers commit without the fence check (the checker must notice).
     pub unsafe_skip_fence: bool,
     /// Test-only: workers' lock clients keep stale hand-offs (the checker must notice).
@@ -258,6 +266,8 @@ struct Run<'a> {
     tail: LogTail,
     /// Worker slot 0's faked wall clock, when `clock-step` is enabled.
     clock: Option<FakeClock>,
+    /// The run's own Postgres, if it has one (dropped last: stopped and removed).
+    postgres: Option<OwnPostgres>,
 }
 
 /// Runs the chaos test described by `config`; `print` gets progress lines.
@@ -268,7 +278,19 @@ pub async fn run_chaos(
     std::fs::create_dir_all(&config.dir)?;
     let exe = sibling_binary("worker")?;
     let redis = OwnRedis::start(&config.dir.join("redis")).await?;
-    let (database_url, pg_addr) = create_database(config).await?;
+    let postgres = if config.own_postgres {
+        Some(
+            OwnPostgres::start(&config.dir.join("postgres"))
+                .await
+                .context("starting the run's own Postgres")?,
+        )
+    } else {
+        None
+    };
+    let admin_url = postgres
+        .as_ref()
+        .map_or_else(|| config.database_url.clone(), OwnPostgres::url);
+    let (database_url, pg_addr) = create_database(&admin_url, config.seed).await?;
     let store = OrderStore::connect_lazy(&database_url, 4)?;
     store
         .migrate()
@@ -290,6 +312,13 @@ pub async fn run_chaos(
             skipped.insert(
                 fault.clone(),
                 "libfaketime is not installed (apt-get install -y faketime)".to_owned(),
+            );
+            continue;
+        }
+        if fault == "pg-restart" && postgres.is_none() {
+            skipped.insert(
+                fault.clone(),
+                "needs --own-postgres (the shared server is never restarted)".to_owned(),
             );
             continue;
         }
@@ -318,6 +347,7 @@ pub async fn run_chaos(
         orders_rng: fastrand::Rng::with_seed(config.seed.wrapping_add(0x9e37_79b9)),
         faults: BTreeMap::new(),
         tail: LogTail::default(),
+        postgres,
         clock: match libfaketime() {
             Some(lib) if enabled.iter().any(|fault| fault == "clock-step") => {
                 Some(FakeClock::new(lib, &config.dir)?)
@@ -386,8 +416,8 @@ pub async fn run_chaos(
         history: history_path,
     };
     run.store.pool().close().await;
-    if report.violations.is_empty() {
-        drop_database(config, &run.database_url).await;
+    if report.violations.is_empty() || run.postgres.is_some() {
+        drop_database(&admin_url, &run.database_url).await;
     } else {
         print(&format!(
             "keeping database {} for inspection",
@@ -656,6 +686,17 @@ impl Run<'_> {
                 self.link(slot, "redis").set(ProxyMode::Pass);
                 self.link(slot, "pg").set(ProxyMode::Pass);
             }
+            "pg-restart" => {
+                if self.postgres.is_some() {
+                    self.note(
+                        kind,
+                        "pg_ctl restart -m fast (the run's own server)".to_owned(),
+                    );
+                }
+                if let Some(postgres) = &self.postgres {
+                    postgres.restart().await?;
+                }
+            }
             "redis-restart" => {
                 self.note(kind, "SHUTDOWN SAVE, start again".to_owned());
                 self.redis.restart(true).await?;
@@ -906,16 +947,16 @@ fn signal(name: &str, pid: u32) {
 
 /// Creates the run's database on the configured server; returns its URL and the server's
 /// address (for the proxies).
-async fn create_database(config: &ChaosConfig) -> anyhow::Result<(String, SocketAddr)> {
-    let mut url = url::Url::parse(&config.database_url).context("parsing the database URL")?;
+async fn create_database(admin_url: &str, seed: u64) -> anyhow::Result<(String, SocketAddr)> {
+    let mut url = url::Url::parse(admin_url).context("parsing the database URL")?;
     let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
     let port = url.port().unwrap_or(5432);
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await?
         .next()
         .context("resolving the Postgres host")?;
-    let name = format!("chaos_{}_{}", std::process::id(), config.seed);
-    let mut admin = PgConnection::connect(&config.database_url)
+    let name = format!("chaos_{}_{seed}", std::process::id());
+    let mut admin = PgConnection::connect(admin_url)
         .await
         .context("connecting to Postgres")?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
@@ -929,14 +970,14 @@ async fn create_database(config: &ChaosConfig) -> anyhow::Result<(String, Socket
     Ok((url.to_string(), addr))
 }
 
-async fn drop_database(config: &ChaosConfig, database_url: &str) {
+async fn drop_database(admin_url: &str, database_url: &str) {
     let Some(name) = url::Url::parse(database_url)
         .ok()
         .map(|url| url.path().trim_start_matches('/').to_owned())
     else {
         return;
     };
-    if let Ok(mut admin) = PgConnection::connect(&config.database_url).await {
+    if let Ok(mut admin) = PgConnection::connect(admin_url).await {
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&mut admin)
             .await;

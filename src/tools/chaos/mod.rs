@@ -6,6 +6,7 @@
 //! - [`history`]: the recorded events and the final state.
 //! - [`checker`]: the rules over both; each violation carries its evidence.
 //! - [`clock`]: the wall-clock step fault (a worker under libfaketime).
+//! - [`own_postgres`]: a throwaway Postgres the run may restart.
 //! - [`tail`]: follows the workers' logs during the run, for the faults aimed at a moment.
 //! - [`harness`]: starts Redis, workers, the producer and the nemesis; stops, waits, checks.
 
@@ -14,5 +15,6 @@ pub mod cli;
 pub mod clock;
 pub mod harness;
 pub mod history;
+pub mod own_postgres;
 pub mod proxy;
 pub mod tail;
