@@ -23,6 +23,10 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
+use lockstock::tools::chaos::own_postgres::{
+    INITDB_ARGS, running_as_root, server_bindir, server_command,
+};
+
 use crate::redis_server::free_port;
 
 /// A Postgres cluster owned by a test.
@@ -109,15 +113,12 @@ impl PostgresServer {
             );
         }
         let data = self.data();
-        self.must(self.server_command("initdb").arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "-N",
-        ]));
+        self.must(
+            self.server_command("initdb")
+                .arg("-D")
+                .arg(&data)
+                .args(INITDB_ARGS),
+        );
         let settings = format!(
             "\n# ---- lockstock test ----\nport = {}\nunix_socket_directories = '{}'\nfsync = off\n{settings}",
             self.port,
@@ -168,19 +169,7 @@ impl PostgresServer {
 
     /// A server command (`initdb`, `pg_ctl`, or a shell) run as the cluster's owner.
     fn server_command(&self, program: &str) -> Command {
-        let program = match program {
-            "sh" => PathBuf::from("/bin/sh"),
-            name => self.bindir.join(name),
-        };
-        let mut command = if self.as_postgres_user {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
-        } else {
-            Command::new(program)
-        };
-        command.current_dir(&self.dir).stdin(Stdio::null());
-        command
+        server_command(&self.bindir, self.as_postgres_user, &self.dir, program)
     }
 
     fn append_as_owner(&self, file: &Path, text: &str) {
@@ -245,28 +234,6 @@ fn skip(reason: &str) {
         std::io::stderr(),
         "SKIPPED a throwaway-Postgres test: {reason}"
     );
-}
-
-/// The newest installed server binaries: `/usr/lib/postgresql/<version>/bin`.
-fn server_bindir() -> Option<PathBuf> {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = entry.path().join("bin");
-            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((version, bin))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, bin)| bin)
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
 fn succeeds(command: &mut Command) -> bool {

@@ -12,6 +12,8 @@
 //!   directory removed.
 //! - When no server binaries are installed (`/usr/lib/postgresql/*/bin`), then `start` fails
 //!   saying so.
+//! - [`server_bindir`], [`running_as_root`], [`server_command`] and [`INITDB_ARGS`] are shared with the tests'
+//!   own throwaway clusters (`tests/support/postgres_server.rs`).
 
 use std::{
     os::unix::fs::PermissionsExt,
@@ -36,7 +38,7 @@ impl OwnPostgres {
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
         let bindir = server_bindir()
             .context("no Postgres server binaries under /usr/lib/postgresql/*/bin")?;
-        let as_postgres_user = running_as_root().await;
+        let as_postgres_user = running_as_root();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -55,15 +57,11 @@ impl OwnPostgres {
             .await?;
         }
         let data = server.dir.join("data");
-        run(server.command("initdb").arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "-N",
-        ]))
+        run(server
+            .command("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(INITDB_ARGS))
         .await?;
         let settings = format!(
             "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
@@ -110,36 +108,39 @@ impl OwnPostgres {
 
     /// A server command run as the cluster's owner.
     fn command(&self, program: &str) -> Command {
-        let program = match program {
-            "sh" => PathBuf::from("/bin/sh"),
-            name => self.bindir.join(name),
-        };
-        let mut command = if self.as_postgres_user {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
-        } else {
-            Command::new(program)
-        };
-        command.current_dir(&self.dir).stdin(Stdio::null());
-        command
+        server_command(&self.bindir, self.as_postgres_user, &self.dir, program).into()
     }
+}
+
+/// `program` (a server binary from `bindir`, or `sh`), run in `dir` as the cluster's owner: the
+/// `postgres` OS user through `runuser` when `as_postgres_user` (the caller is root, which
+/// Postgres refuses), else the caller.
+pub fn server_command(
+    bindir: &Path,
+    as_postgres_user: bool,
+    dir: &Path,
+    program: &str,
+) -> std::process::Command {
+    let program = match program {
+        "sh" => PathBuf::from("/bin/sh"),
+        name => bindir.join(name),
+    };
+    let mut command = if as_postgres_user {
+        let mut command = std::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        std::process::Command::new(program)
+    };
+    command.current_dir(dir).stdin(Stdio::null());
+    command
 }
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
-        let program = self.bindir.join("pg_ctl");
-        let mut command = if self.as_postgres_user {
-            let mut command = std::process::Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
-        } else {
-            std::process::Command::new(program)
-        };
-        let _ = command
+        let _ = server_command(&self.bindir, self.as_postgres_user, &self.dir, "pg_ctl")
             .args(["stop", "-w", "-m", "immediate", "-D"])
             .arg(self.dir.join("data"))
-            .stdin(Stdio::null())
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -161,16 +162,28 @@ async fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn running_as_root() -> bool {
-    Command::new("id")
+/// `initdb`'s flags after `-D DIR` for a throwaway cluster: superuser `postgres`, trusted local
+/// logins, UTF-8 with the C locale, no fsync while initialising.
+pub const INITDB_ARGS: [&str; 7] = [
+    "-U",
+    "postgres",
+    "--auth=trust",
+    "-E",
+    "UTF8",
+    "--locale=C",
+    "-N",
+];
+
+/// Whether this process runs as root (`id -u` says 0).
+pub fn running_as_root() -> bool {
+    std::process::Command::new("id")
         .arg("-u")
         .output()
-        .await
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
 /// The newest installed server binaries: `/usr/lib/postgresql/<version>/bin`.
-fn server_bindir() -> Option<PathBuf> {
+pub fn server_bindir() -> Option<PathBuf> {
     std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|entry| {
