@@ -646,6 +646,7 @@ impl Run<'_> {
             "producer-retry" => {
                 let batch = self.last_batch.clone();
                 self.note(kind, format!("{} messages pushed again", batch.len()));
+                self.note_garbage_pushed_again(&batch);
                 self.queue.push_batch(&batch).await.ok();
             }
             "redis-delay" | "redis-freeze" | "redis-drop" | "redis-reset" | "redis-blackhole"
@@ -777,6 +778,25 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Records each garbage message among `payloads` as produced again (the checker allows one
+    /// dead letter per push).
+    fn note_garbage_pushed_again(&mut self, payloads: &[Vec<u8>]) {
+        for payload in payloads {
+            let marker = serde_json::from_slice::<serde_json::Value>(payload)
+                .ok()
+                .and_then(|v| v.get("not_an_order")?.as_str().map(str::to_owned));
+            if let Some(id) = marker {
+                self.events.push(Event::Produced {
+                    id,
+                    product: 0,
+                    quantity: 0,
+                    valid: false,
+                    at_ms: now_ms(),
+                });
+            }
+        }
+    }
+
     /// After Redis lost its data: push again every order without an outcome, and all garbage.
     async fn repush_undecided(&mut self) -> anyhow::Result<()> {
         let decided: std::collections::HashSet<String> =
@@ -793,6 +813,7 @@ impl Run<'_> {
             .map(|(_, payload)| payload.clone())
             .collect();
         again.extend(self.garbage.iter().cloned());
+        self.note_garbage_pushed_again(&self.garbage.clone());
         for chunk in again.chunks(500) {
             let deadline = Instant::now() + Duration::from_secs(10);
             // The connection manager reconnects after the restart; retry until it has.
