@@ -89,6 +89,10 @@ struct Cli {
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9101.
     #[arg(long, env = "METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Apply the database migrations at start (the quick start). Without it the worker only
+    /// checks that the schema has what it needs (newer migrations are fine): run `lockctl migrate`.
+    #[arg(long)]
+    migrate: bool,
     /// UNSAFE, test-only (`lockctl chaos` self-test): commit without the fence check.
     #[arg(long, hide = true)]
     chaos_unsafe_skip_fence: bool,
@@ -116,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let pool_size = cli.max_connections.unwrap_or(cli.concurrency + 2);
     let connected = async {
         let store = services::wait_for_service("Postgres", limit, &root, || {
-            services::open_store(&cli.database, pool_size)
+            services::open_store_with(&cli.database, pool_size, cli.migrate)
         })
         .await?;
         let redis = services::wait_for_service("Redis", limit, &root, || {

@@ -14,6 +14,7 @@
 //! | `lanes.rs` | per-product lanes and concurrency slots |
 //! | `intake_sweep.rs` | pushing recorded orders Redis lost back onto the queue |
 //! | `outage.rs` | Postgres outages: no lock held without Postgres, pause and resume |
+//! | `failing.rs` | commits that keep failing: a per-product back-off across lock holds |
 //!
 //! # Guarantees
 //! - When an order is pulled, then it stays in this worker's processing list until its outcome
@@ -47,6 +48,7 @@
 //! - Order of outcomes across products, or across workers for one product beyond the lock's FIFO.
 
 mod error;
+mod failing;
 mod fenced;
 mod intake_sweep;
 mod lanes;
@@ -72,7 +74,7 @@ use self::{
 };
 pub use crate::observe::{StatsSnapshot, WorkerStats};
 use crate::{
-    order::{Outcome, PurchaseOrder, decode},
+    order::{Outcome, PurchaseOrder, RejectReason, decode},
     queue::JobQueue,
     store::{CommitResult, OrderStore},
 };
@@ -171,6 +173,8 @@ pub(crate) struct Ctx {
     pub(crate) stopping: CancellationToken,
     /// Whether Postgres is being waited out (see `outage.rs`).
     pub(crate) health: outage::PostgresHealth,
+    /// Products whose commits keep failing, and their back-offs (see `failing.rs`).
+    pub(crate) commit_failures: failing::CommitFailures,
 }
 
 impl Ctx {
@@ -270,8 +274,24 @@ impl Ctx {
             }
             CommitResult::AlreadyDecided(outcome) => {
                 WorkerStats::bump(&self.stats.already_decided);
-                tracing::debug!(order_id = %order.id, %outcome, "order already decided; acknowledged again");
+                if outcome.reason() == Some(RejectReason::Unrecognized) {
+                    // A newer version decided it: acknowledged as decided, never re-decided or
+                    // dead-lettered, and said so.
+                    tracing::info!(order_id = %order.id, product_id = %order.product_id, "order already decided with a reason this version does not know; acknowledged again");
+                } else {
+                    tracing::debug!(order_id = %order.id, %outcome, "order already decided; acknowledged again");
+                }
             }
+        }
+    }
+
+    /// Sleeps for `duration` or until shutdown begins; `false` when a hard stop interrupted it.
+    /// For waits between lock holds, which shutdown ends early (the lane then gives its orders
+    /// back).
+    pub(crate) async fn pause_unless_stopping(&self, duration: Duration) -> bool {
+        tokio::select! {
+            () = self.stopping.cancelled() => !self.hard_stop.is_cancelled(),
+            keep_going = self.pause(duration) => keep_going,
         }
     }
 
@@ -336,6 +356,7 @@ impl Worker {
                 hard_stop: CancellationToken::new(),
                 stopping: CancellationToken::new(),
                 health: outage::PostgresHealth::default(),
+                commit_failures: failing::CommitFailures::default(),
             }),
         })
     }

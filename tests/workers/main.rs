@@ -15,6 +15,7 @@ mod helpers;
 #[path = "../support/test_env.rs"]
 mod test_env;
 
+mod commit_backoff;
 mod exactly_once;
 mod failures;
 mod intake;
@@ -24,3 +25,4 @@ mod redlock;
 mod shared_locks;
 mod shutdown;
 mod startup;
+mod upgrades;
