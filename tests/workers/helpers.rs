@@ -389,7 +389,8 @@ pub struct WorkerProc {
 }
 
 impl WorkerProc {
-    fn pid(&self) -> u32 {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).expect("running")
     }
 

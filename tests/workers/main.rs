@@ -19,6 +19,7 @@ mod commit_backoff;
 mod exactly_once;
 mod failures;
 mod intake;
+mod memory;
 mod messages;
 mod postgres_faults;
 mod redlock;
