@@ -52,8 +52,9 @@ async fn worker_and_api_run_on_a_newer_schema(pool: PgPool) {
     assert_eq!(env.stock(1).await, 6, "{}", worker.log());
 }
 
-/// A database missing one of this build's migrations: the worker refuses at once, naming
-/// `lockctl migrate`, and applies nothing; with `--migrate` it migrates and works.
+/// A database missing one of this build's migrations: the worker (and the producer) refuse at
+/// once, naming `lockctl migrate`, and apply nothing; with `--migrate` the worker migrates and
+/// works.
 #[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
 async fn worker_refuses_an_older_schema_unless_told_to_migrate(pool: PgPool) {
     remove_idempotency_migration(&pool).await;
@@ -69,6 +70,24 @@ async fn worker_refuses_an_older_schema_unless_told_to_migrate(pool: PgPool) {
         lockstock::store::check_schema(&pool).await.is_err(),
         "a worker without --migrate applies nothing"
     );
+
+    // The producer (recording its orders in the intake) refuses the same way.
+    let producer = std::process::Command::new(env!("CARGO_BIN_EXE_producer"))
+        .args(["--redis-url", &env.redis.url()])
+        .args(["--database-url", &env.database_url])
+        .args([
+            "--queue-key",
+            &env.pending_key(),
+            "--dead-key",
+            &env.dead_key(),
+        ])
+        .args(["--product", "1", "--count", "1"])
+        .output()
+        .expect("run the producer");
+    let text = String::from_utf8_lossy(&producer.stderr);
+    assert!(!producer.status.success(), "{text}");
+    assert!(text.contains("lockctl migrate"), "{text}");
+    assert_eq!(env.llen(&env.pending_key()).await, 0);
 
     let _migrating = env.worker("migrating", &["--migrate"]);
     env.push(&[order(1, 1)]).await;
