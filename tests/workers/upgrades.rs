@@ -72,18 +72,7 @@ async fn worker_refuses_an_older_schema_unless_told_to_migrate(pool: PgPool) {
     );
 
     // The producer (recording its orders in the intake) refuses the same way.
-    let producer = std::process::Command::new(env!("CARGO_BIN_EXE_producer"))
-        .args(["--redis-url", &env.redis.url()])
-        .args(["--database-url", &env.database_url])
-        .args([
-            "--queue-key",
-            &env.pending_key(),
-            "--dead-key",
-            &env.dead_key(),
-        ])
-        .args(["--product", "1", "--count", "1"])
-        .output()
-        .expect("run the producer");
+    let producer = env.produce(&["--product", "1", "--count", "1"]);
     let text = String::from_utf8_lossy(&producer.stderr);
     assert!(!producer.status.success(), "{text}");
     assert!(text.contains("lockctl migrate"), "{text}");
