@@ -49,6 +49,11 @@ struct Cli {
     /// order that is only in Redis is gone if Redis loses its data before a worker decides it.
     #[arg(long)]
     no_intake: bool,
+    /// Apply the database migrations at start (the quick start). Without it the producer only
+    /// checks that the schema has what its intake needs (newer migrations are fine): run
+    /// `lockctl migrate`. Not used with --no-intake.
+    #[arg(long)]
+    migrate: bool,
     /// Generate orders for this product id.
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..), requires = "count")]
     product: Option<i32>,
@@ -91,7 +96,8 @@ async fn main() -> anyhow::Result<()> {
     if cli.no_intake {
         tracing::warn!("--no-intake: orders live only in Redis until decided");
     } else {
-        producer = producer.with_intake(services::open_store(&cli.database, 2).await?);
+        producer =
+            producer.with_intake(services::open_store_with(&cli.database, 2, cli.migrate).await?);
     }
 
     let bar = progress_bar(total);

@@ -12,7 +12,7 @@ use lockstock::{
     services,
     shutdown::spawn_signal_handler,
     telemetry::{LogFormat, init_tracing},
-    worker::{Worker, WorkerConfig},
+    worker::{DEFAULT_MAX_RESERVED_BYTES, Worker, WorkerConfig},
 };
 use lockstock_lock::LockOwner;
 use tokio_util::sync::CancellationToken;
@@ -83,12 +83,21 @@ struct Cli {
     /// process; a small prefetch leaves the rest to idle workers.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     prefetch: Option<u32>,
+    /// Most bytes of reserved, unacknowledged messages this process holds (64 MiB by default);
+    /// at the budget it stops reserving until some are acknowledged.
+    #[arg(long, env = "MAX_RESERVED_BYTES", default_value_t = DEFAULT_MAX_RESERVED_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_reserved_bytes: u64,
     /// Postgres connections in this process's pool (default: concurrency + 2).
     #[arg(long)]
     max_connections: Option<u32>,
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9101.
     #[arg(long, env = "METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Apply the database migrations at start (the quick start). Without it the worker only
+    /// checks that the schema has what it needs (newer migrations are fine): run `lockctl migrate`.
+    #[arg(long)]
+    migrate: bool,
     /// UNSAFE, test-only (`lockctl chaos` self-test): commit without the fence check.
     #[arg(long, hide = true)]
     chaos_unsafe_skip_fence: bool,
@@ -119,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
     let pool_size = cli.max_connections.unwrap_or(cli.concurrency + 2);
     let connected = async {
         let store = services::wait_for_service("Postgres", limit, &root, || {
-            services::open_store(&cli.database, pool_size)
+            services::open_store_with(&cli.database, pool_size, cli.migrate)
         })
         .await?;
         let redis = services::wait_for_service("Redis", limit, &root, || {
@@ -161,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
         use_lock: !cli.no_lock,
         batch_limit: cli.batch_limit as usize,
         backlog_limit: cli.prefetch.unwrap_or(cli.batch_limit) as usize,
+        max_reserved_bytes: usize::try_from(cli.max_reserved_bytes).unwrap_or(usize::MAX),
         drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
         liveness_ttl: Duration::from_millis(cli.liveness_ttl_ms),
         recovery_interval: Duration::from_millis(cli.recovery_interval_ms),

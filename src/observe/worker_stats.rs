@@ -6,7 +6,9 @@
 //! - When a registry holding an `Arc<WorkerStats>` is encoded, then it shows
 //!   `lockstock_worker_orders_total{outcome}` (fulfilled, rejected, dead_lettered,
 //!   already_decided) and `lockstock_worker_events_total{event}` (lock_lost, stale_fence, retry,
-//!   recovered), every series present from the start (at 0).
+//!   recovered), every series present from the start (at 0), and the gauges
+//!   `lockstock_worker_reserved_messages` and `lockstock_worker_reserved_bytes` (messages reserved
+//!   and not yet acknowledged, and their bytes: what the worker's byte budget bounds).
 //! - Not guaranteed: one consistent instant across counters (each is read on its own).
 
 use std::{
@@ -17,7 +19,7 @@ use std::{
 use prometheus_client::{
     collector::Collector,
     encoding::DescriptorEncoder,
-    metrics::{MetricType, counter::ConstCounter},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
 use serde::Serialize;
 
@@ -42,6 +44,10 @@ pub struct WorkerStats {
     pub retries: AtomicU64,
     /// Orders taken back from dead workers' processing lists (by this worker's recovery).
     pub recovered: AtomicU64,
+    /// Gauge: messages reserved and not yet acknowledged (not in [`StatsSnapshot`]).
+    pub reserved_messages: AtomicU64,
+    /// Gauge: the bytes of those messages (not in [`StatsSnapshot`]).
+    pub reserved_bytes: AtomicU64,
 }
 
 /// A point-in-time copy of [`WorkerStats`].
@@ -122,6 +128,26 @@ impl Collector for WorkerStats {
                     ("recovered", s.recovered),
                 ],
             ),
+        )?;
+        let gauge = |value: &AtomicU64| {
+            [(
+                Vec::new(),
+                ConstGauge::new(value.load(Ordering::Relaxed) as i64),
+            )]
+        };
+        encode_series(
+            &mut encoder,
+            "lockstock_worker_reserved_messages",
+            "Messages this worker reserved and has not acknowledged yet.",
+            MetricType::Gauge,
+            &gauge(&self.reserved_messages),
+        )?;
+        encode_series(
+            &mut encoder,
+            "lockstock_worker_reserved_bytes",
+            "Bytes of the messages this worker reserved and has not acknowledged yet (bounded by --max-reserved-bytes).",
+            MetricType::Gauge,
+            &gauge(&self.reserved_bytes),
         )
     }
 }

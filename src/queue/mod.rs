@@ -405,6 +405,30 @@ impl JobQueue {
         Ok(items)
     }
 
+    /// The oldest `max` messages of this consumer's processing list (of each shard's, when
+    /// sharded), oldest first: one bounded `LRANGE` from the tail, however long the list is.
+    ///
+    /// - When the list holds more than `max`, then only its `max` oldest are read; messages
+    ///   reserved later sit nearer the head and come into the window as older ones are
+    ///   acknowledged.
+    pub async fn processing_tail(&self, max: usize) -> Result<Vec<Vec<u8>>> {
+        if let Some(shards) = &self.shards {
+            return shards.processing_tail(max).await;
+        }
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut items: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(&self.processing)
+            .arg(-(max as i64))
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        items.reverse();
+        Ok(items)
+    }
+
     /// How many messages are pending.
     pub async fn depth(&self) -> Result<usize> {
         if let Some(shards) = &self.shards {

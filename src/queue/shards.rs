@@ -234,6 +234,16 @@ impl Shards {
         })
     }
 
+    pub(super) fn processing_tail(&self, max: usize) -> BoxFuture<'_, Result<Vec<Vec<u8>>>> {
+        Box::pin(async move {
+            let mut items = Vec::new();
+            for queue in &self.queues {
+                items.extend(queue.processing_tail(max).await?);
+            }
+            Ok(items)
+        })
+    }
+
     pub(super) fn depth(&self) -> BoxFuture<'_, Result<usize>> {
         Box::pin(async move {
             let mut depth = 0;

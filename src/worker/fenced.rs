@@ -46,6 +46,7 @@ use crate::{
     order::ProductId,
     product_lock::{ProductGuard, product_resource},
     sale::{FencedSale, SaleError, SaleOrder, SaleStop},
+    telemetry::cause_chain,
 };
 use lockstock_lock::{LockError, LockOptions, ReleaseOutcome};
 
@@ -131,7 +132,7 @@ pub(crate) async fn run_lane(ctx: Arc<Ctx>, first: Job) {
         }
         if let HoldEnd::Retry { pause } = end
             && !pause.is_zero()
-            && !ctx.pause(pause).await
+            && !ctx.pause_unless_stopping(pause).await
         {
             return;
         }
@@ -281,6 +282,7 @@ async fn hold(
         let payloads: Vec<&[u8]> = decided.iter().map(|job| job.payload.as_slice()).collect();
         ctx.ack_many(&payloads).await;
         let Some(error) = stopped else {
+            ctx.commit_failures.succeeded(product);
             return HoldEnd::Done;
         };
         match error {
@@ -318,22 +320,25 @@ async fn hold(
                     return HoldEnd::AGAIN;
                 }
             }
-            SaleError::Store(error) => match ProcessError::from(error) {
-                ProcessError::Fatal(why) => {
-                    // The order the commit stopped at can never be decided; the rest can.
-                    let job = batch.remove(0);
-                    dead_letter(ctx, &job.payload, &why).await;
-                    if batch.is_empty() {
-                        return HoldEnd::Done;
+            SaleError::Store(error) => {
+                let cause = cause_chain(&error);
+                match ProcessError::from(error) {
+                    // Fails the same way under every hold: a back-off that outlives the hold.
+                    ProcessError::Retryable(_) => {
+                        return HoldEnd::Retry {
+                            pause: ctx.commit_failures.failed(product, &cause),
+                        };
+                    }
+                    ProcessError::Fatal(why) => {
+                        // The order the commit stopped at can never be decided; the rest can.
+                        let job = batch.remove(0);
+                        dead_letter(ctx, &job.payload, &why).await;
+                        if batch.is_empty() {
+                            return HoldEnd::Done;
+                        }
                     }
                 }
-                ProcessError::Retryable(why) => {
-                    tracing::warn!(why, product_id = %product, "commit failed; retrying under a new lock");
-                    return HoldEnd::Retry {
-                        pause: retry.next_delay(),
-                    };
-                }
-            },
+            }
             SaleError::Stopped | SaleError::FloorNotRaised(_) => return HoldEnd::AGAIN,
         }
     }

@@ -14,6 +14,9 @@
 //! | `lanes.rs` | per-product lanes and concurrency slots |
 //! | `intake_sweep.rs` | pushing recorded orders Redis lost back onto the queue |
 //! | `outage.rs` | Postgres outages: no lock held without Postgres, pause and resume |
+//! | `inflight.rs` | reserved messages by digest, and the byte budget that bounds them |
+//! | `reconcile.rs` | adopting messages of our processing list whose reserve reply was lost |
+//! | `failing.rs` | commits that keep failing: a per-product back-off across lock holds |
 //!
 //! # Guarantees
 //! - When an order is pulled, then it stays in this worker's processing list until its outcome
@@ -37,6 +40,11 @@
 //! - Reservations are bounded by what the process can start soon: at most `backlog_limit` orders
 //!   wait (default: one batch, 64) beside the batches being decided, so a hot product does not
 //!   make one worker hoard orders that idle workers could take.
+//! - The bytes of reserved, unacknowledged messages are bounded too (`max_reserved_bytes`,
+//!   default 64 MiB): the puller stops reserving at the budget, so large messages cannot grow
+//!   the process beyond it (exceeded by at most one pull's estimate, see `inflight.rs`). Each
+//!   message is held once (its exact bytes, which the acknowledging `LREM` needs) plus its
+//!   decoded order (unknown JSON fields are dropped there); the in-flight set keeps digests.
 //!
 //! # Not guaranteed
 //! - Orders pushed without the durable intake (`producer --no-intake`, or raw `LPUSH`es) are
@@ -47,19 +55,18 @@
 //! - Order of outcomes across products, or across workers for one product beyond the lock's FIFO.
 
 mod error;
+mod failing;
 mod fenced;
+mod inflight;
 mod intake_sweep;
 mod lanes;
 mod outage;
 mod poison;
+mod reconcile;
 mod retry;
 mod unlocked;
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -72,7 +79,7 @@ use self::{
 };
 pub use crate::observe::{StatsSnapshot, WorkerStats};
 use crate::{
-    order::{Outcome, PurchaseOrder, decode},
+    order::{Outcome, PurchaseOrder, RejectReason, decode},
     queue::JobQueue,
     store::{CommitResult, OrderStore},
 };
@@ -103,6 +110,8 @@ pub struct WorkerConfig {
     /// process will get to the order soon, and orders parked behind a hot product's lock are
     /// orders idle workers could take.
     pub backlog_limit: usize,
+    /// Most bytes of reserved, unacknowledged messages before the puller waits. Default 64 MiB.
+    pub max_reserved_bytes: usize,
     /// How long a graceful shutdown waits for in-flight orders. Default 30 s.
     pub drain_timeout: Duration,
     /// Liveness key TTL; renewed every third of it. Default 10 s.
@@ -137,6 +146,7 @@ impl Default for WorkerConfig {
             lock_wait_slice: Duration::from_millis(500),
             batch_limit: 64,
             backlog_limit: 64,
+            max_reserved_bytes: DEFAULT_MAX_RESERVED_BYTES,
             drain_timeout: Duration::from_secs(30),
             liveness_ttl: Duration::from_secs(10),
             recovery_interval: Duration::from_secs(5),
@@ -149,6 +159,9 @@ impl Default for WorkerConfig {
         }
     }
 }
+
+/// The default byte budget of reserved messages ([`WorkerConfig::max_reserved_bytes`]): 64 MiB.
+pub const DEFAULT_MAX_RESERVED_BYTES: usize = 64 << 20;
 
 /// Errors that stop a worker from starting.
 #[derive(Debug, thiserror::Error)]
@@ -167,42 +180,26 @@ pub(crate) struct Ctx {
     pub(crate) config: WorkerConfig,
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) lanes: Lanes,
-    /// Payloads pulled and not yet acknowledged (a multiset: the same bytes may come twice).
-    inflight: Mutex<HashMap<Vec<u8>, usize>>,
+    /// Messages pulled and not yet acknowledged, by digest, and their byte budget.
+    inflight: inflight::InFlight,
     /// Cancelled when in-flight work must be abandoned (drain timeout, or hard stop).
     pub(crate) hard_stop: CancellationToken,
     /// Cancelled when shutdown begins: orders whose slow step has not begun are given back.
     pub(crate) stopping: CancellationToken,
     /// Whether Postgres is being waited out (see `outage.rs`).
     pub(crate) health: outage::PostgresHealth,
+    /// Products whose commits keep failing, and their back-offs (see `failing.rs`).
+    pub(crate) commit_failures: failing::CommitFailures,
 }
 
 impl Ctx {
     fn track(&self, payload: &[u8]) {
-        *self
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(payload.to_vec())
-            .or_default() += 1;
+        self.inflight.track(payload);
     }
 
     /// Forgets one in-flight copy of `payload` (after it was acknowledged or dead-lettered).
     pub(crate) fn forget(&self, payload: &[u8]) {
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = inflight.get_mut(payload) {
-            *count -= 1;
-            if *count == 0 {
-                inflight.remove(payload);
-            }
-        }
-    }
-
-    fn is_inflight(&self, payload: &[u8]) -> bool {
-        self.inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(payload)
+        self.inflight.forget(payload);
     }
 
     /// Acknowledges a decided message, retrying while Redis is away (until a hard stop: the
@@ -274,8 +271,24 @@ impl Ctx {
             }
             CommitResult::AlreadyDecided(outcome) => {
                 WorkerStats::bump(&self.stats.already_decided);
-                tracing::debug!(order_id = %order.id, %outcome, "order already decided; acknowledged again");
+                if outcome.reason() == Some(RejectReason::Unrecognized) {
+                    // A newer version decided it: acknowledged as decided, never re-decided or
+                    // dead-lettered, and said so.
+                    tracing::info!(order_id = %order.id, product_id = %order.product_id, "order already decided with a reason this version does not know; acknowledged again");
+                } else {
+                    tracing::debug!(order_id = %order.id, %outcome, "order already decided; acknowledged again");
+                }
             }
+        }
+    }
+
+    /// Sleeps for `duration` or until shutdown begins; `false` when a hard stop interrupted it.
+    /// For waits between lock holds, which shutdown ends early (the lane then gives its orders
+    /// back).
+    pub(crate) async fn pause_unless_stopping(&self, duration: Duration) -> bool {
+        tokio::select! {
+            () = self.stopping.cancelled() => !self.hard_stop.is_cancelled(),
+            keep_going = self.pause(duration) => keep_going,
         }
     }
 
@@ -306,6 +319,11 @@ impl Worker {
         if config.concurrency == 0 {
             return Err(WorkerError::Config("concurrency must be at least 1".into()));
         }
+        if config.max_reserved_bytes == 0 {
+            return Err(WorkerError::Config(
+                "the reserved bytes budget must be at least 1".into(),
+            ));
+        }
         if config.batch_limit == 0 || config.backlog_limit == 0 {
             return Err(WorkerError::Config(
                 "batch and backlog limits must be at least 1".into(),
@@ -328,18 +346,20 @@ impl Worker {
         }
         config.worker_id = queue.worker_id().to_owned();
         let lanes = Lanes::new(config.concurrency, config.backlog_limit);
+        let stats = Arc::new(WorkerStats::default());
         Ok(Self {
             ctx: Arc::new(Ctx {
+                inflight: inflight::InFlight::new(config.max_reserved_bytes, stats.clone()),
                 queue,
                 locks: locks.into(),
                 store,
                 lanes,
                 config,
-                stats: Arc::new(WorkerStats::default()),
-                inflight: Mutex::new(HashMap::new()),
+                stats,
                 hard_stop: CancellationToken::new(),
                 stopping: CancellationToken::new(),
                 health: outage::PostgresHealth::default(),
+                commit_failures: failing::CommitFailures::default(),
             }),
         })
     }
@@ -433,8 +453,7 @@ const PULL_BATCH: usize = 64;
 /// reconcile the processing list between pulls. It waits only for backlog room, never for a
 /// slot (see [`lanes`]).
 async fn pull(ctx: &Arc<Ctx>, tracker: &TaskTracker, shutdown: &CancellationToken) {
-    let mut next_reconcile = Instant::now(); // at start: adopt anything already in our list
-    let mut orphans_seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut reconciler = reconcile::Reconciler::new();
     let mut retry = Retry::default();
     loop {
         if ctx.health.is_down() {
@@ -443,18 +462,28 @@ async fn pull(ctx: &Arc<Ctx>, tracker: &TaskTracker, shutdown: &CancellationToke
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = ctx.lanes.wait_for_space() => {}
+            () = async {
+                ctx.lanes.wait_for_space().await;
+                ctx.inflight.wait_for_room().await;
+            } => {}
         }
-        if Instant::now() >= next_reconcile {
-            next_reconcile = Instant::now() + ctx.config.reconcile_interval;
-            for payload in reconcile(ctx, &mut orphans_seen).await {
+        if reconciler.due() {
+            for payload in reconciler.pass(ctx).await {
                 dispatch(ctx, tracker, payload);
             }
         }
-        let room = ctx.lanes.room().clamp(1, PULL_BATCH);
+        // Orphans still waiting for room: do not block on an empty queue meanwhile.
+        let wait = if reconciler.has_left_over() {
+            Duration::ZERO
+        } else {
+            ctx.config.poll_timeout
+        };
+        let room = ctx
+            .inflight
+            .pull_limit(ctx.lanes.room().clamp(1, PULL_BATCH));
         let reserved = tokio::select! {
             () = shutdown.cancelled() => return,
-            reserved = ctx.queue.reserve_many(room, ctx.config.poll_timeout) => reserved,
+            reserved = ctx.queue.reserve_many(room, wait) => reserved,
         };
         match reserved {
             Ok(payloads) => {
@@ -515,37 +544,6 @@ async fn run_slot(ctx: Arc<Ctx>, first: Task) {
             None => return,
         }
     }
-}
-
-/// Messages in our processing list that no task knows about, seen so twice in a row (a reply
-/// lost on the blocking move). Adopted messages are tracked as in flight.
-async fn reconcile(ctx: &Ctx, orphans_seen: &mut HashSet<Vec<u8>>) -> Vec<Vec<u8>> {
-    let items = match ctx.queue.processing_items().await {
-        Ok(items) => items,
-        Err(error) => {
-            tracing::debug!(%error, "reconciling the processing list failed");
-            return Vec::new();
-        }
-    };
-    let mut adopted = Vec::new();
-    let mut still_orphaned = HashSet::new();
-    for item in items {
-        if ctx.is_inflight(&item) {
-            continue;
-        }
-        if orphans_seen.contains(&item) {
-            tracing::info!(
-                bytes = item.len(),
-                "adopting a message found in our processing list"
-            );
-            ctx.track(&item);
-            adopted.push(item);
-        } else {
-            still_orphaned.insert(item);
-        }
-    }
-    *orphans_seen = still_orphaned;
-    adopted
 }
 
 /// Background duties: liveness, recovery of dead workers, a periodic summary.

@@ -114,6 +114,12 @@ pub(super) async fn reject_unknown_product(ctx: &Ctx, job: &Job) -> Result<(), P
 /// Moves a message to the dead letter list (with `reason`), retrying until it is done or the
 /// worker stops hard.
 pub(super) async fn dead_letter(ctx: &Ctx, payload: &[u8], reason: &str) {
+    // Never silently: every dead letter is logged with its reason, whichever path sent it.
+    tracing::warn!(
+        reason,
+        bytes = payload.len(),
+        "moving a message to the dead letter list"
+    );
     let mut retry = Retry::default();
     loop {
         match ctx.queue.dead_letter(payload, reason).await {

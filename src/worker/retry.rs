@@ -26,18 +26,24 @@ pub(crate) struct Retry {
 
 impl Default for Retry {
     fn default() -> Self {
+        Self::between(FIRST_DELAY, MAX_DELAY)
+    }
+}
+
+impl Retry {
+    /// Waits from `first`, doubling, to `max` (each scaled by the same jitter): for failures
+    /// that outlive one retry loop (see `failing.rs`).
+    pub(crate) fn between(first: Duration, max: Duration) -> Self {
         Self {
             delays: ExponentialBuilder::new()
-                .with_min_delay(FIRST_DELAY)
-                .with_max_delay(MAX_DELAY)
+                .with_min_delay(first)
+                .with_max_delay(max)
                 .with_factor(2.0)
                 .without_max_times()
                 .build(),
         }
     }
-}
 
-impl Retry {
     /// The wait before the next try.
     pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.delays.next().unwrap_or(MAX_DELAY);

@@ -95,7 +95,8 @@ fn tempdir(what: &str) -> PathBuf {
 
 /// Opening `/` in a real browser shows the products with their stock, recent orders with their
 /// outcomes, the held lock and the queue depth, all fetched from the running API, and charts of
-/// decided orders, lock wait/hold quantiles and queue depth sampled on its refreshes.
+/// decided orders, lock wait/hold quantiles and queue depth sampled on its refreshes; an outcome
+/// reason a newer build wrote is shown as stored.
 #[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
 async fn live_page_renders_real_data_in_headless_chromium(pool: PgPool) {
     let Some(binary) = chromium() else {
@@ -133,6 +134,16 @@ async fn live_page_renders_real_data_in_headless_chromium(pool: PgPool) {
         app.post("/orders", json!({ "product_id": 3, "quantity": 1 }))
             .await;
     }
+    // An outcome a newer build wrote, with a reason this build does not know.
+    let newer = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO orders (id, product_id, quantity, status, reason, worker)
+         VALUES ($1, 1, 1, 'rejected', 'fraud_suspected', 'worker-v2')",
+    )
+    .bind(newer)
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let holder = app.lock_client("page-demo-worker").await;
     let guard = holder
         .acquire(
@@ -172,6 +183,14 @@ async fn live_page_renders_real_data_in_headless_chromium(pool: PgPool) {
         "orders missing:\n{dom}"
     );
     assert!(dom.contains("rejected (out_of_stock)"), "{dom}");
+    assert!(
+        dom.contains(&newer.to_string()[..8]) && dom.contains("rejected (fraud_suspected)"),
+        "the order with a reason from a newer build missing:\n{dom}"
+    );
+    assert!(
+        !dom.contains(r#"class="status err""#),
+        "a refresh failed:\n{dom}"
+    );
     assert!(
         dom.contains(r#"<td class="fulfilled">fulfilled</td>"#),
         "{dom}"

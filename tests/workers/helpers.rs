@@ -158,6 +158,22 @@ impl Env {
         self.spawn(env!("CARGO_BIN_EXE_worker"), name, &args)
     }
 
+    /// Runs the `producer` binary against the test's Redis, database and queue to its end.
+    pub fn produce(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_producer"))
+            .args(["--redis-url", &self.redis.url()])
+            .args(["--database-url", &self.database_url])
+            .args([
+                "--queue-key",
+                &self.pending_key(),
+                "--dead-key",
+                &self.dead_key(),
+            ])
+            .args(args)
+            .output()
+            .expect("run the producer")
+    }
+
     /// Starts the `api` binary on a free loopback port with the test's keys (the workers'
     /// queue, dead letter list and lock prefix) plus `extra` flags; answers once `/readyz` does.
     pub async fn api(&self, name: &str, extra: &[&str]) -> ApiProc {
@@ -389,7 +405,8 @@ pub struct WorkerProc {
 }
 
 impl WorkerProc {
-    fn pid(&self) -> u32 {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).expect("running")
     }
 

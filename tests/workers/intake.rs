@@ -10,20 +10,9 @@ use sqlx::PgPool;
 
 use crate::helpers::{Env, wait_for};
 
-/// Runs the `producer` binary against the test's Redis, database and queue.
+/// Runs the `producer` binary against the test's Redis, database and queue; it must succeed.
 fn produce(env: &Env, args: &[&str]) -> std::process::Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_producer"))
-        .args(["--redis-url", &env.redis.url()])
-        .args(["--database-url", &env.database_url])
-        .args([
-            "--queue-key",
-            &env.pending_key(),
-            "--dead-key",
-            &env.dead_key(),
-        ])
-        .args(args)
-        .output()
-        .expect("run the producer");
+    let output = env.produce(args);
     assert!(
         output.status.success(),
         "producer failed: {}",

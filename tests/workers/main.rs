@@ -15,12 +15,15 @@ mod helpers;
 #[path = "../support/test_env.rs"]
 mod test_env;
 
+mod commit_backoff;
 mod exactly_once;
 mod failures;
 mod intake;
+mod memory;
 mod messages;
 mod postgres_faults;
 mod redlock;
 mod shared_locks;
 mod shutdown;
 mod startup;
+mod upgrades;
