@@ -3,8 +3,8 @@
 //! the data checks the pipeline tests assert.
 //!
 //! - Every process gets the test's queue keys and lock prefix; worker `w0` and the API are given
-//!   one node (the first), every other process all seed nodes comma-separated, so both ways of
-//!   naming a cluster are exercised.
+//!   one node (the first live one), every other process all live seed nodes comma-separated, so
+//!   both ways of naming a cluster are exercised.
 //! - Processes are killed when their handle drops; their output is in the test's log directory.
 
 use std::{
@@ -69,9 +69,14 @@ impl Fleet {
         self
     }
 
-    /// All seed nodes, comma-separated (a valid `REDIS_URL` for a cluster).
+    /// All live seed nodes, comma-separated (a valid `REDIS_URL` for a cluster).
     pub fn seeds(&self) -> String {
-        self.cluster.urls().join(",")
+        self.cluster.live_urls().join(",")
+    }
+
+    /// The first live node (the `REDIS_URL` of the processes given one node).
+    pub fn first_node(&self) -> String {
+        self.cluster.live_urls()[0].clone()
     }
 
     /// The queue and lock settings every process shares, as environment variables.
@@ -119,7 +124,7 @@ impl Fleet {
         args.extend(["--liveness-ttl-ms", "1000", "--recovery-interval-ms", "200"]);
         args.extend(extra);
         let url = if name == "w0" {
-            self.cluster.urls()[0].clone()
+            self.first_node()
         } else {
             self.seeds()
         };
@@ -130,7 +135,7 @@ impl Fleet {
     /// `/readyz` does. Returns the process and its base URL.
     pub async fn api(&self) -> (Proc, String) {
         let bind = format!("127.0.0.1:{}", free_port());
-        let url = self.cluster.urls()[0].clone();
+        let url = self.first_node();
         let api = self.spawn(env!("CARGO_BIN_EXE_api"), "api", &url, &["--bind", &bind]);
         let base = format!("http://{bind}");
         let ready = format!("{base}/readyz");
@@ -210,7 +215,7 @@ impl Fleet {
     /// How many of the cluster's nodes hold at least one key.
     pub fn nodes_holding_keys(&self) -> usize {
         self.cluster
-            .urls()
+            .live_urls()
             .iter()
             .filter(|url| {
                 let mut conn = redis::Client::open(url.as_str())
