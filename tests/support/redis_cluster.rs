@@ -10,6 +10,8 @@
 //!   `cluster-node-timeout`, so that a killed master's replica is promoted about 1–2 s later.
 //! - [`RedisCluster::kill_master_of`] SIGKILLs the master that owns a key's slot and returns
 //!   once its replica reports itself a master and every surviving node sees `cluster_state:ok`.
+//! - [`RedisCluster::stop_replication_of`] makes a master stop replicating, so that writes from
+//!   then on reach that master only (and die with it).
 //! - [`RedisCluster::flush_masters`] runs `FLUSHALL` on every live master (Redis losing its data).
 //! - [`RedisCluster::promote_replica_of`] fails over the master that owns a key's slot to its
 //!   replica (`CLUSTER FAILOVER` on the replica) and returns once the replica reports itself a
@@ -125,22 +127,33 @@ impl RedisCluster {
 
     /// The port of the master that serves `key`'s slot, as a live node sees it.
     pub fn master_of(&self, key: &str) -> u16 {
-        let (_, owner) = self.owner_and_replica(key);
-        owner
+        let (nodes, owner) = self.owner(key);
+        node_port(&nodes[owner][1])
     }
 
-    /// The ports of the master serving `key`'s slot and of one of its replicas.
+    /// The ports of the master serving `key`'s slot and of one of its live replicas.
     fn owner_and_replica(&self, key: &str) -> (u16, u16) {
+        let (nodes, owner) = self.owner(key);
+        let replica = nodes
+            .iter()
+            .find(|fields| fields[3] == nodes[owner][0] && !fields[2].contains("fail"))
+            .expect("the owner has a live replica");
+        (node_port(&nodes[owner][1]), node_port(&replica[1]))
+    }
+
+    /// A live node's `CLUSTER NODES`, split into fields, and the index of the line of the live
+    /// master that serves `key`'s slot.
+    fn owner(&self, key: &str) -> (Vec<Vec<String>>, usize) {
         let live = self.live_ports()[0];
         let nodes: String = query(live, &["CLUSTER", "NODES"]);
         let slot: i64 = query(live, &["CLUSTER", "KEYSLOT", key]);
-        let lines: Vec<Vec<&str>> = nodes
+        let lines: Vec<Vec<String>> = nodes
             .lines()
-            .map(|line| line.split(' ').collect())
+            .map(|line| line.split(' ').map(str::to_owned).collect())
             .collect();
         let owner = lines
             .iter()
-            .find(|fields| {
+            .position(|fields| {
                 fields[2].contains("master")
                     && !fields[2].contains("fail")
                     && fields[8..].iter().any(|range| {
@@ -150,11 +163,7 @@ impl RedisCluster {
                     })
             })
             .expect("a master owns the slot");
-        let replica = lines
-            .iter()
-            .find(|fields| fields[3] == owner[0] && !fields[2].contains("fail"))
-            .expect("the owner has a live replica");
-        (node_port(owner[1]), node_port(replica[1]))
+        (lines, owner)
     }
 
     /// SIGKILLs the master serving `key`'s slot (no failover handshake: writes its replica had
@@ -186,6 +195,24 @@ impl RedisCluster {
             });
         }
         (owner, replica)
+    }
+
+    /// Stops the master serving `key`'s slot from replicating (its replica output-buffer limit
+    /// set to 1 byte: from its next write on it drops its replicas' links before sending them
+    /// anything, and every resync attempt again); returns its port. Writes from then on reach
+    /// that master only, and die with it.
+    pub fn stop_replication_of(&self, key: &str) -> u16 {
+        let master = self.master_of(key);
+        let _: String = query(
+            master,
+            &[
+                "CONFIG",
+                "SET",
+                "client-output-buffer-limit",
+                "replica 1 1 0",
+            ],
+        );
+        master
     }
 
     /// `FLUSHALL` on every live master: the cluster loses every key, as after a restart without
