@@ -68,8 +68,8 @@ async fn workers_follow_a_failover_without_losing_or_repeating_an_order(pool: Pg
 
 /// Orders recorded in the intake and pushed every 20 ms for 8 s (as the producer does), to two
 /// workers (`w0` given one node only) and an API. Once orders are being decided, the queue's
-/// master stops replicating, 200 more orders are pushed (they reach that master only) and the
-/// master is SIGKILLed; its replica is promoted after the 1 s `cluster-node-timeout`. Then:
+/// master stops replicating, 1,000 more orders are pushed (they reach that master only) and the
+/// master is SIGKILLed at once; its replica is promoted after the 1 s `cluster-node-timeout`. Then:
 /// - every order, the lost ones included, gets exactly one outcome and the ledger is exact: the
 ///   workers' intake sweep pushed the lost ones again (counted as restored, > 0), and the
 ///   fence in Postgres refused any sale under a lock that died with the master;
@@ -96,19 +96,19 @@ async fn workers_follow_a_killed_master_and_the_intake_brings_back_what_died_wit
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // Orders that reach the master only: it stops replicating, 200 are recorded in the intake
-    // and pushed, and it is killed at once.
-    let doomed: Vec<PurchaseOrder> = (0..200).map(|i| order(1 + i % 10, 1)).collect();
-    fleet
-        .store
-        .record_intake(&pending_key, &doomed)
-        .await
-        .unwrap();
+    // The master stops replicating; 1,000 orders are recorded and pushed (they exist on that
+    // master only) and it is killed at once: what the workers have not taken dies with it.
     let master = blocking(&fleet, {
         let key = pending_key.clone();
         move |fleet| fleet.cluster.stop_replication_of(&key)
     })
     .await;
+    let doomed: Vec<PurchaseOrder> = (0..1_000).map(|i| order(1 + i % 10, 1)).collect();
+    fleet
+        .store
+        .record_intake(&pending_key, &doomed)
+        .await
+        .unwrap();
     queue.push_batch(&to_json(&doomed)).await.unwrap();
     let killed_at = Instant::now();
     let (killed, promoted) = blocking(&fleet, {

@@ -7,7 +7,7 @@
 //! - When a test calls [`RedisCluster::start_with_replicas`], then six nodes: three masters and one
 //!   replica each, returned once every replica's link to its master is up.
 //! - [`RedisCluster::start_for_kill_failover`] is the same six nodes with a 1 s
-//!   `cluster-node-timeout`, so that a killed master's replica is promoted about 1–2 s later.
+//!   `cluster-node-timeout`, so that a killed master's replica takes over about 2–3 s later.
 //! - [`RedisCluster::kill_master_of`] SIGKILLs the master that owns a key's slot and returns
 //!   once its replica reports itself a master and every surviving node sees `cluster_state:ok`.
 //! - [`RedisCluster::stop_replication_of`] makes a master stop replicating, so that writes from
@@ -197,21 +197,21 @@ impl RedisCluster {
         (owner, replica)
     }
 
-    /// Stops the master serving `key`'s slot from replicating (its replica output-buffer limit
-    /// set to 1 byte: from its next write on it drops its replicas' links before sending them
-    /// anything, and every resync attempt again); returns its port. Writes from then on reach
-    /// that master only, and die with it.
+    /// Stops the master serving `key`'s slot from replicating: its replica is given a wrong
+    /// `masterauth` (the master has no password, so the replica's handshake fails), its link is
+    /// dropped (`CLIENT KILL TYPE replica`), and the call returns once the master reports no
+    /// connected replica. Writes from then on reach that master only, and die with it. Returns
+    /// the master's port.
     pub fn stop_replication_of(&self, key: &str) -> u16 {
-        let master = self.master_of(key);
+        let (master, replica) = self.owner_and_replica(key);
         let _: String = query(
-            master,
-            &[
-                "CONFIG",
-                "SET",
-                "client-output-buffer-limit",
-                "replica 1 1 0",
-            ],
+            replica,
+            &["CONFIG", "SET", "masterauth", "not-the-password"],
         );
+        let _: i64 = query(master, &["CLIENT", "KILL", "TYPE", "replica"]);
+        wait_until(master, "INFO replication", |info| {
+            info.contains("connected_slaves:0")
+        });
         master
     }
 
