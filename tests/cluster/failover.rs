@@ -130,11 +130,7 @@ async fn workers_follow_a_killed_master_and_the_intake_brings_back_what_died_wit
         .await;
     let all_decided_after = killed_at.elapsed();
     let pause = watch.longest_pause_after(killed_at).await;
-    wait_for("the queue to drain", Duration::from_secs(30), || async {
-        let stats = fleet.queue().await.stats().await.unwrap();
-        stats.pending == 0 && stats.processing == 0
-    })
-    .await;
+    fleet.wait_drained().await;
     fleet.assert_exactly_once(&pushed, 10, initial).await;
     let restored = fleet.queue().await.restored_count().await.unwrap();
     println!(

@@ -251,6 +251,16 @@ impl Fleet {
         .await;
     }
 
+    /// Waits (30 s deadline) until the queue has nothing pending or in a processing list: the
+    /// acknowledgements that follow the last outcomes have landed.
+    pub async fn wait_drained(&self) {
+        wait_for("the queue to drain", Duration::from_secs(30), || async {
+            let stats = self.queue().await.stats().await.expect("queue stats");
+            stats.pending == 0 && stats.processing == 0
+        })
+        .await;
+    }
+
     /// Every outcome row: id -> (status, reason).
     pub async fn outcomes(&self) -> HashMap<uuid::Uuid, (String, Option<String>)> {
         crate::test_env::outcomes(&self.pool).await

@@ -10,7 +10,6 @@ use sqlx::PgPool;
 use crate::{
     fleet::{Fleet, order},
     pipeline::to_json,
-    test_env::wait_for,
 };
 
 /// Shards of the test's queue.
@@ -91,11 +90,7 @@ async fn the_workers_sweep_restores_every_sharded_order_after_redis_loses_them(p
         "everything was decided before the second wipe; the test proves nothing"
     );
     fleet.wait_decided(500, Duration::from_secs(120)).await;
-    wait_for("the queue to drain", Duration::from_secs(30), || async {
-        let stats = fleet.queue().await.stats().await.unwrap();
-        stats.pending == 0 && stats.processing == 0
-    })
-    .await;
+    fleet.wait_drained().await;
     fleet.assert_exactly_once(&orders, 5, initial).await;
 
     let restored = fleet.queue().await.restored_count().await.unwrap();
