@@ -67,12 +67,13 @@ async fn workers_follow_a_failover_without_losing_or_repeating_an_order(pool: Pg
 }
 
 /// Orders recorded in the intake and pushed every 20 ms for 8 s (as the producer does), to two
-/// workers (`w0` given one node only) and an API. Once orders are being decided, the queue's
+/// workers and an API; `w0` and the API are given one node only, the one about to be killed. Once orders are being decided, the queue's
 /// master stops replicating, 1,000 more orders are pushed (they reach that master only) and the
 /// master is SIGKILLed at once; its replica is promoted after the 1 s `cluster-node-timeout`. Then:
 /// - every order, the lost ones included, gets exactly one outcome and the ledger is exact: the
 ///   workers' intake sweep pushed the lost ones again (counted as restored, > 0), and the
 ///   fence in Postgres refused any sale under a lock that died with the master;
+/// - `w0` goes on deciding orders after the failover (≥ 20);
 /// - the longest gap between two decisions after the kill (the pause) stays under 30 s;
 /// - locks then held on products spread over all three masters (the promoted replica among
 ///   them) are listed by `lockctl status` and by the API that was running across the failover,
@@ -82,11 +83,19 @@ async fn workers_follow_a_killed_master_and_the_intake_brings_back_what_died_wit
     let fleet = Arc::new(Fleet::on(RedisCluster::start_for_kill_failover(), pool));
     let initial = 10_000;
     fleet.products(10, initial).await;
-    let sweep = ["--intake-sweep-ms", "500", "--intake-stale-ms", "2000"];
-    let _workers = [fleet.worker("w0", &sweep), fleet.worker("w1", &sweep)];
-    let (api, base) = fleet.api().await;
     let queue = fleet.queue().await;
     let pending_key = queue.keys().pending().to_owned();
+    // `w0` and the API know only the node about to die; they must find the rest themselves.
+    let doomed_node = format!(
+        "redis://127.0.0.1:{}",
+        fleet.cluster.master_of(&pending_key)
+    );
+    let sweep = ["--intake-sweep-ms", "500", "--intake-stale-ms", "2000"];
+    let _workers = [
+        fleet.worker_at("w0", &doomed_node, &sweep),
+        fleet.worker("w1", &sweep),
+    ];
+    let (api, base) = fleet.api_at(&doomed_node).await;
 
     let pusher = Pusher::start(&fleet, queue.clone(), Duration::from_secs(8), true);
     let watch = DecisionWatch::start(&fleet);
@@ -117,6 +126,7 @@ async fn workers_follow_a_killed_master_and_the_intake_brings_back_what_died_wit
     })
     .await;
     let promoted_after = killed_at.elapsed();
+    let w0_before = fleet.decided_by("w0").await;
     assert_eq!(
         killed, master,
         "the master that stopped replicating was killed"
@@ -133,14 +143,20 @@ async fn workers_follow_a_killed_master_and_the_intake_brings_back_what_died_wit
     fleet.wait_drained().await;
     fleet.assert_exactly_once(&pushed, 10, initial).await;
     let restored = fleet.queue().await.restored_count().await.unwrap();
+    let w0_after = fleet.decided_by("w0").await - w0_before;
     println!(
         "kill failover: master {killed} SIGKILLed, replica {promoted} serving after {promoted_after:?}; \
          {} orders, all decided {all_decided_after:?} after the kill; longest pause in decisions: {pause:?}; \
-         restored by the intake sweep: {restored} ({} pushed after it stopped replicating)",
+         restored by the intake sweep: {restored} ({} pushed after it stopped replicating); \
+         w0 (given the dead node only) decided {w0_after} after the failover",
         pushed.len(),
         doomed_count
     );
     assert!(restored > 0, "orders died with the master, none restored");
+    assert!(
+        w0_after >= 20,
+        "w0, given only the dead node, decided {w0_after} orders after the failover"
+    );
     assert!(
         pause < Duration::from_secs(30),
         "processing paused {pause:?}"

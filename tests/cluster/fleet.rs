@@ -119,24 +119,33 @@ impl Fleet {
 
     /// A worker process `name` (1 s liveness, recovery every 200 ms) plus `extra` flags.
     pub fn worker(&self, name: &str, extra: &[&str]) -> Proc {
-        let id = format!("{}-{name}", self.prefix);
-        let mut args = vec!["--worker-id", &id, "--max-connections", "4"];
-        args.extend(["--liveness-ttl-ms", "1000", "--recovery-interval-ms", "200"]);
-        args.extend(extra);
         let url = if name == "w0" {
             self.first_node()
         } else {
             self.seeds()
         };
-        self.spawn(env!("CARGO_BIN_EXE_worker"), name, &url, &args)
+        self.worker_at(name, &url, extra)
+    }
+
+    /// A worker process `name` as [`Fleet::worker`] makes it, with `REDIS_URL` = `url`.
+    pub fn worker_at(&self, name: &str, url: &str, extra: &[&str]) -> Proc {
+        let id = format!("{}-{name}", self.prefix);
+        let mut args = vec!["--worker-id", &id, "--max-connections", "4"];
+        args.extend(["--liveness-ttl-ms", "1000", "--recovery-interval-ms", "200"]);
+        args.extend(extra);
+        self.spawn(env!("CARGO_BIN_EXE_worker"), name, url, &args)
     }
 
     /// The `api` binary on a free loopback port (one node as `REDIS_URL`); answers once
     /// `/readyz` does. Returns the process and its base URL.
     pub async fn api(&self) -> (Proc, String) {
+        self.api_at(&self.first_node()).await
+    }
+
+    /// The `api` binary as [`Fleet::api`] makes it, with `REDIS_URL` = `url`.
+    pub async fn api_at(&self, url: &str) -> (Proc, String) {
         let bind = format!("127.0.0.1:{}", free_port());
-        let url = self.first_node();
-        let api = self.spawn(env!("CARGO_BIN_EXE_api"), "api", &url, &["--bind", &bind]);
+        let api = self.spawn(env!("CARGO_BIN_EXE_api"), "api", url, &["--bind", &bind]);
         let base = format!("http://{bind}");
         let ready = format!("{base}/readyz");
         wait_for("the api to answer", Duration::from_secs(20), || {
@@ -241,6 +250,15 @@ impl Fleet {
             .fetch_one(&self.pool)
             .await
             .expect("count orders")
+    }
+
+    /// Outcome rows written by the worker process `name`.
+    pub async fn decided_by(&self, name: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE worker = $1")
+            .bind(format!("{}-{name}", self.prefix))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count a worker's orders")
     }
 
     /// Waits until `n` orders have outcomes.
