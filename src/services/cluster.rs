@@ -9,7 +9,7 @@
 //!   process runs on one server, as before.
 //! - Either way the log says which mode was chosen, naming the nodes with passwords masked.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use lockstock_lock::{LockClient, LockConfig, LockConnection};
 use redis::{
@@ -100,30 +100,34 @@ impl ClusterRedis {
 /// the first seed; only `seeds` when the command is refused.
 async fn with_known_nodes(first: &mut ConnectionManager, seeds: &[&str]) -> Vec<String> {
     let mut nodes: Vec<String> = seeds.iter().map(|node| (*node).to_owned()).collect();
-    let listed = redis::cmd("CLUSTER")
+    let listed = match redis::cmd("CLUSTER")
         .arg("NODES")
         .query_async::<String>(first)
-        .await;
-    let listed = match listed {
+        .await
+    {
         Ok(listed) => listed,
         Err(error) => {
             tracing::debug!(%error, "CLUSTER NODES refused; using the seed nodes only");
             return nodes;
         }
     };
-    let known: Vec<url::Url> = nodes
+    // Nodes already named, as `host:port` (a URL without a port means Redis's 6379).
+    let mut named: HashSet<String> = seeds
         .iter()
-        .filter_map(|n| url::Url::parse(n).ok())
+        .filter_map(|seed| url::Url::parse(seed).ok())
+        .filter_map(|url| {
+            Some(format!(
+                "{}:{}",
+                url.host_str()?,
+                url.port().unwrap_or(6379)
+            ))
+        })
         .collect();
     for address in node_addresses(&listed) {
-        let Some(url) = seeds.first().and_then(|seed| node_url(seed, &address)) else {
+        if !named.insert(address.clone()) {
             continue;
-        };
-        let already = known.iter().any(|seed| {
-            url::Url::parse(&url)
-                .is_ok_and(|url| url.host_str() == seed.host_str() && url.port() == seed.port())
-        });
-        if !already && !nodes.contains(&url) {
+        }
+        if let Some(url) = seeds.first().and_then(|seed| node_url(seed, &address)) {
             nodes.push(url);
         }
     }
