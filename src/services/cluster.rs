@@ -1,10 +1,11 @@
 //! Redis Cluster detection for [`super::SharedRedis`]: the same `REDIS_URL` names one server or
 //! any node(s) of a cluster, and the process finds out which.
 //!
-//! - When the first node's `INFO cluster` says `cluster_enabled:1`, then one cluster connection
-//!   over every seed node is opened and shared by the queue and the lock clients; commands are
-//!   routed by their key's slot, and the connection follows slot moves and failovers (it
-//!   refreshes the slot map on `MOVED` and on connection errors).
+//! - When the first node that answers (see `SharedRedis::connect`) says `cluster_enabled:1` in
+//!   `INFO cluster`, then one cluster connection over every seed node is opened and shared by
+//!   the queue and the lock clients; commands are routed by their key's slot, and the
+//!   connection follows slot moves and failovers (it refreshes the slot map on `MOVED` and on
+//!   connection errors).
 //! - When it says `cluster_enabled:0`, or `INFO` is not allowed (a restricted ACL user), then the
 //!   process runs on one server, as before.
 //! - Either way the log says which mode was chosen, naming the nodes with passwords masked.
@@ -40,8 +41,8 @@ pub(super) struct ClusterRedis {
 }
 
 impl ClusterRedis {
-    /// Asks the first node (over `first`) whether it is a cluster node; when it is, then opens a
-    /// cluster connection through `nodes`.
+    /// Asks `nodes[0]`, the node that answered first (over `first`), whether it is a cluster
+    /// node; when it is, then opens a cluster connection through `nodes` and every node it lists.
     ///
     /// - When several nodes are given but the first is not a cluster node, then an error.
     pub(super) async fn detect(
@@ -90,7 +91,8 @@ impl ClusterRedis {
         JobQueue::on_cluster(&nodes, self.conn.clone(), config)
     }
 
-    /// A lock client on the cluster; `pubsub` (the first node) carries hand-off messages.
+    /// A lock client on the cluster; `pubsub` (the node that answered first) carries hand-off
+    /// messages.
     pub(super) fn lock_client(&self, pubsub: redis::Client, config: LockConfig) -> LockClient {
         LockClient::with_connection(pubsub, LockConnection::Cluster(self.conn.clone()), config)
     }

@@ -76,8 +76,8 @@ async fn workers_follow_a_failover_without_losing_or_repeating_an_order(pool: Pg
 /// - `w0` goes on deciding orders after the failover (≥ 20);
 /// - the longest gap between two decisions after the kill (the pause) stays under 30 s;
 /// - locks then held on products spread over all three masters (the promoted replica among
-///   them) are listed by `lockctl status` and by the API that was running across the failover,
-///   whose `/queue` answers too.
+///   them) are listed by `lockctl status` (given the dead node as its first seed) and by the
+///   API that was running across the failover, whose `/queue` answers too.
 #[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
 async fn workers_follow_a_killed_master_and_the_intake_brings_back_what_died_with_it(pool: PgPool) {
     let fleet = Arc::new(Fleet::on(RedisCluster::start_for_kill_failover(), pool));
@@ -162,13 +162,19 @@ async fn workers_follow_a_killed_master_and_the_intake_brings_back_what_died_wit
         "processing paused {pause:?}"
     );
 
-    locks_are_listed_after_the_failover(&fleet, promoted, &base).await;
+    locks_are_listed_after_the_failover(&fleet, &doomed_node, promoted, &base).await;
     drop(api);
 }
 
 /// Holds locks on four products per master (the promoted replica among the three) and waits
-/// until `lockctl status --json` and the API's `/locks` list all twelve and `/queue` answers.
-async fn locks_are_listed_after_the_failover(fleet: &Fleet, promoted: u16, base: &str) {
+/// until `lockctl status --json` (its seed list naming the dead node first) and the API's
+/// `/locks` list all twelve and `/queue` answers.
+async fn locks_are_listed_after_the_failover(
+    fleet: &Fleet,
+    dead_node: &str,
+    promoted: u16,
+    base: &str,
+) {
     let mut per_master: std::collections::HashMap<u16, Vec<String>> = Default::default();
     for product in 101.. {
         if per_master.len() == 3 && per_master.values().all(|held| held.len() >= 4) {
@@ -202,7 +208,9 @@ async fn locks_are_listed_after_the_failover(fleet: &Fleet, promoted: u16, base:
             })
             .unwrap_or(0)
     };
-    let status: Value = serde_json::from_str(&fleet.lockctl(&["status", "--json"])).unwrap();
+    let seeds = format!("{dead_node},{}", fleet.seeds());
+    let status: Value =
+        serde_json::from_str(&fleet.lockctl_at(&seeds, &["status", "--json"])).unwrap();
     assert_eq!(ours(&status["locks"]), 12, "{status}");
     let url = format!("{base}/locks");
     wait_for(

@@ -175,11 +175,20 @@ impl Fleet {
         self.run(env!("CARGO_BIN_EXE_lockctl"), args)
     }
 
+    /// Runs `lockctl args` with `REDIS_URL` = `url`; returns its stdout.
+    pub fn lockctl_at(&self, url: &str, args: &[&str]) -> String {
+        self.run_at(env!("CARGO_BIN_EXE_lockctl"), url, args)
+    }
+
     fn run(&self, exe: &str, args: &[&str]) -> String {
+        self.run_at(exe, &self.seeds(), args)
+    }
+
+    fn run_at(&self, exe: &str, url: &str, args: &[&str]) -> String {
         let output = Command::new(exe)
             .args(args)
             .envs(self.key_env())
-            .env("REDIS_URL", self.seeds())
+            .env("REDIS_URL", url)
             .env("DATABASE_URL", &self.database_url)
             .env("RUST_LOG", "info")
             .output()
