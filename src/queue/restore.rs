@@ -9,6 +9,8 @@
 //!   check its durable record between the two calls (see there).
 //! - Not guaranteed: a message taken into a processing list that appeared after the list of
 //!   workers was read is pushed again: consumers must be idempotent (they are, by order id).
+//! - When the queue is sharded, then each message is checked against every shard and restored
+//!   onto its own (see `queue/shards.rs`); the restored count adds up the shards'.
 //! - Cost: the script reads every list of the queue once per call (O(pending + processing +
 //!   dead) on the server), so call it rarely and only with candidates in hand.
 //!
@@ -22,6 +24,10 @@ impl JobQueue {
     /// only what is still undecided with [`JobQueue::restore_missing`] cannot push a message
     /// that was acknowledged in between (consumers acknowledge after recording the outcome).
     pub async fn missing<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Vec<usize>> {
+        if let Some(shards) = &self.shards {
+            let payloads: Vec<&[u8]> = payloads.iter().map(AsRef::as_ref).collect();
+            return shards.missing(&payloads).await;
+        }
         if payloads.is_empty() {
             return Ok(Vec::new());
         }
@@ -35,6 +41,10 @@ impl JobQueue {
     /// Pushes each of `payloads` that is in none of the queue's lists; returns how many were
     /// pushed (see the module docs).
     pub async fn restore_missing<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<usize> {
+        if let Some(shards) = &self.shards {
+            let payloads: Vec<&[u8]> = payloads.iter().map(AsRef::as_ref).collect();
+            return shards.restore_missing(&payloads).await;
+        }
         if payloads.is_empty() {
             return Ok(0);
         }
@@ -67,6 +77,9 @@ impl JobQueue {
     /// How many messages [`JobQueue::restore_missing`] has pushed back since the counter was
     /// created (it lives in Redis: a Redis that loses its data starts it again from 0).
     pub async fn restored_count(&self) -> Result<u64> {
+        if let Some(shards) = &self.shards {
+            return shards.restored_count().await;
+        }
         let mut conn = self.conn.clone();
         let count: Option<u64> = redis::cmd("GET")
             .arg(self.keys.restored())

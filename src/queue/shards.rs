@@ -19,6 +19,11 @@
 //!   waits at most about `N × BLOCK_SLICE` for an idle consumer.
 //! - Recovery, liveness, dead letters and statistics run on every shard and add up (workers are
 //!   registered on every shard, so worker counts are the largest shard's, not the sum).
+//! - When messages Redis lost are restored (the durable intake's sweep), then a message counts
+//!   as missing only when it is in no list of any shard, and it is pushed back onto the shard
+//!   [`shard_of`] gives it, the one the producer's push chose: the restore script checks that
+//!   shard's lists again atomically, not the others' (no script spans two slots), so a message
+//!   that moved to another shard in between is delivered twice (consumers are idempotent).
 //! - Not guaranteed: FIFO across shards (only within one), and `processing_items` lists shard by
 //!   shard, not in reserve order.
 //! - When `N` is 1 (the default), then none of this exists: keys and messages are exactly those
@@ -127,12 +132,8 @@ impl Shards {
         payloads: &'a [&'a [u8]],
     ) -> BoxFuture<'a, Result<usize>> {
         Box::pin(async move {
-            let mut per_shard: Vec<Vec<&[u8]>> = vec![Vec::new(); self.queues.len()];
-            for payload in payloads {
-                per_shard[shard_of(payload, self.queues.len())].push(payload);
-            }
             let mut pushed = 0;
-            for (queue, batch) in self.queues.iter().zip(per_shard) {
+            for (queue, batch) in self.queues.iter().zip(self.by_shard(payloads)) {
                 pushed += queue.push_batch(&batch).await?;
             }
             Ok(pushed)
@@ -221,6 +222,64 @@ impl Shards {
                 }
             }
             Ok(false)
+        })
+    }
+
+    /// The positions of those of `payloads` that are in no list of any shard: each shard
+    /// narrows down the candidates the previous one did not have.
+    pub(super) fn missing<'a>(
+        &'a self,
+        payloads: &'a [&'a [u8]],
+    ) -> BoxFuture<'a, Result<Vec<usize>>> {
+        Box::pin(async move {
+            let mut left: Vec<usize> = (0..payloads.len()).collect();
+            for queue in &self.queues {
+                if left.is_empty() {
+                    break;
+                }
+                let candidates: Vec<&[u8]> = left.iter().map(|&i| payloads[i]).collect();
+                left = queue
+                    .missing(&candidates)
+                    .await?
+                    .into_iter()
+                    .filter_map(|position| left.get(position).copied())
+                    .collect();
+            }
+            Ok(left)
+        })
+    }
+
+    /// Pushes each of `payloads` that its own shard does not hold onto that shard; returns how
+    /// many were pushed.
+    pub(super) fn restore_missing<'a>(
+        &'a self,
+        payloads: &'a [&'a [u8]],
+    ) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(async move {
+            let mut restored = 0;
+            for (queue, batch) in self.queues.iter().zip(self.by_shard(payloads)) {
+                restored += queue.restore_missing(&batch).await?;
+            }
+            Ok(restored)
+        })
+    }
+
+    /// `payloads` grouped by their shard, in shard order.
+    fn by_shard<'a>(&self, payloads: &[&'a [u8]]) -> Vec<Vec<&'a [u8]>> {
+        let mut per_shard: Vec<Vec<&[u8]>> = vec![Vec::new(); self.queues.len()];
+        for payload in payloads {
+            per_shard[shard_of(payload, self.queues.len())].push(payload);
+        }
+        per_shard
+    }
+
+    pub(super) fn restored_count(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let mut restored = 0;
+            for queue in &self.queues {
+                restored += queue.restored_count().await?;
+            }
+            Ok(restored)
         })
     }
 

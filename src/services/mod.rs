@@ -46,12 +46,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Redis Cluster: [`SharedRedis::connect`] asks the first node of `REDIS_URL` (one URL, or
-//! several seed nodes comma-separated) whether it is a cluster node (`INFO cluster`). When it is,
-//! then the process holds one cluster connection instead, and hands out cluster queues (keys
+//! Redis Cluster: [`SharedRedis::connect`] asks the first node of `REDIS_URL` that answers
+//! (one URL, or several seed nodes comma-separated) whether it is a cluster node (`INFO
+//! cluster`). When it is, then the process holds one cluster connection instead, and hands out cluster queues (keys
 //! mapped into one slot, see [`QueueConfig::for_cluster`]) and cluster lock clients; callers do
 //! not change. The log says which mode was chosen. Only [`SharedRedis::connection`], raw
-//! access, stays a connection to the first node.
+//! access, stays a connection to that node.
 
 use std::time::Duration;
 
@@ -256,24 +256,41 @@ impl SharedRedis {
     ///   connection and response timeouts, two reconnection attempts).
     /// - When the first node is a cluster node, then every queue and lock client handed out
     ///   runs on the cluster (see the module docs); the log says so either way.
-    /// - When several URLs are given and the first node is not a cluster node, then
-    ///   [`ServiceError::Redis`]: seed lists only make sense for a cluster.
+    /// - When several URLs are given, then they are tried in turn and the first that answers
+    ///   is asked; when it is not a cluster node, then [`ServiceError::Redis`]: seed lists only
+    ///   make sense for a cluster. When none answers, then the last one's error.
     pub async fn connect(url: &str) -> Result<Self> {
-        let nodes = seed_nodes(url);
-        let first = nodes.first().copied().unwrap_or(url);
+        let mut nodes = seed_nodes(url);
+        if nodes.is_empty() {
+            nodes.push(url);
+        }
         let failed = |source| ServiceError::Redis {
             url: mask_url(url),
             source,
         };
-        let client = redis::Client::open(first).map_err(failed)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(failed)?;
+        // The first seed node that answers is asked about the cluster (it goes first).
+        let mut answered = None;
+        let mut last_error = None;
+        for (index, node) in nodes.iter().enumerate() {
+            match connect_one(node).await {
+                Ok(connected) => {
+                    answered = Some((index, connected));
+                    break;
+                }
+                Err(error) => {
+                    if nodes.len() > 1 {
+                        tracing::warn!(node = %mask_url(node), %error, "Redis seed node not answering; trying the next");
+                    }
+                    last_error = Some(error);
+                }
+            }
+        }
+        let Some((index, (client, conn))) = answered else {
+            return Err(failed(last_error.unwrap_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no Redis URL"))
+            })));
+        };
+        nodes.swap(0, index);
         let cluster = ClusterRedis::detect(&conn, &nodes).await.map_err(failed)?;
         Ok(Self {
             client,
@@ -313,6 +330,18 @@ impl SharedRedis {
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }
+}
+
+/// A client and a shared connection to one Redis node (2 s timeouts, two reconnection attempts).
+async fn connect_one(node: &str) -> redis::RedisResult<(redis::Client, ConnectionManager)> {
+    let client = redis::Client::open(node)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+    Ok((client, conn))
 }
 
 /// Connects the Redis named by `--redis-url` / `REDIS_URL`.

@@ -12,6 +12,10 @@
 //!    meanwhile was decided first: workers commit before they acknowledge); push those back in
 //!    one script that checks the lists again, counting them (`lockctl status`: "restored").
 //!
+//! - When the queue is sharded (`QUEUE_SHARDS=N`), then the intake rows are those of the base
+//!   pending key (the producer records that one), an order counts as missing only when no shard
+//!   holds it, and it is pushed back onto the shard the producer's push chose (the queue routes
+//!   it by the same hash of the same message bytes); the restored count adds up the shards'.
 //! - When Redis restarts empty, then every recorded, undecided order is pushed again within
 //!   about one sweep interval of Redis answering (once it is `intake_stale_after` old), with no
 //!   operator step.

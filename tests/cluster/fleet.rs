@@ -3,8 +3,8 @@
 //! the data checks the pipeline tests assert.
 //!
 //! - Every process gets the test's queue keys and lock prefix; worker `w0` and the API are given
-//!   one node (the first), every other process all seed nodes comma-separated, so both ways of
-//!   naming a cluster are exercised.
+//!   one node (the first live one), every other process all live seed nodes comma-separated, so
+//!   both ways of naming a cluster are exercised.
 //! - Processes are killed when their handle drops; their output is in the test's log directory.
 
 use std::{
@@ -69,9 +69,14 @@ impl Fleet {
         self
     }
 
-    /// All seed nodes, comma-separated (a valid `REDIS_URL` for a cluster).
+    /// All live seed nodes, comma-separated (a valid `REDIS_URL` for a cluster).
     pub fn seeds(&self) -> String {
-        self.cluster.urls().join(",")
+        self.cluster.live_urls().join(",")
+    }
+
+    /// The first live node (the `REDIS_URL` of the processes given one node).
+    pub fn first_node(&self) -> String {
+        self.cluster.live_urls()[0].clone()
     }
 
     /// The queue and lock settings every process shares, as environment variables.
@@ -114,24 +119,33 @@ impl Fleet {
 
     /// A worker process `name` (1 s liveness, recovery every 200 ms) plus `extra` flags.
     pub fn worker(&self, name: &str, extra: &[&str]) -> Proc {
+        let url = if name == "w0" {
+            self.first_node()
+        } else {
+            self.seeds()
+        };
+        self.worker_at(name, &url, extra)
+    }
+
+    /// A worker process `name` as [`Fleet::worker`] makes it, with `REDIS_URL` = `url`.
+    pub fn worker_at(&self, name: &str, url: &str, extra: &[&str]) -> Proc {
         let id = format!("{}-{name}", self.prefix);
         let mut args = vec!["--worker-id", &id, "--max-connections", "4"];
         args.extend(["--liveness-ttl-ms", "1000", "--recovery-interval-ms", "200"]);
         args.extend(extra);
-        let url = if name == "w0" {
-            self.cluster.urls()[0].clone()
-        } else {
-            self.seeds()
-        };
-        self.spawn(env!("CARGO_BIN_EXE_worker"), name, &url, &args)
+        self.spawn(env!("CARGO_BIN_EXE_worker"), name, url, &args)
     }
 
     /// The `api` binary on a free loopback port (one node as `REDIS_URL`); answers once
     /// `/readyz` does. Returns the process and its base URL.
     pub async fn api(&self) -> (Proc, String) {
+        self.api_at(&self.first_node()).await
+    }
+
+    /// The `api` binary as [`Fleet::api`] makes it, with `REDIS_URL` = `url`.
+    pub async fn api_at(&self, url: &str) -> (Proc, String) {
         let bind = format!("127.0.0.1:{}", free_port());
-        let url = self.cluster.urls()[0].clone();
-        let api = self.spawn(env!("CARGO_BIN_EXE_api"), "api", &url, &["--bind", &bind]);
+        let api = self.spawn(env!("CARGO_BIN_EXE_api"), "api", url, &["--bind", &bind]);
         let base = format!("http://{bind}");
         let ready = format!("{base}/readyz");
         wait_for("the api to answer", Duration::from_secs(20), || {
@@ -161,11 +175,20 @@ impl Fleet {
         self.run(env!("CARGO_BIN_EXE_lockctl"), args)
     }
 
+    /// Runs `lockctl args` with `REDIS_URL` = `url`; returns its stdout.
+    pub fn lockctl_at(&self, url: &str, args: &[&str]) -> String {
+        self.run_at(env!("CARGO_BIN_EXE_lockctl"), url, args)
+    }
+
     fn run(&self, exe: &str, args: &[&str]) -> String {
+        self.run_at(exe, &self.seeds(), args)
+    }
+
+    fn run_at(&self, exe: &str, url: &str, args: &[&str]) -> String {
         let output = Command::new(exe)
             .args(args)
             .envs(self.key_env())
-            .env("REDIS_URL", self.seeds())
+            .env("REDIS_URL", url)
             .env("DATABASE_URL", &self.database_url)
             .env("RUST_LOG", "info")
             .output()
@@ -210,7 +233,7 @@ impl Fleet {
     /// How many of the cluster's nodes hold at least one key.
     pub fn nodes_holding_keys(&self) -> usize {
         self.cluster
-            .urls()
+            .live_urls()
             .iter()
             .filter(|url| {
                 let mut conn = redis::Client::open(url.as_str())
@@ -238,10 +261,29 @@ impl Fleet {
             .expect("count orders")
     }
 
+    /// Outcome rows written by the worker process `name`.
+    pub async fn decided_by(&self, name: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE worker = $1")
+            .bind(format!("{}-{name}", self.prefix))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count a worker's orders")
+    }
+
     /// Waits until `n` orders have outcomes.
     pub async fn wait_decided(&self, n: i64, within: Duration) {
         wait_for(&format!("{n} orders decided"), within, || async {
             self.decided().await >= n
+        })
+        .await;
+    }
+
+    /// Waits (30 s deadline) until the queue has nothing pending or in a processing list: the
+    /// acknowledgements that follow the last outcomes have landed.
+    pub async fn wait_drained(&self) {
+        wait_for("the queue to drain", Duration::from_secs(30), || async {
+            let stats = self.queue().await.stats().await.expect("queue stats");
+            stats.pending == 0 && stats.processing == 0
         })
         .await;
     }

@@ -16,6 +16,7 @@ mod fleet;
 
 mod binaries;
 mod failover;
+mod intake;
 mod locks;
 mod pipeline;
 mod queue;

@@ -6,6 +6,13 @@
 //!   `cluster_state:ok` and agrees on the slot map.
 //! - When a test calls [`RedisCluster::start_with_replicas`], then six nodes: three masters and one
 //!   replica each, returned once every replica's link to its master is up.
+//! - [`RedisCluster::start_for_kill_failover`] is the same six nodes with a 1 s
+//!   `cluster-node-timeout`, so that a killed master's replica takes over about 2–3 s later.
+//! - [`RedisCluster::kill_master_of`] SIGKILLs the master that owns a key's slot and returns
+//!   once its replica reports itself a master and every surviving node sees `cluster_state:ok`.
+//! - [`RedisCluster::stop_replication_of`] makes a master stop replicating, so that writes from
+//!   then on reach that master only (and die with it).
+//! - [`RedisCluster::flush_masters`] runs `FLUSHALL` on every live master (Redis losing its data).
 //! - [`RedisCluster::promote_replica_of`] fails over the master that owns a key's slot to its
 //!   replica (`CLUSTER FAILOVER` on the replica) and returns once the replica reports itself a
 //!   master.
@@ -15,6 +22,7 @@
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -26,18 +34,31 @@ pub struct RedisCluster {
     /// The nodes' loopback ports.
     pub ports: Vec<u16>,
     dirs: Vec<PathBuf>,
-    children: Vec<Child>,
+    /// The node processes, in port order (behind a lock: a shared cluster can lose a node).
+    children: Mutex<Vec<Child>>,
+    /// Ports of the nodes [`RedisCluster::kill_master_of`] killed.
+    killed: Mutex<Vec<u16>>,
 }
 
 impl RedisCluster {
     /// Starts three masters, creates the cluster, and waits until it serves every slot.
     pub fn start() -> Self {
-        Self::start_nodes(0)
+        Self::start_nodes(0, 2000)
     }
 
     /// Starts three masters with one replica each and waits until every replica is in sync.
     pub fn start_with_replicas() -> Self {
-        let cluster = Self::start_nodes(1);
+        Self::replicated(2000)
+    }
+
+    /// Three masters and three replicas that notice a dead master after 1 s (a replica may be
+    /// promoted whatever its lag: `cluster-replica-validity-factor 0`).
+    pub fn start_for_kill_failover() -> Self {
+        Self::replicated(1000)
+    }
+
+    fn replicated(node_timeout_ms: u32) -> Self {
+        let cluster = Self::start_nodes(1, node_timeout_ms);
         for &port in &cluster.ports {
             wait_until(port, "INFO replication", |info| {
                 info.contains("role:master") || info.contains("master_link_status:up")
@@ -47,11 +68,12 @@ impl RedisCluster {
     }
 
     /// Starts `3 * (1 + replicas)` nodes and creates the cluster.
-    fn start_nodes(replicas: usize) -> Self {
+    fn start_nodes(replicas: usize, node_timeout_ms: u32) -> Self {
         let mut cluster = RedisCluster {
             ports: Vec::new(),
             dirs: Vec::new(),
-            children: Vec::new(),
+            children: Mutex::new(Vec::new()),
+            killed: Mutex::new(Vec::new()),
         };
         for _ in 0..3 * (1 + replicas) {
             let port = free_port();
@@ -66,7 +88,8 @@ impl RedisCluster {
                     "--cluster-config-file",
                     "nodes.conf",
                 ])
-                .args(["--cluster-node-timeout", "2000"])
+                .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
+                .args(["--cluster-replica-validity-factor", "0"])
                 .args(["--save", "", "--appendonly", "no"])
                 .args(["--dir", dir.to_str().expect("utf-8 temp dir")])
                 .stdout(Stdio::null())
@@ -75,7 +98,7 @@ impl RedisCluster {
                 .expect("redis-server must be installed (scripts/test installs it)");
             cluster.ports.push(port);
             cluster.dirs.push(dir);
-            cluster.children.push(child);
+            cluster.children.get_mut().expect("children").push(child);
         }
         for &port in &cluster.ports {
             wait_until(port, "PING", |reply| reply == "PONG");
@@ -102,36 +125,130 @@ impl RedisCluster {
         cluster
     }
 
-    /// Fails the master owning `key`'s slot over to its replica (`CLUSTER FAILOVER` on the
-    /// replica, which the old master agrees to: no acknowledged write is lost); returns the
-    /// promoted node's port once it reports itself a master and every node sees the new map.
-    pub fn promote_replica_of(&self, key: &str) -> u16 {
-        let nodes: String = query(self.ports[0], &["CLUSTER", "NODES"]);
-        let slot: i64 = query(self.ports[0], &["CLUSTER", "KEYSLOT", key]);
-        let lines: Vec<Vec<&str>> = nodes
+    /// The port of the master that serves `key`'s slot, as a live node sees it.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let (nodes, owner) = self.owner(key);
+        node_port(&nodes[owner][1])
+    }
+
+    /// The ports of the master serving `key`'s slot and of one of its live replicas.
+    fn owner_and_replica(&self, key: &str) -> (u16, u16) {
+        let (nodes, owner) = self.owner(key);
+        let replica = nodes
+            .iter()
+            .find(|fields| fields[3] == nodes[owner][0] && !fields[2].contains("fail"))
+            .expect("the owner has a live replica");
+        (node_port(&nodes[owner][1]), node_port(&replica[1]))
+    }
+
+    /// A live node's `CLUSTER NODES`, split into fields, and the index of the line of the live
+    /// master that serves `key`'s slot.
+    fn owner(&self, key: &str) -> (Vec<Vec<String>>, usize) {
+        let live = self.live_ports()[0];
+        let nodes: String = query(live, &["CLUSTER", "NODES"]);
+        let slot: i64 = query(live, &["CLUSTER", "KEYSLOT", key]);
+        let lines: Vec<Vec<String>> = nodes
             .lines()
-            .map(|line| line.split(' ').collect())
+            .map(|line| line.split(' ').map(str::to_owned).collect())
             .collect();
         let owner = lines
             .iter()
-            .find(|fields| {
+            .position(|fields| {
                 fields[2].contains("master")
+                    && !fields[2].contains("fail")
                     && fields[8..].iter().any(|range| {
                         let (low, high) = range.split_once('-').unwrap_or((range, range));
                         low.parse::<i64>().is_ok_and(|low| low <= slot)
                             && high.parse::<i64>().is_ok_and(|high| slot <= high)
                     })
             })
-            .expect("a master owns the slot")[0];
-        let replica = lines
+            .expect("a master owns the slot");
+        (lines, owner)
+    }
+
+    /// SIGKILLs the master serving `key`'s slot (no failover handshake: writes its replica had
+    /// not received are lost) and waits until the replica has taken over: it reports itself a
+    /// master and every surviving node reports `cluster_state:ok` (deadline 30 s: the failure
+    /// is noticed after `cluster-node-timeout`). Returns (killed port, promoted port).
+    pub fn kill_master_of(&self, key: &str) -> (u16, u16) {
+        let (owner, replica) = self.owner_and_replica(key);
+        let index = self
+            .ports
             .iter()
-            .find(|fields| fields[3] == owner)
-            .expect("the owner has a replica");
-        let port: u16 = replica[1]
-            .split(['@', ':'])
-            .nth(1)
-            .and_then(|port| port.parse().ok())
-            .expect("replica address");
+            .position(|&port| port == owner)
+            .expect("the owner is one of ours");
+        {
+            let mut children = self.children.lock().expect("children");
+            children[index].kill().expect("SIGKILL the master");
+            let _ = children[index].wait();
+        }
+        self.killed.lock().expect("killed").push(owner);
+        wait_until_within(
+            replica,
+            "INFO replication",
+            Duration::from_secs(30),
+            |info| info.contains("role:master"),
+        );
+        for port in self.live_ports() {
+            wait_until_within(port, "CLUSTER INFO", Duration::from_secs(30), |info| {
+                info.contains("cluster_state:ok")
+            });
+        }
+        (owner, replica)
+    }
+
+    /// Stops the master serving `key`'s slot from replicating: its replica is given a wrong
+    /// `masterauth` (the master has no password, so the replica's handshake fails), its link is
+    /// dropped (`CLIENT KILL TYPE replica`), and the call returns once the master reports no
+    /// connected replica. Writes from then on reach that master only, and die with it. Returns
+    /// the master's port.
+    pub fn stop_replication_of(&self, key: &str) -> u16 {
+        let (master, replica) = self.owner_and_replica(key);
+        let _: String = query(
+            replica,
+            &["CONFIG", "SET", "masterauth", "not-the-password"],
+        );
+        let _: i64 = query(master, &["CLIENT", "KILL", "TYPE", "replica"]);
+        wait_until(master, "INFO replication", |info| {
+            info.contains("connected_slaves:0")
+        });
+        master
+    }
+
+    /// `FLUSHALL` on every live master: the cluster loses every key, as after a restart without
+    /// persistence.
+    pub fn flush_masters(&self) {
+        for port in self.live_ports() {
+            let role: String = query(port, &["INFO", "replication"]);
+            if role.contains("role:master") {
+                let _: String = query(port, &["FLUSHALL"]);
+            }
+        }
+    }
+
+    /// The ports of the nodes not killed.
+    pub fn live_ports(&self) -> Vec<u16> {
+        let killed = self.killed.lock().expect("killed").clone();
+        self.ports
+            .iter()
+            .copied()
+            .filter(|port| !killed.contains(port))
+            .collect()
+    }
+
+    /// The `redis://` URLs of the nodes not killed.
+    pub fn live_urls(&self) -> Vec<String> {
+        self.live_ports()
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// Fails the master owning `key`'s slot over to its replica (`CLUSTER FAILOVER` on the
+    /// replica, which the old master agrees to: no acknowledged write is lost); returns the
+    /// promoted node's port once it reports itself a master and every node sees the new map.
+    pub fn promote_replica_of(&self, key: &str) -> u16 {
+        let (_, port) = self.owner_and_replica(key);
         assert_eq!(query::<String>(port, &["CLUSTER", "FAILOVER"]), "OK");
         wait_until(port, "INFO replication", |info| {
             info.contains("role:master")
@@ -155,7 +272,7 @@ impl RedisCluster {
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        for child in self.children.get_mut().expect("children") {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -177,9 +294,23 @@ fn query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> T {
     cmd.query(&mut conn).expect("cluster node command")
 }
 
+/// The client port of a `CLUSTER NODES` address (`ip:port@cport[,hostname]`).
+fn node_port(address: &str) -> u16 {
+    address
+        .split(['@', ':'])
+        .nth(1)
+        .and_then(|port| port.parse().ok())
+        .expect("node address")
+}
+
 /// Polls `command` on `port` until `ok(reply)` holds (10 s deadline).
 fn wait_until(port: u16, command: &str, ok: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_until_within(port, command, Duration::from_secs(10), ok);
+}
+
+/// Polls `command` on `port` until `ok(reply)` holds or `within` passes (then panics).
+fn wait_until_within(port: u16, command: &str, within: Duration, ok: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + within;
     loop {
         let reply = redis::Client::open(format!("redis://127.0.0.1:{port}"))
             .and_then(|client| client.get_connection_with_timeout(Duration::from_millis(200)))
@@ -196,7 +327,7 @@ fn wait_until(port: u16, command: &str, ok: impl Fn(&str) -> bool) {
         }
         assert!(
             Instant::now() < deadline,
-            "cluster node {port} not ready for {command:?} within 10 s: {reply:?}"
+            "cluster node {port} not ready for {command:?} within {within:?}: {reply:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
