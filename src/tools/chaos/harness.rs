@@ -257,7 +257,7 @@ pub async fn run_chaos(
         .migrate()
         .await
         .context("migrating the run's database")?;
-    seed_products(&store, config).await?;
+    seed_products(&store, config.products, config.stock).await?;
     let queue = JobQueue::connect(&redis.url(), QueueConfig::default().with_worker_id("chaos"))
         .await
         .context("connecting to the run's Redis")?;
@@ -652,79 +652,17 @@ impl Run<'_> {
 
     /// Waits until every produced order has an outcome and nothing is pending or in flight.
     async fn quiesce(&mut self, within: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
-            let decided: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
-                .fetch_one(self.store.pool())
-                .await?;
-            let in_flight = self.in_flight().await.unwrap_or(usize::MAX);
-            if in_flight == 0 && usize::try_from(decided).unwrap_or(0) >= self.produced.len() {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{decided} of {} orders decided, {in_flight} messages in flight",
-                self.produced.len()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn in_flight(&self) -> anyhow::Result<usize> {
-        let stats = self.queue.stats().await?;
-        let states = self.queue.worker_states().await?;
-        Ok(stats.pending + states.iter().map(|w| w.in_flight).sum::<usize>())
+        quiesce(&self.store, &self.queue, self.produced.len(), within).await
     }
 
     async fn final_state(&self) -> anyhow::Result<FinalState> {
-        let pool = self.store.pool();
-        let products: Vec<(i32, i32)> =
-            sqlx::query_as("SELECT id, stock FROM products WHERE id BETWEEN 1 AND $1 ORDER BY id")
-                .bind(self.config.products)
-                .fetch_all(pool)
-                .await?;
-        #[allow(clippy::type_complexity)]
-        let rows: Vec<(
-            uuid::Uuid,
-            Option<i32>,
-            Option<i32>,
-            String,
-            Option<String>,
-            Option<i64>,
-            Option<String>,
-            i64,
-        )> = sqlx::query_as(
-            "SELECT id, product_id, quantity, status, reason, fence, worker,
-                    (extract(epoch FROM decided_at) * 1000000)::bigint FROM orders",
+        final_state(
+            &self.store,
+            &self.queue,
+            self.config.products,
+            self.config.stock,
         )
-        .fetch_all(pool)
-        .await?;
-        let dead = self.queue.dead_letters(100_000).await?;
-        Ok(FinalState {
-            products: products
-                .into_iter()
-                .map(|(id, stock)| (id, self.config.stock, stock))
-                .collect(),
-            outcomes: rows
-                .into_iter()
-                .map(
-                    |(id, product, quantity, status, reason, fence, worker, decided_us)| {
-                        OutcomeRow {
-                            id: id.to_string(),
-                            product,
-                            quantity,
-                            status,
-                            reason,
-                            fence: fence.and_then(|f| u64::try_from(f).ok()),
-                            worker,
-                            decided_us,
-                        }
-                    },
-                )
-                .collect(),
-            dead_letters: dead.into_iter().map(|d| d.payload).collect(),
-            in_flight: self.in_flight().await.unwrap_or(usize::MAX),
-        })
+        .await
     }
 
     async fn stop_workers(&mut self) {
@@ -765,7 +703,8 @@ impl Run<'_> {
     }
 }
 
-fn signal(name: &str, pid: u32) {
+/// Sends signal `name` (`STOP`, `CONT`, `TERM`) to `pid`.
+pub(crate) fn signal(name: &str, pid: u32) {
     let _ = std::process::Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())
@@ -819,17 +758,110 @@ async fn drop_database(config: &ChaosConfig, database_url: &str) {
     }
 }
 
-async fn seed_products(store: &OrderStore, config: &ChaosConfig) -> anyhow::Result<()> {
-    for id in 1..=config.products {
+/// Sets products `1..=products` to `stock` units (shared with the multi-host run).
+pub(crate) async fn seed_products(
+    store: &OrderStore,
+    products: i32,
+    stock: i32,
+) -> anyhow::Result<()> {
+    for id in 1..=products {
         sqlx::query(
             "INSERT INTO products (id, name, stock, price) VALUES ($1, $2, $3, 1)
              ON CONFLICT (id) DO UPDATE SET stock = EXCLUDED.stock",
         )
         .bind(id)
         .bind(format!("chaos {id}"))
-        .bind(config.stock)
+        .bind(stock)
         .execute(store.pool())
         .await?;
     }
     Ok(())
+}
+
+/// Waits until `produced` orders have an outcome and nothing is pending or in flight (shared
+/// with the multi-host run).
+pub(crate) async fn quiesce(
+    store: &OrderStore,
+    queue: &JobQueue,
+    produced: usize,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let decided: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(store.pool())
+            .await?;
+        let in_flight = in_flight(queue).await.unwrap_or(usize::MAX);
+        if in_flight == 0 && usize::try_from(decided).unwrap_or(0) >= produced {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{decided} of {} orders decided, {in_flight} messages in flight",
+            produced
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Messages pending or in a worker's processing list.
+pub(crate) async fn in_flight(queue: &JobQueue) -> anyhow::Result<usize> {
+    let stats = queue.stats().await?;
+    let states = queue.worker_states().await?;
+    Ok(stats.pending + states.iter().map(|w| w.in_flight).sum::<usize>())
+}
+
+/// Reads the final state of a run's first `products` products (each seeded with `stock`).
+pub(crate) async fn final_state(
+    store: &OrderStore,
+    queue: &JobQueue,
+    products: i32,
+    initial_stock: i32,
+) -> anyhow::Result<FinalState> {
+    let pool = store.pool();
+    let rows_of_products: Vec<(i32, i32)> =
+        sqlx::query_as("SELECT id, stock FROM products WHERE id BETWEEN 1 AND $1 ORDER BY id")
+            .bind(products)
+            .fetch_all(pool)
+            .await?;
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(
+        uuid::Uuid,
+        Option<i32>,
+        Option<i32>,
+        String,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        i64,
+    )> = sqlx::query_as(
+        "SELECT id, product_id, quantity, status, reason, fence, worker,
+                (extract(epoch FROM decided_at) * 1000000)::bigint FROM orders",
+    )
+    .fetch_all(pool)
+    .await?;
+    let dead = queue.dead_letters(100_000).await?;
+    Ok(FinalState {
+        products: rows_of_products
+            .into_iter()
+            .map(|(id, stock)| (id, initial_stock, stock))
+            .collect(),
+        outcomes: rows
+            .into_iter()
+            .map(
+                |(id, product, quantity, status, reason, fence, worker, decided_us)| OutcomeRow {
+                    id: id.to_string(),
+                    product,
+                    quantity,
+                    status,
+                    reason,
+                    fence: fence.and_then(|f| u64::try_from(f).ok()),
+                    worker,
+                    decided_us,
+                },
+            )
+            .collect(),
+        dead_letters: dead.into_iter().map(|d| d.payload).collect(),
+        in_flight: in_flight(queue).await.unwrap_or(usize::MAX),
+    })
 }

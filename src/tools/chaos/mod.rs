@@ -6,9 +6,13 @@
 //! - [`history`]: the recorded events and the final state.
 //! - [`checker`]: the rules over both; each violation carries its evidence.
 //! - [`harness`]: starts Redis, workers, the producer and the nemesis; stops, waits, checks.
+//! - [`multihost`]: workers on their own network hosts (`scripts/multihost`), partitions cut
+//!   between them, the same checker.
 
 pub mod checker;
 pub mod cli;
 pub mod harness;
 pub mod history;
+pub mod multihost;
+pub mod multihost_cli;
 pub mod proxy;
