@@ -457,20 +457,9 @@ impl Run<'_> {
                 payloads.push(payload);
                 continue;
             }
-            let product = ProductId::new(self.orders_rng.i32(1..=self.config.products))?;
-            let quantity = Quantity::new(self.orders_rng.i32(1..=3))?;
-            let mut order = PurchaseOrder::new(product, quantity);
-            order.id = uuid::Builder::from_random_bytes(self.orders_rng.u128(..).to_le_bytes())
-                .into_uuid()
-                .into();
+            let (order, produced) = random_order(&mut self.orders_rng, self.config.products)?;
             let payload = order.to_json();
-            self.events.push(Event::Produced {
-                id: order.id.to_string(),
-                product: product.get(),
-                quantity: quantity.get(),
-                valid: true,
-                at_ms: now_ms(),
-            });
+            self.events.push(produced);
             self.produced.push((order.id.to_string(), payload.clone()));
             payloads.push(payload);
         }
@@ -666,41 +655,90 @@ impl Run<'_> {
     }
 
     async fn stop_workers(&mut self) {
-        for worker in &self.workers {
-            if let Some(pid) = worker.child.id() {
-                signal("TERM", pid);
-            }
-        }
-        for worker in self.workers.iter_mut().chain(self.retired.iter_mut()) {
-            if tokio::time::timeout(Duration::from_secs(10), worker.child.wait())
-                .await
-                .is_err()
-            {
-                let _ = worker.child.kill().await;
-            }
-        }
+        stop_gracefully(
+            self.workers
+                .iter_mut()
+                .chain(self.retired.iter_mut())
+                .map(|worker| &mut worker.child),
+        )
+        .await;
     }
 
     /// Reads every worker's history events, merges them with the harness's, sorts by time and
     /// writes them as JSON lines to `path`.
     fn collect_history(&self, path: &Path) -> anyhow::Result<Vec<Event>> {
-        let mut events = self.events.clone();
-        for worker in self.workers.iter().chain(self.retired.iter()) {
-            let text = std::fs::read_to_string(&worker.log).unwrap_or_default();
-            events.extend(
-                text.lines()
-                    .filter_map(|line| parse_log_line(line, &worker.name)),
-            );
-        }
-        events.sort_by_key(Event::at_ms);
-        let mut out = String::new();
-        for event in &events {
-            out.push_str(&serde_json::to_string(event)?);
-            out.push('\n');
-        }
-        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
-        Ok(events)
+        merge_history(
+            &self.events,
+            self.workers
+                .iter()
+                .chain(self.retired.iter())
+                .map(|worker| (worker.name.as_str(), worker.log.as_path())),
+            path,
+        )
     }
+}
+
+/// Sends SIGTERM to every child (a worker drains and exits), then waits up to 10 s for each,
+/// killing what is still running (shared with the multi-host run).
+pub(crate) async fn stop_gracefully(children: impl IntoIterator<Item = &mut Child>) {
+    let children: Vec<&mut Child> = children.into_iter().collect();
+    for child in &children {
+        if let Some(pid) = child.id() {
+            signal("TERM", pid);
+        }
+    }
+    for child in children {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// Merges `own` events with the history events in each `(worker name, log file)`, sorts them by
+/// time and writes them as JSON lines to `path` (shared with the multi-host run).
+pub(crate) fn merge_history<'a>(
+    own: &[Event],
+    logs: impl IntoIterator<Item = (&'a str, &'a Path)>,
+    path: &Path,
+) -> anyhow::Result<Vec<Event>> {
+    let mut events = own.to_vec();
+    for (name, log) in logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        events.extend(text.lines().filter_map(|line| parse_log_line(line, name)));
+    }
+    events.sort_by_key(Event::at_ms);
+    let mut out = String::new();
+    for event in &events {
+        out.push_str(&serde_json::to_string(event)?);
+        out.push('\n');
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+    Ok(events)
+}
+
+/// A valid order of 1–3 units of a product in `1..=products`, its id drawn from `rng` too (so a
+/// seed replays the same orders), and its `produced` event (shared with the multi-host run).
+pub(crate) fn random_order(
+    rng: &mut fastrand::Rng,
+    products: i32,
+) -> anyhow::Result<(PurchaseOrder, Event)> {
+    let product = ProductId::new(rng.i32(1..=products))?;
+    let quantity = Quantity::new(rng.i32(1..=3))?;
+    let mut order = PurchaseOrder::new(product, quantity);
+    order.id = uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes())
+        .into_uuid()
+        .into();
+    let produced = Event::Produced {
+        id: order.id.to_string(),
+        product: product.get(),
+        quantity: quantity.get(),
+        valid: true,
+        at_ms: now_ms(),
+    };
+    Ok((order, produced))
 }
 
 /// Sends signal `name` (`STOP`, `CONT`, `TERM`) to `pid`.

@@ -46,11 +46,13 @@ use tokio::process::{Child, Command};
 
 use super::{
     checker::check,
-    harness::{ChaosReport, final_state, quiesce, seed_products, signal},
+    harness::{
+        ChaosReport, final_state, merge_history, quiesce, random_order, seed_products,
+        stop_gracefully,
+    },
     history::{Event, now_ms, parse_log_line},
 };
 use crate::{
-    order::{ProductId, PurchaseOrder, Quantity},
     queue::{JobQueue, QueueConfig},
     store::OrderStore,
     tools::fleet::sibling_binary,
@@ -246,15 +248,24 @@ pub struct MultihostConfig {
 }
 
 impl MultihostConfig {
-    /// How long a long cut lasts: past the lock and liveness TTLs, so the lock expires and the
-    /// cut-off worker's orders are recovered by the others while it still thinks it holds them.
-    fn long_cut(&self) -> Duration {
-        Duration::from_millis(2 * self.lock_ttl_ms.max(self.liveness_ttl_ms) + 500)
-    }
-
-    /// The healing cut: longer than the slow step, shorter than the lock TTL.
-    fn short_cut(&self) -> Duration {
-        Duration::from_millis(self.work_ms + (self.lock_ttl_ms.saturating_sub(self.work_ms)) / 2)
+    /// How long scenario `name`'s cuts last.
+    ///
+    /// - `heal-mid-hold`: longer than the slow step, shorter than the lock TTL: the worker never
+    ///   stops believing it holds the lock, and it still does when the link comes back.
+    /// - `both-cut`: past the lock and liveness TTLs (another worker takes the lock and the
+    ///   orders) but short of the worker's Postgres outage limit, so the cut-off worker is still
+    ///   waiting on its commit when the link returns; TCP's retransmission delivers that stale
+    ///   commit to Postgres after a newer holder's claim, where the fence must refuse it.
+    /// - the others: past both TTLs (twice the longer, plus 500 ms): the cut-off worker's lock
+    ///   and liveness run out (cut from Redis) or it waits on Postgres while extending its lock
+    ///   over Redis, and gives it up at the outage limit (cut from Postgres).
+    fn cut_length(&self, name: &str) -> Duration {
+        let ttl = self.lock_ttl_ms.max(self.liveness_ttl_ms);
+        Duration::from_millis(match name {
+            "heal-mid-hold" => self.work_ms + (self.lock_ttl_ms.saturating_sub(self.work_ms)) / 2,
+            "both-cut" => (ttl + 1_000).min(self.postgres_outage_ms.saturating_sub(1_000)),
+            _ => 2 * ttl + 500,
+        })
     }
 }
 
@@ -512,10 +523,7 @@ impl Run<'_> {
     /// starting at `offset`), each right after that worker's next claim; load throughout.
     async fn scenario(&mut self, name: &str, offset: usize) -> anyhow::Result<ScenarioTally> {
         let config = self.config;
-        let length = match name {
-            "heal-mid-hold" => config.short_cut(),
-            _ => config.long_cut(),
-        };
+        let length = config.cut_length(name);
         let mut tally = ScenarioTally {
             name: name.to_owned(),
             cut_ms: length.as_millis() as u64,
@@ -638,19 +646,8 @@ impl Run<'_> {
     async fn produce_batch(&mut self) -> anyhow::Result<()> {
         let mut payloads = Vec::new();
         for _ in 0..self.orders_rng.usize(1..=3) {
-            let product = ProductId::new(self.orders_rng.i32(1..=self.config.products))?;
-            let quantity = Quantity::new(self.orders_rng.i32(1..=3))?;
-            let mut order = PurchaseOrder::new(product, quantity);
-            order.id = uuid::Builder::from_random_bytes(self.orders_rng.u128(..).to_le_bytes())
-                .into_uuid()
-                .into();
-            self.events.push(Event::Produced {
-                id: order.id.to_string(),
-                product: product.get(),
-                quantity: quantity.get(),
-                valid: true,
-                at_ms: now_ms(),
-            });
+            let (order, produced) = random_order(&mut self.orders_rng, self.config.products)?;
+            self.events.push(produced);
             payloads.push(order.to_json());
         }
         self.queue
@@ -662,39 +659,19 @@ impl Run<'_> {
     }
 
     async fn stop_workers(&mut self) {
-        for worker in &self.workers {
-            if let Some(pid) = worker.child.id() {
-                signal("TERM", pid);
-            }
-        }
-        for worker in &mut self.workers {
-            if tokio::time::timeout(Duration::from_secs(10), worker.child.wait())
-                .await
-                .is_err()
-            {
-                let _ = worker.child.kill().await;
-            }
-        }
+        stop_gracefully(self.workers.iter_mut().map(|worker| &mut worker.child)).await;
     }
 
     /// Merges every worker's history events with the run's own, sorted by time, into `path`.
     fn collect_history(&self, path: &Path) -> anyhow::Result<Vec<Event>> {
-        let mut events = self.events.clone();
-        for worker in self.workers.iter().chain(self.retired.iter()) {
-            let text = std::fs::read_to_string(&worker.log).unwrap_or_default();
-            events.extend(
-                text.lines()
-                    .filter_map(|line| parse_log_line(line, &worker.name)),
-            );
-        }
-        events.sort_by_key(Event::at_ms);
-        let mut out = String::new();
-        for event in &events {
-            out.push_str(&serde_json::to_string(event)?);
-            out.push('\n');
-        }
-        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
-        Ok(events)
+        merge_history(
+            &self.events,
+            self.workers
+                .iter()
+                .chain(self.retired.iter())
+                .map(|worker| (worker.name.as_str(), worker.log.as_path())),
+            path,
+        )
     }
 }
 
@@ -760,7 +737,7 @@ mod tests {
     }
 
     #[test]
-    fn the_healing_cut_is_longer_than_the_work_and_shorter_than_the_lock() {
+    fn each_cut_lasts_as_long_as_its_scenario_needs() {
         let config = MultihostConfig {
             scenarios: Vec::new(),
             scenario_seconds: 20,
@@ -770,13 +747,18 @@ mod tests {
             lock_ttl_ms: 2_000,
             liveness_ttl_ms: 3_000,
             work_ms: 300,
-            postgres_outage_ms: 1_500,
+            postgres_outage_ms: 10_000,
             drift_ms: 10,
             dir: PathBuf::new(),
             unsafe_skip_fence: false,
         };
-        let short = config.short_cut().as_millis() as u64;
-        assert!(short > config.work_ms && short < config.lock_ttl_ms);
-        assert!(config.long_cut().as_millis() as u64 > config.liveness_ttl_ms);
+        let ms = |name: &str| config.cut_length(name).as_millis() as u64;
+        assert!(ms("heal-mid-hold") > config.work_ms && ms("heal-mid-hold") < config.lock_ttl_ms);
+        assert!(
+            ms("both-cut") > config.liveness_ttl_ms && ms("both-cut") < config.postgres_outage_ms
+        );
+        for name in ["redis-cut", "pg-cut", "redlock-minority"] {
+            assert!(ms(name) > 2 * config.liveness_ttl_ms);
+        }
     }
 }

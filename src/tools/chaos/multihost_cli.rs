@@ -57,8 +57,9 @@ pub struct MultihostArgs {
     /// The workers' slow step between the stock read and the commit, ms.
     #[arg(long, default_value_t = 150)]
     pub work_ms: u64,
-    /// How long a worker holding a lock waits for Postgres before giving the lock up, ms.
-    #[arg(long, default_value_t = 1_500)]
+    /// How long a worker holding a lock waits for Postgres before giving the lock up, ms
+    /// (longer than the `both-cut` cut, so the cut-off worker's commit is still pending).
+    #[arg(long, default_value_t = 10_000)]
     pub postgres_outage_ms: u64,
     /// Clock drift allowed by the window check, ms.
     #[arg(long, default_value_t = 10)]
