@@ -248,10 +248,11 @@ pub struct MultihostConfig {
 }
 
 impl MultihostConfig {
-    /// How long scenario `name`'s cuts last.
+    /// How long scenario `name`'s cuts last, in turn (cut `i` lasts `lengths[i % len]`).
     ///
-    /// - `heal-mid-hold`: longer than the slow step, shorter than the lock TTL: the worker never
-    ///   stops believing it holds the lock, and it still does when the link comes back.
+    /// - `heal-mid-hold`: longer than the slow step, shorter than the lock TTL, alternately
+    ///   just longer than the step (100 ms more) and half-way to the TTL: the worker never stops
+    ///   believing it holds the lock, and it still does when the link comes back.
     /// - `both-cut`: past the lock and liveness TTLs (another worker takes the lock and the
     ///   orders) but short of the worker's Postgres outage limit, so the cut-off worker is still
     ///   waiting on its commit when the link returns; TCP's retransmission delivers that stale
@@ -259,13 +260,17 @@ impl MultihostConfig {
     /// - the others: past both TTLs (twice the longer, plus 500 ms): the cut-off worker's lock
     ///   and liveness run out (cut from Redis) or it waits on Postgres while extending its lock
     ///   over Redis, and gives it up at the outage limit (cut from Postgres).
-    fn cut_length(&self, name: &str) -> Duration {
+    fn cut_lengths(&self, name: &str) -> Vec<Duration> {
         let ttl = self.lock_ttl_ms.max(self.liveness_ttl_ms);
-        Duration::from_millis(match name {
-            "heal-mid-hold" => self.work_ms + (self.lock_ttl_ms.saturating_sub(self.work_ms)) / 2,
-            "both-cut" => (ttl + 1_000).min(self.postgres_outage_ms.saturating_sub(1_000)),
-            _ => 2 * ttl + 500,
-        })
+        let ms = match name {
+            "heal-mid-hold" => vec![
+                self.work_ms + 100,
+                self.work_ms + (self.lock_ttl_ms.saturating_sub(self.work_ms)) / 2,
+            ],
+            "both-cut" => vec![(ttl + 1_000).min(self.postgres_outage_ms.saturating_sub(1_000))],
+            _ => vec![2 * ttl + 500],
+        };
+        ms.into_iter().map(Duration::from_millis).collect()
     }
 }
 
@@ -278,8 +283,76 @@ pub struct ScenarioTally {
     pub cuts: usize,
     /// Cuts that landed right after a claim of the target worker (mid-hold).
     pub mid_hold: usize,
-    /// How long each cut lasted, ms.
-    pub cut_ms: u64,
+    /// How long the cuts lasted, ms (taken in turn).
+    pub cut_ms: Vec<u64>,
+    /// Locks the target worker held when its cut began (from the history).
+    pub holds_at_cut: usize,
+    /// Of those: released normally after the heal (the worker held on through the cut).
+    pub holds_kept: usize,
+    /// Of those: lost (known lost at release, or never released).
+    pub holds_lost: usize,
+}
+
+/// One cut made, to match against the history afterwards.
+#[derive(Debug, Clone)]
+struct CutRecord {
+    scenario: String,
+    worker: String,
+    cut_ms: u64,
+    healed_ms: u64,
+}
+
+/// What became of the locks `worker` held when a cut began at `cut_ms` (healed at
+/// `healed_ms`): `(held at the cut, released normally after the heal, lost)`.
+///
+/// A hold is held at the cut when its grant came back before `cut_ms` and its release (same
+/// resource, fence and worker) came after. A hold released normally before the heal is
+/// neither kept nor lost: the worker finished under it while cut off (possible when only
+/// Postgres or only a Redlock minority was cut).
+fn hold_fates(
+    events: &[Event],
+    worker: &str,
+    cut_ms: u64,
+    healed_ms: u64,
+) -> (usize, usize, usize) {
+    let mut fates = (0, 0, 0);
+    for event in events {
+        let Event::Grant {
+            resource,
+            fence,
+            worker: holder,
+            reply_ms,
+            ..
+        } = event
+        else {
+            continue;
+        };
+        if holder != worker || *reply_ms > cut_ms {
+            continue;
+        }
+        let release = events.iter().find_map(|later| match later {
+            Event::Release {
+                resource: r,
+                fence: f,
+                worker: w,
+                at_ms,
+                lost,
+            } if r == resource && f == fence && w == worker => Some((*at_ms, *lost)),
+            _ => None,
+        });
+        match release {
+            Some((at_ms, _)) if at_ms < cut_ms => {}
+            Some((at_ms, false)) => {
+                fates.0 += 1;
+                fates.1 += usize::from(at_ms >= healed_ms);
+            }
+            Some((_, true)) | None => {
+                fates.0 += 1;
+                fates.2 += 1;
+            }
+        }
+    }
+    fates
 }
 
 /// What the multi-host run found: the chaos report plus the scenarios.
@@ -316,6 +389,8 @@ struct Run<'a> {
     orders_rng: fastrand::Rng,
     /// Cuts in force (healed on every exit path).
     active: Vec<Cut>,
+    /// Every cut made, for [`hold_fates`].
+    cut_log: Vec<CutRecord>,
 }
 
 /// Runs every configured scenario over `topology`; `print` gets progress lines.
@@ -358,13 +433,14 @@ pub async fn run_multihost(
         produced: 0,
         orders_rng: fastrand::Rng::with_seed(config.seed),
         active: Vec::new(),
+        cut_log: Vec::new(),
     };
     let outcome = run.scenarios(&mut print).await;
     // Heal whatever is still cut, whatever happened.
     for cut in std::mem::take(&mut run.active) {
         cut.apply(false).ok();
     }
-    let tallies = outcome?;
+    let mut tallies = outcome?;
     print("scenarios done; waiting for quiescence");
     if let Err(error) = quiesce(
         &run.store,
@@ -381,6 +457,14 @@ pub async fn run_multihost(
     let history = config.dir.join("history.jsonl");
     let events = run.collect_history(&history)?;
     let violations = check(&events, &state, config.drift_ms);
+    for cut in &run.cut_log {
+        let (held, kept, lost) = hold_fates(&events, &cut.worker, cut.cut_ms, cut.healed_ms);
+        if let Some(tally) = tallies.iter_mut().find(|tally| tally.name == cut.scenario) {
+            tally.holds_at_cut += held;
+            tally.holds_kept += kept;
+            tally.holds_lost += lost;
+        }
+    }
     let count = |status: &str| state.outcomes.iter().filter(|r| r.status == status).count();
     let chaos = ChaosReport {
         seed: config.seed,
@@ -523,17 +607,18 @@ impl Run<'_> {
     /// starting at `offset`), each right after that worker's next claim; load throughout.
     async fn scenario(&mut self, name: &str, offset: usize) -> anyhow::Result<ScenarioTally> {
         let config = self.config;
-        let length = config.cut_length(name);
+        let lengths = config.cut_lengths(name);
         let mut tally = ScenarioTally {
             name: name.to_owned(),
-            cut_ms: length.as_millis() as u64,
+            cut_ms: lengths.iter().map(|l| l.as_millis() as u64).collect(),
             ..ScenarioTally::default()
         };
         let end = Instant::now() + Duration::from_secs(config.scenario_seconds);
         let settle = Duration::from_millis(config.lock_ttl_ms + 500);
         let mut round = offset;
         // Room for one more claim wait, cut and settle before the scenario ends.
-        while Instant::now() + length + settle < end {
+        while Instant::now() + lengths[tally.cuts % lengths.len()] + settle < end {
+            let length = lengths[tally.cuts % lengths.len()];
             let slot = round % self.workers.len();
             round += 1;
             let host = self.workers[slot].host.clone();
@@ -541,6 +626,7 @@ impl Run<'_> {
             let cut = self.topology.cut(&host, &servers)?;
             let claimed = self.wait_for_claim(slot, Duration::from_secs(5)).await?;
             cut.apply(true)?;
+            let cut_ms = now_ms();
             self.active.push(cut.clone());
             tally.cuts += 1;
             tally.mid_hold += usize::from(claimed);
@@ -557,10 +643,16 @@ impl Run<'_> {
             self.events.push(Event::Fault {
                 kind: name.to_owned(),
                 detail,
-                at_ms: now_ms(),
+                at_ms: cut_ms,
             });
             self.produce_for(length).await?;
             cut.apply(false)?;
+            self.cut_log.push(CutRecord {
+                scenario: name.to_owned(),
+                worker: self.workers[slot].name.clone(),
+                cut_ms,
+                healed_ms: now_ms(),
+            });
             self.active.retain(|active| active != &cut);
             self.events.push(Event::Fault {
                 kind: format!("{name}-healed"),
@@ -736,6 +828,44 @@ mod tests {
         assert!(Topology::parse_hosts(&["ls-w1".into()]).is_err());
     }
 
+    fn grant(fence: u64, reply_ms: u64) -> Event {
+        Event::Grant {
+            resource: "product:1".into(),
+            fence,
+            worker: "w".into(),
+            start_ms: reply_ms,
+            reply_ms,
+            deadline_ms: reply_ms + 2_000,
+        }
+    }
+
+    fn release(fence: u64, at_ms: u64, lost: bool) -> Event {
+        Event::Release {
+            resource: "product:1".into(),
+            fence,
+            worker: "w".into(),
+            at_ms,
+            lost,
+        }
+    }
+
+    #[test]
+    fn a_hold_open_at_the_cut_is_kept_when_released_after_the_heal_and_lost_otherwise() {
+        let events = vec![
+            grant(1, 90),
+            release(1, 95, false), // ended before the cut: not counted
+            grant(2, 100),
+            grant(3, 105),
+            grant(4, 106),
+            release(2, 1_200, false), // kept through a cut of 110..1_100
+            release(3, 900, true),    // lost during it
+            grant(5, 1_150),          // granted after the cut: not counted
+        ];
+        // Fence 4 is never released: lost.
+        assert_eq!(hold_fates(&events, "w", 110, 1_100), (3, 1, 2));
+        assert_eq!(hold_fates(&events, "other", 110, 1_100), (0, 0, 0));
+    }
+
     #[test]
     fn each_cut_lasts_as_long_as_its_scenario_needs() {
         let config = MultihostConfig {
@@ -752,13 +882,22 @@ mod tests {
             dir: PathBuf::new(),
             unsafe_skip_fence: false,
         };
-        let ms = |name: &str| config.cut_length(name).as_millis() as u64;
-        assert!(ms("heal-mid-hold") > config.work_ms && ms("heal-mid-hold") < config.lock_ttl_ms);
-        assert!(
-            ms("both-cut") > config.liveness_ttl_ms && ms("both-cut") < config.postgres_outage_ms
-        );
+        let ms = |name: &str| {
+            config
+                .cut_lengths(name)
+                .iter()
+                .map(|l| l.as_millis() as u64)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ms("heal-mid-hold").len(), 2);
+        for heal in ms("heal-mid-hold") {
+            assert!(heal > config.work_ms && heal < config.lock_ttl_ms);
+        }
+        for both in ms("both-cut") {
+            assert!(both > config.liveness_ttl_ms && both < config.postgres_outage_ms);
+        }
         for name in ["redis-cut", "pg-cut", "redlock-minority"] {
-            assert!(ms(name) > 2 * config.liveness_ttl_ms);
+            assert!(ms(name).iter().all(|&cut| cut > 2 * config.liveness_ttl_ms));
         }
     }
 }

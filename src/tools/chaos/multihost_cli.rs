@@ -134,8 +134,19 @@ pub fn format_multihost_report(report: &MultihostReport, took: Duration) -> Stri
     );
     for tally in &report.scenarios {
         out.push_str(&format!(
-            "  {:<18} {} cuts of {} ms ({} right after a claim)\n",
-            tally.name, tally.cuts, tally.cut_ms, tally.mid_hold
+            "  {:<18} {} cuts of {} ms ({} right after a claim); locks held at the cut {}: kept through it {}, lost {}\n",
+            tally.name,
+            tally.cuts,
+            tally
+                .cut_ms
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join("/"),
+            tally.mid_hold,
+            tally.holds_at_cut,
+            tally.holds_kept,
+            tally.holds_lost
         ));
     }
     out.push_str(&format_report(&report.chaos));
