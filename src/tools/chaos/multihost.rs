@@ -370,8 +370,8 @@ struct HostWorker {
     name: String,
     child: Child,
     log: PathBuf,
-    /// How far the log has been searched for claims.
-    read_to: usize,
+    /// How far (bytes) the log has been searched for claims.
+    read_to: u64,
 }
 
 /// The running pieces of one multi-host run.
@@ -686,7 +686,7 @@ impl Run<'_> {
     async fn wait_for_claim(&mut self, slot: usize, within: Duration) -> anyhow::Result<bool> {
         // Only claims logged from now on count.
         self.workers[slot].read_to = std::fs::metadata(&self.workers[slot].log)
-            .map(|m| m.len() as usize)
+            .map(|m| m.len())
             .unwrap_or(0);
         let deadline = Instant::now() + within;
         let mut last_batch = Instant::now();
@@ -703,21 +703,23 @@ impl Run<'_> {
         Ok(false)
     }
 
-    /// Whether worker `slot`'s log gained a claim since it was last read.
+    /// Whether worker `slot`'s log gained a claim since it was last read (only the new bytes are
+    /// read; a line still being written is read next time).
     fn new_claim(&mut self, slot: usize) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
         let worker = &mut self.workers[slot];
-        let Ok(text) = std::fs::read(&worker.log) else {
-            return false;
-        };
-        if text.len() <= worker.read_to {
+        let mut fresh = Vec::new();
+        let read = std::fs::File::open(&worker.log).and_then(|mut file| {
+            file.seek(SeekFrom::Start(worker.read_to))?;
+            file.read_to_end(&mut fresh)
+        });
+        if read.is_err() {
             return false;
         }
-        // Only whole lines: a line still being written is read next time.
-        let fresh = &text[worker.read_to..];
         let Some(end) = fresh.iter().rposition(|b| *b == b'\n') else {
             return false;
         };
-        worker.read_to += end + 1;
+        worker.read_to += end as u64 + 1;
         String::from_utf8_lossy(&fresh[..=end])
             .lines()
             .filter_map(|line| parse_log_line(line, &worker.name))
