@@ -85,6 +85,9 @@ enum Command {
     BenchPipeline(BenchPipelineArgs),
     /// Fault injection: real workers under a seeded nemesis, the history checked afterwards.
     Chaos(lockstock::tools::chaos::cli::ChaosArgs),
+    /// (internal) the multi-host partition run `scripts/multihost` starts inside its network.
+    #[command(hide = true)]
+    ChaosMultihost(lockstock::tools::chaos::multihost_cli::MultihostArgs),
     /// (internal) one contender process of `bench --processes`.
     #[command(hide = true)]
     BenchContender(ContenderArgs),
@@ -288,6 +291,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::DeadLetters { action } => dead_letters(action).await,
         Command::Demo(args) => demo(args).await,
         Command::Chaos(args) => lockstock::tools::chaos::cli::chaos_command(args).await,
+        Command::ChaosMultihost(args) => {
+            lockstock::tools::chaos::multihost_cli::multihost_command(args).await
+        }
         Command::Bench(args) => bench(args).await,
         Command::BenchPipeline(args) => bench_pipeline(args).await,
         Command::BenchContender(args) => {

@@ -296,7 +296,7 @@ pub async fn run_chaos(
         .migrate()
         .await
         .context("migrating the run's database")?;
-    seed_products(&store, config).await?;
+    seed_products(&store, config.products, config.stock).await?;
     let queue = JobQueue::connect(&redis.url(), QueueConfig::default().with_worker_id("chaos"))
         .await
         .context("connecting to the run's Redis")?;
@@ -512,20 +512,9 @@ impl Run<'_> {
                 payloads.push(payload);
                 continue;
             }
-            let product = ProductId::new(self.orders_rng.i32(1..=self.config.products))?;
-            let quantity = Quantity::new(self.orders_rng.i32(1..=3))?;
-            let mut order = PurchaseOrder::new(product, quantity);
-            order.id = uuid::Builder::from_random_bytes(self.orders_rng.u128(..).to_le_bytes())
-                .into_uuid()
-                .into();
+            let (order, produced) = random_order(&mut self.orders_rng, self.config.products)?;
             let payload = order.to_json();
-            self.events.push(Event::Produced {
-                id: order.id.to_string(),
-                product: product.get(),
-                quantity: quantity.get(),
-                valid: true,
-                at_ms: now_ms(),
-            });
+            self.events.push(produced);
             self.produced.push((order.id.to_string(), payload.clone()));
             payloads.push(payload);
         }
@@ -845,95 +834,27 @@ impl Run<'_> {
 
     /// Waits until every produced order has an outcome and nothing is pending or in flight.
     async fn quiesce(&mut self, within: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
-            let decided: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
-                .fetch_one(self.store.pool())
-                .await?;
-            let in_flight = self.in_flight().await.unwrap_or(usize::MAX);
-            if in_flight == 0 && usize::try_from(decided).unwrap_or(0) >= self.produced.len() {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{decided} of {} orders decided, {in_flight} messages in flight",
-                self.produced.len()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn in_flight(&self) -> anyhow::Result<usize> {
-        let stats = self.queue.stats().await?;
-        let states = self.queue.worker_states().await?;
-        Ok(stats.pending + states.iter().map(|w| w.in_flight).sum::<usize>())
+        quiesce(&self.store, &self.queue, self.produced.len(), within).await
     }
 
     async fn final_state(&self) -> anyhow::Result<FinalState> {
-        let pool = self.store.pool();
-        let products: Vec<(i32, i32)> =
-            sqlx::query_as("SELECT id, stock FROM products WHERE id BETWEEN 1 AND $1 ORDER BY id")
-                .bind(self.config.products)
-                .fetch_all(pool)
-                .await?;
-        #[allow(clippy::type_complexity)]
-        let rows: Vec<(
-            uuid::Uuid,
-            Option<i32>,
-            Option<i32>,
-            String,
-            Option<String>,
-            Option<i64>,
-            Option<String>,
-            i64,
-        )> = sqlx::query_as(
-            "SELECT id, product_id, quantity, status, reason, fence, worker,
-                    (extract(epoch FROM decided_at) * 1000000)::bigint FROM orders",
+        final_state(
+            &self.store,
+            &self.queue,
+            self.config.products,
+            self.config.stock,
         )
-        .fetch_all(pool)
-        .await?;
-        let dead = self.queue.dead_letters(100_000).await?;
-        Ok(FinalState {
-            products: products
-                .into_iter()
-                .map(|(id, stock)| (id, self.config.stock, stock))
-                .collect(),
-            outcomes: rows
-                .into_iter()
-                .map(
-                    |(id, product, quantity, status, reason, fence, worker, decided_us)| {
-                        OutcomeRow {
-                            id: id.to_string(),
-                            product,
-                            quantity,
-                            status,
-                            reason,
-                            fence: fence.and_then(|f| u64::try_from(f).ok()),
-                            worker,
-                            decided_us,
-                        }
-                    },
-                )
-                .collect(),
-            dead_letters: dead.into_iter().map(|d| d.payload).collect(),
-            in_flight: self.in_flight().await.unwrap_or(usize::MAX),
-        })
+        .await
     }
 
     async fn stop_workers(&mut self) {
-        for worker in &self.workers {
-            if let Some(pid) = worker.child.id() {
-                signal("TERM", pid);
-            }
-        }
-        for worker in self.workers.iter_mut().chain(self.retired.iter_mut()) {
-            if tokio::time::timeout(Duration::from_secs(10), worker.child.wait())
-                .await
-                .is_err()
-            {
-                let _ = worker.child.kill().await;
-            }
-        }
+        stop_gracefully(
+            self.workers
+                .iter_mut()
+                .chain(self.retired.iter_mut())
+                .map(|worker| &mut worker.child),
+        )
+        .await;
     }
 
     /// Reads every worker's history events, merges them with the harness's, sorts by time and
@@ -941,28 +862,94 @@ impl Run<'_> {
     fn collect_history(&self, path: &Path) -> anyhow::Result<Vec<Event>> {
         let mut events = self.events.clone();
         for worker in self.workers.iter().chain(self.retired.iter()) {
-            let text = std::fs::read_to_string(&worker.log).unwrap_or_default();
-            let mut logged: Vec<Event> = text
-                .lines()
-                .filter_map(|line| parse_log_line(line, &worker.name))
-                .collect();
+            let mut logged = read_log_events(&worker.name, &worker.log);
             if let Some(clock) = self.clock.as_ref().filter(|_| worker.faked) {
                 clock.unfake(&mut logged);
             }
             events.extend(logged);
         }
-        events.sort_by_key(Event::at_ms);
-        let mut out = String::new();
-        for event in &events {
-            out.push_str(&serde_json::to_string(event)?);
-            out.push('\n');
-        }
-        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
-        Ok(events)
+        write_history(events, path)
     }
 }
 
-fn signal(name: &str, pid: u32) {
+/// Sends SIGTERM to every child (a worker drains and exits), then waits up to 10 s for each,
+/// killing what is still running (shared with the multi-host run).
+pub(crate) async fn stop_gracefully(children: impl IntoIterator<Item = &mut Child>) {
+    let children: Vec<&mut Child> = children.into_iter().collect();
+    for child in &children {
+        if let Some(pid) = child.id() {
+            signal("TERM", pid);
+        }
+    }
+    for child in children {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// Merges `own` events with the history events in each `(worker name, log file)`, sorts them by
+/// time and writes them as JSON lines to `path` (shared with the multi-host run).
+pub(crate) fn merge_history<'a>(
+    own: &[Event],
+    logs: impl IntoIterator<Item = (&'a str, &'a Path)>,
+    path: &Path,
+) -> anyhow::Result<Vec<Event>> {
+    let mut events = own.to_vec();
+    for (name, log) in logs {
+        events.extend(read_log_events(name, log));
+    }
+    write_history(events, path)
+}
+
+/// The history events one worker logged (`name` is the worker's name in the history); a log
+/// that cannot be read yields none.
+fn read_log_events(name: &str, log: &Path) -> Vec<Event> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| parse_log_line(line, name))
+        .collect()
+}
+
+/// Sorts `events` by time and writes them to `path` as JSON lines.
+fn write_history(mut events: Vec<Event>, path: &Path) -> anyhow::Result<Vec<Event>> {
+    events.sort_by_key(Event::at_ms);
+    let mut out = String::new();
+    for event in &events {
+        out.push_str(&serde_json::to_string(event)?);
+        out.push('\n');
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+    Ok(events)
+}
+
+/// A valid order of 1–3 units of a product in `1..=products`, its id drawn from `rng` too (so a
+/// seed replays the same orders), and its `produced` event (shared with the multi-host run).
+pub(crate) fn random_order(
+    rng: &mut fastrand::Rng,
+    products: i32,
+) -> anyhow::Result<(PurchaseOrder, Event)> {
+    let product = ProductId::new(rng.i32(1..=products))?;
+    let quantity = Quantity::new(rng.i32(1..=3))?;
+    let mut order = PurchaseOrder::new(product, quantity);
+    order.id = uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes())
+        .into_uuid()
+        .into();
+    let produced = Event::Produced {
+        id: order.id.to_string(),
+        product: product.get(),
+        quantity: quantity.get(),
+        valid: true,
+        at_ms: now_ms(),
+    };
+    Ok((order, produced))
+}
+
+/// Sends signal `name` (`STOP`, `CONT`, `TERM`) to `pid`.
+pub(crate) fn signal(name: &str, pid: u32) {
     let _ = std::process::Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())
@@ -1008,17 +995,110 @@ async fn drop_database(admin_url: &str, database_url: &str) {
     }
 }
 
-async fn seed_products(store: &OrderStore, config: &ChaosConfig) -> anyhow::Result<()> {
-    for id in 1..=config.products {
+/// Sets products `1..=products` to `stock` units (shared with the multi-host run).
+pub(crate) async fn seed_products(
+    store: &OrderStore,
+    products: i32,
+    stock: i32,
+) -> anyhow::Result<()> {
+    for id in 1..=products {
         sqlx::query(
             "INSERT INTO products (id, name, stock, price) VALUES ($1, $2, $3, 1)
              ON CONFLICT (id) DO UPDATE SET stock = EXCLUDED.stock",
         )
         .bind(id)
         .bind(format!("chaos {id}"))
-        .bind(config.stock)
+        .bind(stock)
         .execute(store.pool())
         .await?;
     }
     Ok(())
+}
+
+/// Waits until `produced` orders have an outcome and nothing is pending or in flight (shared
+/// with the multi-host run).
+pub(crate) async fn quiesce(
+    store: &OrderStore,
+    queue: &JobQueue,
+    produced: usize,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let decided: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(store.pool())
+            .await?;
+        let in_flight = in_flight(queue).await.unwrap_or(usize::MAX);
+        if in_flight == 0 && usize::try_from(decided).unwrap_or(0) >= produced {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{decided} of {} orders decided, {in_flight} messages in flight",
+            produced
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Messages pending or in a worker's processing list.
+pub(crate) async fn in_flight(queue: &JobQueue) -> anyhow::Result<usize> {
+    let stats = queue.stats().await?;
+    let states = queue.worker_states().await?;
+    Ok(stats.pending + states.iter().map(|w| w.in_flight).sum::<usize>())
+}
+
+/// Reads the final state of a run's first `products` products (each seeded with `stock`).
+pub(crate) async fn final_state(
+    store: &OrderStore,
+    queue: &JobQueue,
+    products: i32,
+    initial_stock: i32,
+) -> anyhow::Result<FinalState> {
+    let pool = store.pool();
+    let rows_of_products: Vec<(i32, i32)> =
+        sqlx::query_as("SELECT id, stock FROM products WHERE id BETWEEN 1 AND $1 ORDER BY id")
+            .bind(products)
+            .fetch_all(pool)
+            .await?;
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(
+        uuid::Uuid,
+        Option<i32>,
+        Option<i32>,
+        String,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        i64,
+    )> = sqlx::query_as(
+        "SELECT id, product_id, quantity, status, reason, fence, worker,
+                (extract(epoch FROM decided_at) * 1000000)::bigint FROM orders",
+    )
+    .fetch_all(pool)
+    .await?;
+    let dead = queue.dead_letters(100_000).await?;
+    Ok(FinalState {
+        products: rows_of_products
+            .into_iter()
+            .map(|(id, stock)| (id, initial_stock, stock))
+            .collect(),
+        outcomes: rows
+            .into_iter()
+            .map(
+                |(id, product, quantity, status, reason, fence, worker, decided_us)| OutcomeRow {
+                    id: id.to_string(),
+                    product,
+                    quantity,
+                    status,
+                    reason,
+                    fence: fence.and_then(|f| u64::try_from(f).ok()),
+                    worker,
+                    decided_us,
+                },
+            )
+            .collect(),
+        dead_letters: dead.into_iter().map(|d| d.payload).collect(),
+        in_flight: in_flight(queue).await.unwrap_or(usize::MAX),
+    })
 }

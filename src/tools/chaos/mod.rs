@@ -9,12 +9,16 @@
 //! - [`own_postgres`]: a throwaway Postgres the run may restart.
 //! - [`tail`]: follows the workers' logs during the run, for the faults aimed at a moment.
 //! - [`harness`]: starts Redis, workers, the producer and the nemesis; stops, waits, checks.
+//! - [`multihost`]: workers on their own network hosts (`scripts/multihost`), partitions cut
+//!   between them, the same checker.
 
 pub mod checker;
 pub mod cli;
 pub mod clock;
 pub mod harness;
 pub mod history;
+pub mod multihost;
+pub mod multihost_cli;
 pub mod own_postgres;
 pub mod proxy;
 pub mod tail;
