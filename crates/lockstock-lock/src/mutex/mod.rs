@@ -232,7 +232,8 @@ impl Holder for MutexOps {
                     .key(&self.keys.lock)
                     .key(&self.keys.fence)
                     .key(&self.keys.queue)
-                    .arg(&self.ticket.token),
+                    .arg(&self.ticket.token)
+                    .arg(self.ticket.ttl_ms),
             )
             .await?;
         ReleaseOutcome::from_reply("release", reply)

@@ -1,13 +1,21 @@
 -- Takes the lock when it is free (or already ours), else optionally joins its FIFO wait queue or
 -- renews the caller's place in it.
 --
--- The lock value is "token\nfence\nsince_ms\nowner": the holder's token, its fencing token, the
--- server time it was granted (Redis TIME, never a client clock) and an owner description (JSON).
+-- The lock value is "token\nfence\nttl_ms+held_ms[+w]\nowner" (lib/mutex_value.lua): the
+-- holder's token, its fencing token, the TTL the key was set with and how long the hold had
+-- lasted then, the waiters mark, and an owner description (JSON). No TIME is read on the free
+-- path: inspection derives "since" from PTTL.
 -- A queue entry is "token\nttl_ms\nexpires_ms\nchannel\nowner" (lib/mutex_queue.lua): a lease
 -- the waiter renews with every call; release.lua hands the lock to the oldest entry whose lease
 -- has not run out, for the entry's ttl_ms (the TTL capped by the lease), and announces it on the
 -- entry's channel (the waiting client's own, so only that process wakes up). Queueing is by
--- token: a retried call (its reply lost) renews the one entry, never adds a second.
+-- token: a retried call (its reply lost) renews the one entry, never adds a second. A queueing
+-- call marks the holder's value ("+w"), so its release hands off; see lib/mutex_value.lua for
+-- when a hold with waiters is not marked.
+--
+-- The fence is taken (INCR) before the SET NX that grants: the grant and its fence stay one
+-- atomic script, and a call that finds the lock held burns a number. Fences stay strictly
+-- increasing in grant order, with gaps. Uncontended cost: INCR + SET (3 commands with EVALSHA).
 --
 -- KEYS[1]: lock key       (string, PX ttl)
 -- KEYS[2]: fence counter  (integer, never expires)
@@ -17,32 +25,42 @@
 -- ARGV[3]: owner description (JSON, one line)
 -- ARGV[4]: lease of the caller's queue entry in ms; "0" = do not queue
 -- ARGV[5]: the caller's hand-off channel (kept in its queue entry)
--- Returns: {1, fence, pttl_ms, server_ms}  acquired, or already ours (a retried call, a hand-off
---                                          whose message was missed): fence is the held token
---          {0, pttl_ms, server_ms}         held by another (pttl_ms -1: no expiry)
+-- Returns: {1, fence, pttl_ms}    acquired, or already ours (a retried call, a hand-off whose
+--                                 message was missed): fence is the held token
+--          {0, pttl_ms, server_ms} held by another (pttl_ms -1: no expiry)
 local token = ARGV[1]
-local value = redis.call('GET', KEYS[1])
+local queueing = ARGV[4] ~= '0'
+
+-- Only a queueing call can have an entry (an unqueued look never did): the uncontended path
+-- stays free of the queue scan.
+local index, entry, queued = nil, nil, 0
+if queueing then
+  index, entry, queued = find_entry(KEYS[3], token)
+end
+local others_queued = queued - (index and 1 or 0) > 0
+
+local fence = redis.call('INCR', KEYS[2])
+local value = redis.call('SET', KEYS[1],
+  mutex_value(token, fence, ARGV[2], 0, others_queued, ARGV[3]), 'NX', 'PX', ARGV[2], 'GET')
+if not value then
+  if index then
+    redis.call('LREM', KEYS[3], 1, entry)
+  end
+  return {1, fence, tonumber(ARGV[2])}
+end
 
 if held_by(value, token) then
-  return {1, fence_of(value), redis.call('PTTL', KEYS[1]), server_now_ms()}
+  return {1, fence_of(value), redis.call('PTTL', KEYS[1])}
 end
 
 local now = server_now_ms()
-if value then
-  if ARGV[4] ~= '0' then
-    local lease = tonumber(ARGV[4])
-    local handed_ttl = math.min(tonumber(ARGV[2]), lease)
-    requeue(KEYS[3], token,
-      token .. '\n' .. handed_ttl .. '\n' .. (now + lease) .. '\n' .. ARGV[5] .. '\n' .. ARGV[3])
+if queueing then
+  local lease = tonumber(ARGV[4])
+  local handed_ttl = math.min(tonumber(ARGV[2]), lease)
+  requeue(KEYS[3], token,
+    token .. '\n' .. handed_ttl .. '\n' .. (now + lease) .. '\n' .. ARGV[5] .. '\n' .. ARGV[3])
+  if not is_marked(value) then
+    redis.call('SET', KEYS[1], with_mark(value), 'XX', 'KEEPTTL')
   end
-  return {0, redis.call('PTTL', KEYS[1]), now}
 end
-
-if ARGV[4] ~= '0' then
-  -- Only a queueing call can have an entry (an unqueued look never did): the uncontended path
-  -- stays free of the queue scan.
-  leave_queue(KEYS[3], token)
-end
-local fence = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], lock_value(token, fence, now, ARGV[3]), 'PX', ARGV[2])
-return {1, fence, tonumber(ARGV[2]), now}
+return {0, redis.call('PTTL', KEYS[1]), now}

@@ -7,6 +7,7 @@ mod redis_server;
 
 mod helpers;
 
+mod calls;
 mod errors;
 mod fair;
 mod fencing;
