@@ -5,11 +5,12 @@
 //!   after the safety deadline fired), then `acquire` refuses them with
 //!   [`LockError::InvalidArgument`](super::LockError::InvalidArgument) before sending anything.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use super::{
     error::{LockError, Result},
     keys::KeySpace,
+    observe::LockObserver,
     owner::LockOwner,
 };
 
@@ -170,6 +171,9 @@ pub struct LockConfig {
     /// the waiter extends it, so a waiter that died queued blocks the lock one lease at most.
     /// At least 30 ms.
     pub waiter_lease: Duration,
+    /// Sees every grant, extension, release, loss and hand-off of this client's mutex holds
+    /// (`None`: no events are built; see [`LockObserver`]).
+    pub observer: Option<Arc<dyn LockObserver>>,
 }
 
 impl Default for LockConfig {
@@ -182,6 +186,7 @@ impl Default for LockConfig {
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(2),
             waiter_lease: crate::semaphore::DEFAULT_WAITER_LEASE,
+            observer: None,
         }
     }
 }
@@ -196,6 +201,12 @@ impl LockConfig {
     /// Sets the owner record.
     pub fn with_owner(mut self, owner: LockOwner) -> Self {
         self.owner = owner;
+        self
+    }
+
+    /// Attaches an observer of this client's mutex holds ([`LockObserver`]).
+    pub fn with_observer(mut self, observer: Arc<dyn LockObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 }

@@ -58,6 +58,7 @@ use super::{
     guard::{Holder, ReleaseOutcome},
     keys::ResourceKeys,
     metrics::LockMetrics,
+    observe::Observed,
     options::LockOptions,
     scripts::SCRIPTS,
     token::{FencingToken, LockToken},
@@ -190,7 +191,8 @@ impl QueuedOps for MutexOps {
                     .arg(self.ticket.ttl_ms)
                     .arg(self.ticket.client.owner_json())
                     .arg(lease_ms)
-                    .arg(&self.ticket.channel),
+                    .arg(&self.ticket.channel)
+                    .arg(u8::from(self.ticket.client.config().observer.is_some())),
             )
             .await?;
         waiting::parse_attempt("acquire", &reply)
@@ -245,6 +247,14 @@ impl Holder for MutexOps {
 
     fn metrics(&self) -> Option<Arc<LockMetrics>> {
         Some(self.ticket.client.metrics_handle())
+    }
+
+    fn observed(&self) -> Option<Observed> {
+        let observer = self.ticket.client.config().observer.clone()?;
+        Some(Observed {
+            observer,
+            token: self.token,
+        })
     }
 }
 

@@ -25,8 +25,10 @@
 -- ARGV[3]: owner description (JSON, one line)
 -- ARGV[4]: lease of the caller's queue entry in ms; "0" = do not queue
 -- ARGV[5]: the caller's hand-off channel (kept in its queue entry)
--- Returns: {1, fence, pttl_ms}    acquired, or already ours (a retried call, a hand-off whose
---                                 message was missed): fence is the held token
+-- ARGV[6]: "1" = also return the server time of a grant (an observer is attached), else "0"
+-- Returns: {1, fence, pttl_ms[, server_ms]}  acquired, or already ours (a retried call, a
+--                                 hand-off whose message was missed): fence is the held token;
+--                                 server_ms only when ARGV[6] is "1"
 --          {0, pttl_ms, server_ms} held by another (pttl_ms -1: no expiry)
 local token = ARGV[1]
 local queueing = ARGV[4] ~= '0'
@@ -46,10 +48,16 @@ if not value then
   if index then
     redis.call('LREM', KEYS[3], 1, entry)
   end
+  if ARGV[6] == '1' then
+    return {1, fence, tonumber(ARGV[2]), server_now_ms()}
+  end
   return {1, fence, tonumber(ARGV[2])}
 end
 
 if held_by(value, token) then
+  if ARGV[6] == '1' then
+    return {1, fence_of(value), redis.call('PTTL', KEYS[1]), server_now_ms()}
+  end
   return {1, fence_of(value), redis.call('PTTL', KEYS[1])}
 end
 

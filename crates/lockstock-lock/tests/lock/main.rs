@@ -15,6 +15,7 @@ mod handoff;
 mod hardening;
 mod heartbeat;
 mod mutex;
+mod observe;
 mod redlock;
 mod rwlock;
 mod semaphore;
