@@ -30,7 +30,14 @@
 //! - When a waiting acquire is cancelled (its future dropped), then its queue entry is removed in
 //!   the background, and a lock handed to it meanwhile is released.
 //! - The uncontended path is unchanged by the lease: acquire and release are one round trip
-//!   each, and only queued waiters renew.
+//!   each, and only queued waiters renew. On the server they run 5 commands in all (`EVALSHA` +
+//!   `INCR` + `SET NX PX GET`, `EVALSHA` + `GETDEL`) and read no clock.
+//! - When a waiter queues behind a hold, then it marks the hold's value, and only a marked hold's
+//!   release looks at the queue (a hand-off marks the new hold, and so does a queueing call that
+//!   takes a free lock while others are queued). A free lock taken by an *unqueued* call
+//!   (`try_acquire`, a first look) while waiters are queued (the last holder expired) is not
+//!   marked: its release frees it, and the waiters take it, or mark it, at their next look (at
+//!   most a third of the lease later).
 //! - Not guaranteed: fairness towards acquirers that arrive while the lock is *free* (they take
 //!   it at once); FIFO order holds among those that found it held (use
 //!   [`FairLock`](crate::FairLock) for strict arrival order). A waiter cut off from Redis for
