@@ -29,7 +29,10 @@ use std::{
 };
 
 use lockstock_lock::{LockClient, LockConfig, LockGuard, LockOptions, LockOwner};
-use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, aio::ConnectionManager};
+
+#[path = "../tests/support/commandstats.rs"]
+mod commandstats;
 use serde::Serialize;
 
 /// One measured loop.
@@ -140,55 +143,40 @@ async fn server_calls(conn: &ConnectionManager) -> (u64, u64) {
         .query_async(&mut conn)
         .await
         .expect("INFO commandstats");
-    let field = |stats: &str, name: &str| -> u64 {
-        stats
-            .split(',')
-            .find_map(|kv| kv.strip_prefix(name)?.parse::<f64>().ok())
-            .unwrap_or(0.0) as u64
-    };
-    let mut calls = 0;
-    let mut usec = 0;
-    for line in info
-        .lines()
-        .filter_map(|line| line.strip_prefix("cmdstat_"))
-    {
-        let Some((command, stats)) = line.split_once(':') else {
-            continue;
-        };
-        calls += field(stats, "calls=");
-        // What a script runs is counted in its EVALSHA's usec too; only the commands a cycle
-        // sends itself are summed, so the figure is the cycle's server time.
-        if matches!(command, "set" | "evalsha" | "eval") {
-            usec += field(stats, "usec=");
-        }
-    }
+    let stats = commandstats::parse(&info);
+    let calls = stats.iter().map(|stat| stat.calls).sum();
+    // What a script runs is counted in its EVALSHA's usec too; only the commands a cycle sends
+    // itself are summed, so the figure is the cycle's server time.
+    let usec = stats
+        .iter()
+        .filter(|stat| matches!(stat.name.as_str(), "set" | "evalsha" | "eval"))
+        .map(|stat| stat.usec)
+        .sum();
     (calls, usec)
 }
 
+/// Removes the keys a loop left under `prefix` (fence counters never expire).
 async fn delete_prefix(conn: &ConnectionManager, prefix: &str) {
+    use futures_util::StreamExt;
     let mut conn = conn.clone();
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
+    let mut scanning = conn.clone();
+    let keys: Vec<String> = {
+        let mut scan = scanning
+            .scan_match::<_, String>(format!("{prefix}*"))
             .await
             .expect("SCAN");
-        if !keys.is_empty() {
-            let () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .expect("UNLINK");
+        let mut keys = Vec::new();
+        while let Some(key) = scan.next().await {
+            keys.push(key.expect("a key name"));
         }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
+        keys
+    };
+    for chunk in keys.chunks(1000) {
+        let () = redis::cmd("UNLINK")
+            .arg(chunk)
+            .query_async(&mut conn)
+            .await
+            .expect("UNLINK");
     }
 }
 

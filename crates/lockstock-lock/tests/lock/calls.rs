@@ -6,10 +6,10 @@ use std::time::Duration;
 use lockstock_lock::{LockOptions, ReleaseOutcome};
 use redis::aio::ConnectionManager;
 
-use crate::helpers::TestRedis;
+use crate::{commandstats, helpers::TestRedis};
 
 /// Commands the server ran since the last `CONFIG RESETSTAT`, without the `INFO` that reads
-/// them (`cmdstat_<name>:calls=N,...` lines).
+/// them and the reset itself.
 async fn calls_since_reset(conn: &ConnectionManager) -> u64 {
     let mut conn = conn.clone();
     let info: String = redis::cmd("INFO")
@@ -17,17 +17,10 @@ async fn calls_since_reset(conn: &ConnectionManager) -> u64 {
         .query_async(&mut conn)
         .await
         .expect("INFO commandstats");
-    info.lines()
-        .filter_map(|line| line.strip_prefix("cmdstat_"))
-        .filter(|line| !line.starts_with("info:") && !line.starts_with("config|resetstat:"))
-        .filter_map(|line| {
-            line.split_once(":calls=")?
-                .1
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+    commandstats::parse(&info)
+        .into_iter()
+        .filter(|stat| stat.name != "info" && stat.name != "config|resetstat")
+        .map(|stat| stat.calls)
         .sum()
 }
 

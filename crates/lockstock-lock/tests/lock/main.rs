@@ -5,6 +5,9 @@
 #[path = "../support/redis_server.rs"]
 mod redis_server;
 
+#[path = "../support/commandstats.rs"]
+mod commandstats;
+
 mod helpers;
 
 mod calls;
