@@ -13,9 +13,11 @@
 -- call marks the holder's value ("+w"), so its release hands off; see lib/mutex_value.lua for
 -- when a hold with waiters is not marked.
 --
--- The fence is taken (INCR) before the SET NX that grants: the grant and its fence stay one
--- atomic script, and a call that finds the lock held burns a number. Fences stay strictly
--- increasing in grant order, with gaps. Uncontended cost: INCR + SET (3 commands with EVALSHA).
+-- An unqueued call (the uncontended path) takes the fence (INCR) before the SET NX GET that
+-- grants: the grant and its fence stay one atomic script, and an unqueued call that finds the
+-- lock held burns a number (fences stay strictly increasing in grant order, with gaps). Cost:
+-- INCR + SET (3 commands with EVALSHA). A queueing call (its process is waiting on this
+-- resource: contention is expected) reads the lock first and takes a fence only to grant.
 --
 -- KEYS[1]: lock key       (string, PX ttl)
 -- KEYS[2]: fence counter  (integer, never expires)
@@ -31,44 +33,51 @@
 --                                 server_ms only when ARGV[6] is "1"
 --          {0, pttl_ms, server_ms} held by another (pttl_ms -1: no expiry)
 local token = ARGV[1]
-local queueing = ARGV[4] ~= '0'
+local with_time = ARGV[6] == '1'
 
--- Only a queueing call can have an entry (an unqueued look never did): the uncontended path
--- stays free of the queue scan.
-local index, entry, queued = nil, nil, 0
-if queueing then
-  index, entry, queued = find_entry(KEYS[3], token)
+local function granted(fence, pttl)
+  if with_time then
+    return {1, fence, pttl, server_now_ms()}
+  end
+  return {1, fence, pttl}
 end
-local others_queued = queued - (index and 1 or 0) > 0
 
-local fence = redis.call('INCR', KEYS[2])
-local value = redis.call('SET', KEYS[1],
-  mutex_value(token, fence, ARGV[2], 0, others_queued, ARGV[3]), 'NX', 'PX', ARGV[2], 'GET')
+if ARGV[4] == '0' then
+  local fence = redis.call('INCR', KEYS[2])
+  local value = redis.call('SET', KEYS[1],
+    mutex_value(token, fence, ARGV[2], 0, false, ARGV[3]), 'NX', 'PX', ARGV[2], 'GET')
+  if not value then
+    return granted(fence, tonumber(ARGV[2]))
+  end
+  if held_by(value, token) then
+    return granted(fence_of(value), redis.call('PTTL', KEYS[1]))
+  end
+  return {0, redis.call('PTTL', KEYS[1]), server_now_ms()}
+end
+
+local value = redis.call('GET', KEYS[1])
+if held_by(value, token) then
+  return granted(fence_of(value), redis.call('PTTL', KEYS[1]))
+end
+
 if not value then
+  -- Free: take it, leave the queue, and mark the hold when others are still queued behind it.
+  local index, entry, queued = find_entry(KEYS[3], token)
   if index then
     redis.call('LREM', KEYS[3], 1, entry)
   end
-  if ARGV[6] == '1' then
-    return {1, fence, tonumber(ARGV[2]), server_now_ms()}
-  end
-  return {1, fence, tonumber(ARGV[2])}
-end
-
-if held_by(value, token) then
-  if ARGV[6] == '1' then
-    return {1, fence_of(value), redis.call('PTTL', KEYS[1]), server_now_ms()}
-  end
-  return {1, fence_of(value), redis.call('PTTL', KEYS[1])}
+  local fence = redis.call('INCR', KEYS[2])
+  local others = queued - (index and 1 or 0) > 0
+  redis.call('SET', KEYS[1], mutex_value(token, fence, ARGV[2], 0, others, ARGV[3]), 'PX', ARGV[2])
+  return granted(fence, tonumber(ARGV[2]))
 end
 
 local now = server_now_ms()
-if queueing then
-  local lease = tonumber(ARGV[4])
-  local handed_ttl = math.min(tonumber(ARGV[2]), lease)
-  requeue(KEYS[3], token,
-    token .. '\n' .. handed_ttl .. '\n' .. (now + lease) .. '\n' .. ARGV[5] .. '\n' .. ARGV[3])
-  if not is_marked(value) then
-    redis.call('SET', KEYS[1], with_mark(value), 'XX', 'KEEPTTL')
-  end
+local lease = tonumber(ARGV[4])
+local handed_ttl = math.min(tonumber(ARGV[2]), lease)
+requeue(KEYS[3], token,
+  token .. '\n' .. handed_ttl .. '\n' .. (now + lease) .. '\n' .. ARGV[5] .. '\n' .. ARGV[3])
+if not is_marked(value) then
+  redis.call('SET', KEYS[1], with_mark(value), 'XX', 'KEEPTTL')
 end
 return {0, redis.call('PTTL', KEYS[1]), now}
