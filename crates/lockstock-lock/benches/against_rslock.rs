@@ -137,13 +137,7 @@ fn percentile_us(sorted: &[Duration], p: f64) -> u64 {
 /// The sums of `calls` over `INFO commandstats` (the INFO that reads it counts itself) and of
 /// `usec` over the commands a client can send (script-internal ones are inside `evalsha`'s).
 async fn server_calls(conn: &ConnectionManager) -> (u64, u64) {
-    let mut conn = conn.clone();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .expect("INFO commandstats");
-    let stats = commandstats::parse(&info);
+    let stats = commandstats::read(conn).await;
     let calls = stats.iter().map(|stat| stat.calls).sum();
     // What a script runs is counted in its EVALSHA's usec too; only the commands a cycle sends
     // itself are summed, so the figure is the cycle's server time.

@@ -11,13 +11,8 @@ use crate::{commandstats, helpers::TestRedis};
 /// Commands the server ran since the last `CONFIG RESETSTAT`, without the `INFO` that reads
 /// them and the reset itself.
 async fn calls_since_reset(conn: &ConnectionManager) -> u64 {
-    let mut conn = conn.clone();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
+    commandstats::read(conn)
         .await
-        .expect("INFO commandstats");
-    commandstats::parse(&info)
         .into_iter()
         .filter(|stat| stat.name != "info" && stat.name != "config|resetstat")
         .map(|stat| stat.calls)

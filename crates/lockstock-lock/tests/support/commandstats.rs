@@ -12,6 +12,17 @@ pub struct CommandStat {
     pub usec: u64,
 }
 
+/// Asks the server behind `conn` for `INFO commandstats` (that call counts itself) and parses it.
+pub async fn read(conn: &redis::aio::ConnectionManager) -> Vec<CommandStat> {
+    let mut conn = conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO commandstats");
+    parse(&info)
+}
+
 /// Every command line of an `INFO commandstats` reply.
 pub fn parse(info: &str) -> Vec<CommandStat> {
     info.lines()
