@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     error::{LockError, Result},
     metrics::LockMetrics,
+    observe::{LockEvent, Observed},
     options::LockOptions,
     token::FencingToken,
     waiting::Grant,
@@ -95,6 +96,11 @@ pub(crate) trait Holder: fmt::Debug + Send + Sync + 'static {
     fn metrics(&self) -> Option<Arc<LockMetrics>> {
         None
     }
+
+    /// The observer of this hold's events, if one is attached (the mutex: its client's).
+    fn observed(&self) -> Option<Observed> {
+        None
+    }
 }
 
 /// What a guard, its heartbeat and its leases share.
@@ -118,9 +124,49 @@ struct State {
     drift: Duration,
     /// Where the loss and the hold time are counted, if anywhere.
     metrics: Option<Arc<LockMetrics>>,
+    /// Who sees this hold's events, if anyone.
+    observed: Option<Observed>,
 }
 
 impl State {
+    /// Tells the observer, if any, what `event` builds (nothing is built without one).
+    fn observe(&self, event: impl FnOnce(&Observed) -> LockEvent) {
+        if let Some(observed) = &self.observed {
+            observed.observer.on_event(&event(observed));
+        }
+    }
+
+    /// A successful extension sent at `sent` moved the deadline to `deadline`.
+    fn extended(&self, sent: Instant, deadline: Instant) {
+        self.set_deadline(deadline);
+        self.observe(|o| LockEvent::Extend {
+            resource: self.resource.clone(),
+            token: o.token,
+            fence: self.fence.get(),
+            sent_at: sent,
+            deadline,
+        });
+    }
+
+    /// A release sent at `sent` found `outcome`.
+    fn released(&self, sent: Instant, outcome: ReleaseOutcome) {
+        self.observe(|o| match outcome {
+            ReleaseOutcome::HandedOff => LockEvent::HandOff {
+                resource: self.resource.clone(),
+                token: o.token,
+                fence: self.fence.get(),
+                sent_at: sent,
+            },
+            outcome => LockEvent::Release {
+                resource: self.resource.clone(),
+                token: o.token,
+                fence: self.fence.get(),
+                sent_at: sent,
+                outcome,
+            },
+        });
+    }
+
     fn deadline(&self) -> Instant {
         *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -142,6 +188,12 @@ impl State {
             if let Some(metrics) = &self.metrics {
                 metrics.lost();
             }
+            self.observe(|o| LockEvent::Lost {
+                resource: self.resource.clone(),
+                token: o.token,
+                fence: self.fence.get(),
+                why,
+            });
             self.lost.cancel();
         }
     }
@@ -187,6 +239,7 @@ impl<H: Holder> Held<H> {
             fence,
             base,
             valid_for,
+            server_ms,
         } = grant;
         let drift = options.drift();
         // A hand-off capped by the waiter's lease is granted for less than the TTL: its deadline
@@ -204,6 +257,15 @@ impl<H: Holder> Held<H> {
             ttl: options.ttl,
             drift,
             metrics: holder.metrics(),
+            observed: holder.observed(),
+        });
+        state.observe(|o| LockEvent::Grant {
+            resource: state.resource.clone(),
+            token: o.token,
+            fence,
+            server_time_ms: server_ms,
+            sent_at: base,
+            deadline: state.deadline(),
         });
         let stop = CancellationToken::new();
         let first_extend = match options.heartbeat_period() {
@@ -272,7 +334,7 @@ impl<H: Holder> Held<H> {
         let still_held = self.holder.extend(ttl_ms).await?;
         if still_held {
             self.state
-                .set_deadline(sent + self.state.ttl.saturating_sub(self.state.drift));
+                .extended(sent, sent + self.state.ttl.saturating_sub(self.state.drift));
         } else {
             self.state.lose("an extension found the hold gone or taken");
         }
@@ -286,7 +348,9 @@ impl<H: Holder> Held<H> {
         }
         self.released = true;
         self.state.ended();
+        let sent = Instant::now();
         let outcome = self.holder.release().await?;
+        self.state.released(sent, outcome);
         if outcome == ReleaseOutcome::NotHeld {
             tracing::debug!(resource = %self.state.resource, what = self.state.what, "released a hold that was no longer held");
         }
@@ -309,8 +373,12 @@ impl<H: Holder> Drop for Held<H> {
                 if let Some(task) = heartbeat {
                     let _ = task.await;
                 }
-                if let Err(error) = holder.release().await {
-                    tracing::debug!(%error, resource = %state.resource, what = state.what, "background release failed; the TTL will free it");
+                let sent = Instant::now();
+                match holder.release().await {
+                    Ok(outcome) => state.released(sent, outcome),
+                    Err(error) => {
+                        tracing::debug!(%error, resource = %state.resource, what = state.what, "background release failed; the TTL will free it");
+                    }
                 }
             });
         }
@@ -477,7 +545,7 @@ async fn heartbeat<H: Holder>(
                 };
                 match answer {
                     Some(Ok(true)) => {
-                        state.set_deadline(sent + ttl.saturating_sub(drift));
+                        state.extended(sent, sent + ttl.saturating_sub(drift));
                         next_extend = period.map(|p| sent + p);
                     }
                     Some(Ok(false)) => {

@@ -35,6 +35,7 @@
 //! | `notify.rs` | hand-off messages: one shared pub/sub subscription per client, delivered to the one local waiter |
 //! | `guard.rs` | the generic guard every primitive wraps: heartbeat, lost signal, safety deadline, release; [`HoldLease`], [`ReleaseOutcome`] |
 //! | `inspect.rs` | [`LockInfo`] and the one parser of what a hold stores in Redis |
+//! | `observe.rs` | [`LockObserver`] and [`LockEvent`]: an optional hook that sees every grant, extension, release, loss and hand-off of a client's mutex holds (for history checkers) |
 //! | `scripts/` | one registry of the Lua scripts (one file per atomic operation; shared helpers in `scripts/lib/`, prepended at build time) |
 //! | `keys.rs`, `token.rs`, `owner.rs`, `options.rs`, `error.rs`, `metrics.rs` | key names (built in one place), tokens, owner records, settings, errors, counters |
 //!
@@ -120,6 +121,7 @@ mod keys;
 mod metrics;
 mod mutex;
 mod notify;
+pub mod observe;
 mod options;
 mod owner;
 mod redlock;
@@ -141,6 +143,7 @@ pub use keys::{
 };
 pub use metrics::{DURATION_BUCKETS, LockMetrics};
 pub use mutex::{LockGuard, LockLease};
+pub use observe::{LockEvent, LockObserver};
 pub use options::{Heartbeat, LockConfig, LockOptions};
 pub use owner::LockOwner;
 pub use redlock::{InstanceLock, Redlock, RedlockConfig, RedlockGuard};

@@ -5,11 +5,12 @@
 //!   after the safety deadline fired), then `acquire` refuses them with
 //!   [`LockError::InvalidArgument`](super::LockError::InvalidArgument) before sending anything.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use super::{
     error::{LockError, Result},
     keys::KeySpace,
+    observe::LockObserver,
     owner::LockOwner,
 };
 
@@ -174,6 +175,9 @@ pub struct LockConfig {
     /// loop would discard as stale or expired, so a waiter paused past its hand-off gets a guard
     /// while another holds the lock. Never set it in production.
     pub unsafe_keep_stale_handoffs: bool,
+    /// Sees every grant, extension, release, loss and hand-off of this client's mutex holds
+    /// (`None`: no events are built; see [`LockObserver`]).
+    pub observer: Option<Arc<dyn LockObserver>>,
 }
 
 impl Default for LockConfig {
@@ -187,6 +191,7 @@ impl Default for LockConfig {
             connection_timeout: Duration::from_secs(2),
             waiter_lease: crate::semaphore::DEFAULT_WAITER_LEASE,
             unsafe_keep_stale_handoffs: false,
+            observer: None,
         }
     }
 }
@@ -201,6 +206,12 @@ impl LockConfig {
     /// Sets the owner record.
     pub fn with_owner(mut self, owner: LockOwner) -> Self {
         self.owner = owner;
+        self
+    }
+
+    /// Attaches an observer of this client's mutex holds ([`LockObserver`]).
+    pub fn with_observer(mut self, observer: Arc<dyn LockObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 }

@@ -198,8 +198,13 @@ impl Pace {
 /// What one `acquire` script call found.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Attempt {
-    /// Granted (or already ours): the fencing token and the TTL left.
-    Granted { fence: u64, pttl_ms: u64 },
+    /// Granted (or already ours): the fencing token, the TTL left and, when the script read
+    /// it, the server time of the grant.
+    Granted {
+        fence: u64,
+        pttl_ms: u64,
+        server_ms: Option<u64>,
+    },
     /// Not granted. `wake_ms`: when the blocking hold expires at the latest, if known;
     /// `server_ms`: the server time of this call.
     Waiting {
@@ -217,14 +222,17 @@ pub(crate) struct Grant {
     pub(crate) base: Instant,
     /// The TTL the hold had at `base`.
     pub(crate) valid_for: Duration,
+    /// The server time (Unix ms) of the grant, when the reply or message carried it.
+    pub(crate) server_ms: Option<u64>,
 }
 
 impl Grant {
-    fn at(base: Instant, fence: u64, pttl_ms: u64) -> Self {
+    fn at(base: Instant, fence: u64, pttl_ms: u64, server_ms: Option<u64>) -> Self {
         Self {
             fence,
             base,
             valid_for: Duration::from_millis(pttl_ms),
+            server_ms,
         }
     }
 }
@@ -312,14 +320,23 @@ pub(crate) trait QueuedOps: Holder {
     }
 }
 
-/// Parses an `acquire` script's reply: `{1, fence, pttl_ms, server_ms}` or
+/// Parses an `acquire` script's reply: `{1, fence, pttl_ms[, server_ms]}` or
 /// `{0, wake_ms, server_ms}` (`wake_ms` < 0: unknown).
 pub(crate) fn parse_attempt(operation: &'static str, reply: &[redis::Value]) -> Result<Attempt> {
     use redis::Value;
     match reply {
-        [Value::Int(1), Value::Int(fence), Value::Int(pttl), ..] => Ok(Attempt::Granted {
+        [
+            Value::Int(1),
+            Value::Int(fence),
+            Value::Int(pttl),
+            rest @ ..,
+        ] => Ok(Attempt::Granted {
             fence: (*fence).max(0) as u64,
             pttl_ms: (*pttl).max(0) as u64,
+            server_ms: match rest {
+                [Value::Int(now), ..] => u64::try_from(*now).ok(),
+                _ => None,
+            },
         }),
         [Value::Int(0), Value::Int(wake), Value::Int(now), ..] => Ok(Attempt::Waiting {
             wake_ms: u64::try_from(*wake).ok(),
@@ -380,8 +397,13 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
     let listening = notifier.is_subscribed(&ticket.channel);
     if plan.wait.is_zero() || (pace.listens_first() && !listening) {
         let sent = Instant::now();
-        if let Attempt::Granted { fence, pttl_ms } = ops.attempt(0).await? {
-            return Ok(Grant::at(sent, fence, pttl_ms));
+        if let Attempt::Granted {
+            fence,
+            pttl_ms,
+            server_ms,
+        } = ops.attempt(0).await?
+        {
+            return Ok(Grant::at(sent, fence, pttl_ms, server_ms));
         }
         if plan.wait.is_zero() {
             return Err(timed_out());
@@ -408,9 +430,13 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
             .attempt(pace.queue_ms(deadline.saturating_duration_since(sent)))
             .await;
         let wake = match attempt {
-            Ok(Attempt::Granted { fence, pttl_ms }) => {
+            Ok(Attempt::Granted {
+                fence,
+                pttl_ms,
+                server_ms,
+            }) => {
                 queued.armed = false;
-                return Ok(Grant::at(sent, fence, pttl_ms));
+                return Ok(Grant::at(sent, fence, pttl_ms, server_ms));
             }
             Ok(Attempt::Waiting { wake_ms, server_ms }) => {
                 clock_pair = Some((sent, server_ms));
@@ -440,7 +466,7 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
             let left = ops.cancel().await?;
             queued.armed = false;
             return match left {
-                Some((fence, pttl_ms)) => Ok(Grant::at(cancel_sent, fence, pttl_ms)),
+                Some((fence, pttl_ms)) => Ok(Grant::at(cancel_sent, fence, pttl_ms, None)),
                 None => Err(timed_out()),
             };
         }
@@ -484,7 +510,7 @@ pub(crate) async fn acquire<Q: QueuedOps + Clone>(ops: &Q, plan: WaitPlan<'_>) -
                             continue;
                         }
                         queued.armed = false;
-                        return Ok(Grant::at(base, fence, ttl_ms));
+                        return Ok(Grant::at(base, fence, ttl_ms, Some(handed_at)));
                     }
                     // The notifier went away: carry on with the fallback looks only.
                     Err(_) => {

@@ -12,6 +12,10 @@
 //!
 //! Redis command counts come from the server's `INFO stats` before and after, so calls made
 //! inside Lua scripts count too; the client's own round trips are reported beside them.
+//!
+//! The comparison with the fastest peer (rslock, a dev-dependency of the lock crate only) runs
+//! in the lock crate: `cargo bench -p lockstock-lock --bench against_rslock` (raw `SET`, this
+//! lock and rslock in one process on one server, both runtime flavours, JSON with `-- --json`).
 
 use std::{
     path::PathBuf,

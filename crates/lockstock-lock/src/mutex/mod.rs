@@ -30,7 +30,14 @@
 //! - When a waiting acquire is cancelled (its future dropped), then its queue entry is removed in
 //!   the background, and a lock handed to it meanwhile is released.
 //! - The uncontended path is unchanged by the lease: acquire and release are one round trip
-//!   each, and only queued waiters renew.
+//!   each, and only queued waiters renew. On the server they run 5 commands in all (`EVALSHA` +
+//!   `INCR` + `SET NX PX GET`, `EVALSHA` + `GETDEL`) and read no clock.
+//! - When a waiter queues behind a hold, then it marks the hold's value, and only a marked hold's
+//!   release looks at the queue (a hand-off marks the new hold, and so does a queueing call that
+//!   takes a free lock while others are queued). A free lock taken by an *unqueued* call
+//!   (`try_acquire`, a first look) while waiters are queued (the last holder expired) is not
+//!   marked: its release frees it, and the waiters take it, or mark it, at their next look (at
+//!   most a third of the lease later).
 //! - Not guaranteed: fairness towards acquirers that arrive while the lock is *free* (they take
 //!   it at once); FIFO order holds among those that found it held (use
 //!   [`FairLock`](crate::FairLock) for strict arrival order). A waiter cut off from Redis for
@@ -58,6 +65,7 @@ use super::{
     guard::{Holder, ReleaseOutcome},
     keys::ResourceKeys,
     metrics::LockMetrics,
+    observe::Observed,
     options::LockOptions,
     scripts::SCRIPTS,
     token::{FencingToken, LockToken},
@@ -190,7 +198,8 @@ impl QueuedOps for MutexOps {
                     .arg(self.ticket.ttl_ms)
                     .arg(self.ticket.client.owner_json())
                     .arg(lease_ms)
-                    .arg(&self.ticket.channel),
+                    .arg(&self.ticket.channel)
+                    .arg(u8::from(self.ticket.client.config().observer.is_some())),
             )
             .await?;
         waiting::parse_attempt("acquire", &reply)
@@ -232,7 +241,8 @@ impl Holder for MutexOps {
                     .key(&self.keys.lock)
                     .key(&self.keys.fence)
                     .key(&self.keys.queue)
-                    .arg(&self.ticket.token),
+                    .arg(&self.ticket.token)
+                    .arg(self.ticket.ttl_ms),
             )
             .await?;
         ReleaseOutcome::from_reply("release", reply)
@@ -244,6 +254,14 @@ impl Holder for MutexOps {
 
     fn metrics(&self) -> Option<Arc<LockMetrics>> {
         Some(self.ticket.client.metrics_handle())
+    }
+
+    fn observed(&self) -> Option<Observed> {
+        let observer = self.ticket.client.config().observer.clone()?;
+        Some(Observed {
+            observer,
+            token: self.token,
+        })
     }
 }
 

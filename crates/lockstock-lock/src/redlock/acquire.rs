@@ -311,6 +311,7 @@ impl Redlock {
                 fence,
                 base: sent,
                 valid_for: options.ttl,
+                server_ms: None,
             },
         )
     }

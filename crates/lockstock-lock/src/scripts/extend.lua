@@ -1,4 +1,8 @@
--- Resets the lock's TTL if the caller still holds it.
+-- Resets the hold's TTL if the caller still holds it. A mutex value
+-- ("token\nfence\nttl_ms+held_ms[+w]\nowner", lib/mutex_value.lua) is set again with the new TTL
+-- and the time held so far (the old TTL minus PTTL, added to what it had), so inspection keeps
+-- deriving "since" without a clock; any other exclusive hold (fair lock, writer) only has its
+-- TTL reset.
 --
 -- KEYS[1]: lock key
 -- ARGV[1]: token of the caller
@@ -11,5 +15,12 @@ end
 if not held_by(value, ARGV[1]) then
   return -1
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local ttl, held = set_ttl_of(value)
+if ttl then
+  local left = math.max(redis.call('PTTL', KEYS[1]), 0)
+  local held_now = held + math.max(ttl - left, 0)
+  redis.call('SET', KEYS[1], reheld(value, ARGV[2], held_now), 'PX', ARGV[2])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return 1

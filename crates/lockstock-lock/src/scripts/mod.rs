@@ -89,9 +89,15 @@ pub(crate) struct Scripts {
 
 /// The scripts, built and hashed once per process.
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    acquire: script!(["now", "lock_value", "mutex_queue"], "acquire.lua"),
-    release: script!(["now", "lock_value", "handoff"], "release.lua"),
-    extend: script!(["lock_value"], "extend.lua"),
+    acquire: script!(
+        ["now", "lock_value", "mutex_value", "mutex_queue"],
+        "acquire.lua"
+    ),
+    release: script!(
+        ["now", "lock_value", "mutex_value", "handoff"],
+        "release.lua"
+    ),
+    extend: script!(["lock_value", "mutex_value"], "extend.lua"),
     cancel_wait: script!(["lock_value", "mutex_queue"], "cancel_wait.lua"),
     raise_fence: script!([], "raise_fence.lua"),
     sem_acquire: script!(semaphore, "sem_acquire.lua"),

@@ -5,8 +5,12 @@
 #[path = "../support/redis_server.rs"]
 mod redis_server;
 
+#[path = "../support/commandstats.rs"]
+mod commandstats;
+
 mod helpers;
 
+mod calls;
 mod errors;
 mod fair;
 mod fencing;
@@ -14,6 +18,7 @@ mod handoff;
 mod hardening;
 mod heartbeat;
 mod mutex;
+mod observe;
 mod redlock;
 mod rwlock;
 mod semaphore;

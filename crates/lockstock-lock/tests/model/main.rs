@@ -6,8 +6,12 @@
 //! - `src/scripts/acquire.lua`: take a free lock (SET-if-absent with a TTL plus `INCR` of the
 //!   fence counter, atomically) or join the FIFO wait queue; an acquire by a token that already
 //!   holds the lock answers "yours" (a retried call, or a hand-off whose message was missed).
-//! - `src/scripts/release.lua`: release if owner, handing the lock to the oldest queue entry
-//!   whose lease is live, publishing `token, fence, server time, ttl` on the waiter's channel.
+//!   A queueing call marks the hold it finds (`+w` in the value), and a queueing call that takes
+//!   a free lock marks it when others are still queued (`src/scripts/lib/mutex_value.lua`).
+//! - `src/scripts/release.lua`: release if owner; an unmarked hold is simply deleted (the queue is
+//!   not looked at), a marked one goes to the oldest queue entry whose lease is live, publishing
+//!   `token, fence, server time, ttl` on the waiter's channel (the new hold is marked). Property 4
+//!   below is what shows an unmarked release never leaves a live waiter behind.
 //! - `src/scripts/extend.lua` (only the owner extends), `src/scripts/raise_fence.lua` (the
 //!   operator's fence-floor repair after Redis lost its data), and the clients' loops in
 //!   `src/client.rs` / `src/mutex/` (acquire, wait, turn a hand-off into a guard), `src/notify.rs`
@@ -63,6 +67,9 @@
 //! 6. A hand-off to a dead waiter holds the lock for at most one lease.
 //!
 //! # Not modelled
+//! The unqueued first look (`try_acquire`, or a process not yet listening on the resource): it
+//! takes a free lock without scanning the queue, so a lock taken that way while waiters are
+//! queued (its previous holder expired) is unmarked until a waiter's next attempt marks it.
 //! Several resources, Redlock and Redis Cluster, the semaphore / read-write / fair locks (which
 //! share the lease-based queue), a waiter giving up at its deadline (`cancel_wait.lua`), more than
 //! one acquisition per client, the retry schedule's timing, script-cache misses, and clock jumps

@@ -136,6 +136,9 @@ pub(crate) struct Lock {
     pub(crate) fence: u8,
     /// Server tick at which the key expires (exclusive).
     pub(crate) expires: u8,
+    /// The waiters mark ("+w" in the value): a waiter queued behind this hold, so its release
+    /// looks at the queue; an unmarked hold is released by `GETDEL` alone.
+    pub(crate) marked: bool,
 }
 
 /// A wait-queue entry.
@@ -292,7 +295,7 @@ impl MutexModel {
         }
     }
 
-    fn grant(&self, s: &mut State, token: u8, ttl: u8) -> u8 {
+    fn grant(&self, s: &mut State, token: u8, ttl: u8, marked: bool) -> u8 {
         s.counter += 1;
         let fence = s.counter;
         if fence <= s.ghost.last_grant {
@@ -303,6 +306,7 @@ impl MutexModel {
             token,
             fence,
             expires: s.now + ttl,
+            marked,
         });
         fence
     }
@@ -336,6 +340,11 @@ impl MutexModel {
             } else if let (true, Some(i)) = (fixes.waiter_lease, existing) {
                 s.queue[i].expires = now + self.cfg.lease;
             }
+            // A queueing call marks the hold it waits behind.
+            s.lock = Some(Lock {
+                marked: true,
+                ..lock
+            });
             return Reply::Held { server: now };
         }
         // Free: take it; leave the queue.
@@ -344,8 +353,10 @@ impl MutexModel {
         } else if entry_known && let Some(i) = s.queue.iter().position(|e| e.token == token) {
             s.queue.remove(i);
         }
+        // Marked when others are still queued behind the new hold.
+        let marked = !s.queue.is_empty();
         let ttl = self.cfg.ttl;
-        let fence = self.grant(s, token, ttl);
+        let fence = self.grant(s, token, ttl, marked);
         Reply::Acquired { fence, pttl: ttl }
     }
 
@@ -363,13 +374,14 @@ impl MutexModel {
         let live_waiter_queued = s.queue.iter().any(|e| {
             e.expires > now && Self::waiting_on(&s.clients[Self::owner(e.token)], e.token)
         });
-        while !s.queue.is_empty() {
+        // An unmarked hold is released by GETDEL alone: the queue is not looked at.
+        while lock.marked && !s.queue.is_empty() {
             let entry = s.queue.remove(0);
             if entry.expires <= now {
                 continue;
             }
             let ttl = self.handoff_ttl();
-            let fence = self.grant(s, entry.token, ttl);
+            let fence = self.grant(s, entry.token, ttl, true);
             let message = Message {
                 token: entry.token,
                 fence,

@@ -5,7 +5,8 @@
 -- `expires_ms` is the end of the entry's lease (server time), renewed by the waiter's next call.
 --
 -- Expects in scope: nothing.
--- Returns: find_entry(queue, token) -> index (0-based), entry of `token`'s entry, or nil
+-- Returns: find_entry(queue, token) -> index (0-based), entry of `token`'s entry (nil, nil when
+--                it has none), and the number of entries in the queue
 --          requeue(queue, token, entry) -> replaces `token`'s entry in place (keeping its place
 --                in line), or appends `entry` when it has none: idempotent for a retried call
 --          leave_queue(queue, token) -> removes `token`'s entry, if any
@@ -14,10 +15,10 @@ local function find_entry(queue, token)
   local entries = redis.call('LRANGE', queue, 0, -1)
   for i, entry in ipairs(entries) do
     if string.sub(entry, 1, #prefix) == prefix then
-      return i - 1, entry
+      return i - 1, entry, #entries
     end
   end
-  return nil
+  return nil, nil, #entries
 end
 
 local function requeue(queue, token, entry)
