@@ -212,7 +212,10 @@ impl OwnRedis {
     }
 
     /// Stops the server (saving its data or not) and starts it again on the same port.
-    async fn restart(&mut self, keep_data: bool) -> anyhow::Result<()> {
+    /// Stops the server (with `SHUTDOWN SAVE` or `NOSAVE`) and starts it again; returns the
+    /// wall-clock ms between the old process's exit and the new one's start: every reply of the
+    /// old server came before it, every reply of the new one after (the epoch boundary of a wipe).
+    async fn restart(&mut self, keep_data: bool) -> anyhow::Result<u64> {
         let client = redis::Client::open(self.url())?;
         if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
             let how = if keep_data { "SAVE" } else { "NOSAVE" };
@@ -229,7 +232,9 @@ impl OwnRedis {
         if !keep_data {
             let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
         }
-        self.spawn().await
+        let between = now_ms();
+        self.spawn().await?;
+        Ok(between)
     }
 }
 
@@ -696,8 +701,10 @@ impl Run<'_> {
             }
             "redis-wipe" => {
                 self.note(kind, "SHUTDOWN NOSAVE, start empty".to_owned());
-                self.redis.restart(false).await?;
-                self.events.push(Event::Epoch { at_ms: now_ms() });
+                // The epoch starts when the old server is gone, not when the harness sees the
+                // new one up: a worker may be granted fence 1 by the new server before that.
+                let at_ms = self.redis.restart(false).await?;
+                self.events.push(Event::Epoch { at_ms });
                 self.repush_undecided().await?;
             }
             "clock-step" => {
