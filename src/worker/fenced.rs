@@ -231,7 +231,8 @@ async fn hold(
         product,
         &ctx.config.worker_id,
     )
-    .on_connection(conn);
+    .on_connection(conn)
+    .in_group(&ctx.sale_group);
     let stock = match claim(ctx, &sale, product, batch).await {
         Ok(stock) => stock,
         Err(end) => return end,

@@ -171,6 +171,8 @@ pub(crate) struct Ctx {
     pub(crate) stopping: CancellationToken,
     /// Whether Postgres is being waited out (see `outage.rs`).
     pub(crate) health: outage::PostgresHealth,
+    /// The lanes' claims and commits, grouped into shared transactions (`crate::sale`).
+    pub(crate) sale_group: crate::sale::SaleGroup,
 }
 
 impl Ctx {
@@ -336,6 +338,7 @@ impl Worker {
                 hard_stop: CancellationToken::new(),
                 stopping: CancellationToken::new(),
                 health: outage::PostgresHealth::default(),
+                sale_group: crate::sale::SaleGroup::default(),
             }),
         })
     }
