@@ -8,6 +8,9 @@
 //! 2. The holder decides from that stock ([`crate::order::Outcome::from_stock`], in order).
 //! 3. [`OrderStore::commit_fenced_batch`] (or [`OrderStore::commit_fenced`] for one order): one
 //!    statement that writes only while the row still carries the token.
+//!    [`OrderStore::claim_products_on`] and [`OrderStore::commit_fenced_batches_on`] do the same
+//!    for several products (each under its own token) in one statement: the worker's group
+//!    commit sends the steps of several lock holds together.
 //! 4. After a refused claim ([`StoreError::StaleFence`]: Redis lost its fence counters), the
 //!    lock's counter is raised above [`OrderStore::fence_high_water`] and the lock taken again.
 //!

@@ -8,6 +8,7 @@
 #[path = "../../crates/lockstock-lock/tests/support/redis_server.rs"]
 mod redis_server;
 
+mod grouped;
 mod helpers;
 mod producer;
 mod queue;
