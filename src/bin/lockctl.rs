@@ -362,17 +362,21 @@ async fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
         reference_duration: Duration::from_secs_f64(args.reference_seconds),
         log_dir: args.log_dir,
     };
-    if !args.json {
-        println!("{}", PipelineReport::table_header());
-    }
     let json = args.json;
+    let mut header = !json;
     bench
         .run(|report| {
             if json {
                 println!("{}", serde_json::to_string(report).unwrap_or_default());
-            } else {
-                println!("{}", report.table_row());
+                return;
             }
+            if std::mem::take(&mut header) {
+                if let Some(settings) = &report.postgres {
+                    println!("{}", settings.describe());
+                }
+                println!("{}", PipelineReport::table_header());
+            }
+            println!("{}", report.table_row());
         })
         .await?;
     Ok(())

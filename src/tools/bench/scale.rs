@@ -19,7 +19,9 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context;
 use serde::Serialize;
 
-use super::pipeline::{PipelineBench, bench_database, bench_store};
+use super::pipeline::{
+    BENCH_APPLICATION, BENCH_CONNECTIONS, PgSettings, PipelineBench, bench_database, bench_store,
+};
 use crate::{
     order::{ProductId, PurchaseOrder, Quantity},
     services::SharedRedis,
@@ -67,6 +69,8 @@ pub struct ScalePoint {
     pub redis_cpu_pct: f64,
     /// Worker CPU over the case, % of one core (summed over processes).
     pub worker_cpu_pct: f64,
+    /// The Postgres settings of the run.
+    pub postgres: PgSettings,
 }
 
 impl ScalePoint {
@@ -115,7 +119,8 @@ impl ScaleBench {
         };
         let masters = masters(&redis, &self.redis_url).await?;
         let bench_url = bench_database(&self.database_url).await?;
-        let (pool, store) = bench_store(&bench_url, 2).await?;
+        let (pool, store) = bench_store(&bench_url, BENCH_CONNECTIONS, BENCH_APPLICATION).await?;
+        let settings = PgSettings::read(&pool).await?;
         let one = Quantity::new(1)?;
         let mut points = Vec::new();
         for &workers in &self.workers {
@@ -165,6 +170,7 @@ impl ScaleBench {
                         / n,
                     redis_cpu_pct: 100.0 * (redis_after.cpu_secs - redis_before.cpu_secs) / wall,
                     worker_cpu_pct: 100.0 * costs.worker_cpu_secs / wall,
+                    postgres: settings.clone(),
                 };
                 emit(&point);
                 points.push(point);
