@@ -88,6 +88,16 @@ enum Command {
     /// (internal) one contender process of `bench --processes`.
     #[command(hide = true)]
     BenchContender(ContenderArgs),
+    /// Draw the benchmark charts (SVG) from the benches' JSON lines (see `scripts/bench-charts`).
+    #[command(hide = true)]
+    BenchCharts {
+        /// Directory of `*.jsonl` bench outputs, `commands.txt` and `load.txt`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where the SVGs go.
+        #[arg(long, default_value = "docs/charts")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -290,6 +300,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Chaos(args) => lockstock::tools::chaos::cli::chaos_command(args).await,
         Command::Bench(args) => bench(args).await,
         Command::BenchPipeline(args) => bench_pipeline(args).await,
+        Command::BenchCharts { input, out } => {
+            let machine = lockstock::tools::bench::charts::machine_from_proc();
+            let written = lockstock::tools::bench::charts::render_all(&input, &out, machine)?;
+            anyhow::ensure!(
+                !written.is_empty(),
+                "no bench output in {}",
+                input.display()
+            );
+            print!("{}", lockstock::tools::bench::charts::summary(&written));
+            Ok(())
+        }
         Command::BenchContender(args) => {
             let client = bench_client(
                 &args.redis.redis_url,
