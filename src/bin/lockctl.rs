@@ -221,6 +221,9 @@ struct BenchPipelineArgs {
     /// transactions per order and Redis and worker CPU.
     #[arg(long)]
     scale: bool,
+    /// Start the workers with `--group-commit` (several product holds per transaction).
+    #[arg(long)]
+    group_commit: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -382,6 +385,7 @@ async fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
         orders: args.orders,
         reference_duration: Duration::from_secs_f64(args.reference_seconds),
         log_dir: args.log_dir,
+        group_commit: args.group_commit,
     };
     let json = args.json;
     let mut header = !json;
@@ -413,6 +417,7 @@ async fn bench_scale(args: BenchPipelineArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         orders: args.orders,
         log_dir: args.log_dir,
+        group_commit: args.group_commit,
     };
     if !args.json {
         println!("{}", ScalePoint::table_header());

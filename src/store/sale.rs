@@ -30,6 +30,16 @@ use super::{
 };
 use crate::order::{Outcome, ProductId, PurchaseOrder, RejectReason};
 
+/// The product's `last_fence` (`None`: no such product), read on `conn`.
+async fn last_fence_on(conn: &mut PgConnection, product_id: ProductId) -> Result<Option<u64>> {
+    // language=PostgreSQL
+    let fence: Option<i64> = sqlx::query_scalar("SELECT last_fence FROM products WHERE id = $1")
+        .bind(product_id.get())
+        .fetch_optional(conn)
+        .await?;
+    Ok(fence.map(fence_u64))
+}
+
 /// One decided order of a batch ([`OrderStore::commit_fenced_batch`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
@@ -66,10 +76,17 @@ struct CommitRow {
     remaining: Option<i32>,
 }
 
+/// What the one-statement grouped commit saw and did for one product.
+#[derive(sqlx::FromRow)]
+struct GroupRow {
+    product_id: i32,
+    #[sqlx(flatten)]
+    seen: BatchRow,
+}
+
 /// What the one-statement batch commit saw and did.
 #[derive(sqlx::FromRow)]
 struct BatchRow {
-    product_id: i32,
     last_fence: Option<i64>,
     stock: Option<i32>,
     fresh: bool,
@@ -103,11 +120,28 @@ impl OrderStore {
         product_id: ProductId,
         fence: u64,
     ) -> Result<i32> {
-        let claims = [Claim { product_id, fence }];
-        let mut claimed = self.claim_products_on(conn, &claims).await?;
-        claimed
-            .pop()
-            .unwrap_or(Err(StoreError::UnknownProduct(product_id)))
+        let fence_value = fence_i64(fence)?;
+        // language=PostgreSQL
+        let stock: Option<i32> = sqlx::query_scalar(
+            r#"
+            UPDATE products SET last_fence = $2
+             WHERE id = $1 AND last_fence < $2
+            RETURNING stock
+            "#,
+        )
+        .bind(product_id.get())
+        .bind(fence_value)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(stock) = stock {
+            return Ok(stock);
+        }
+        // Only used to say why: the fence never decreases, so a row that refused the claim still
+        // carries a fence >= ours.
+        match last_fence_on(conn, product_id).await? {
+            Some(current) => Err(StoreError::StaleFence { current }),
+            None => Err(StoreError::UnknownProduct(product_id)),
+        }
     }
 
     /// [`OrderStore::claim_product`] for several products at once, each under its own lock's
@@ -348,16 +382,96 @@ impl OrderStore {
         fence: u64,
         worker: &str,
     ) -> Result<BatchCommit> {
-        let batches = [ProductBatch {
-            product_id,
-            fence,
-            decisions,
-            worker,
-        }];
-        let mut committed = self.commit_fenced_batches_on(conn, &batches).await?;
-        committed
-            .pop()
-            .unwrap_or(Err(StoreError::UnknownProduct(product_id)))
+        let fence = fence_i64(fence)?;
+        let mut ids = Vec::with_capacity(decisions.len());
+        let mut quantities = Vec::with_capacity(decisions.len());
+        let mut statuses = Vec::with_capacity(decisions.len());
+        let mut reasons: Vec<Option<&str>> = Vec::with_capacity(decisions.len());
+        let mut attempts = Vec::with_capacity(decisions.len());
+        for decision in decisions {
+            if decision.order.product_id != product_id {
+                return Err(StoreError::Corrupt(format!(
+                    "order {} is for product {}, not {product_id}",
+                    decision.order.id, decision.order.product_id
+                )));
+            }
+            ids.push(decision.order.id.as_uuid());
+            quantities.push(decision.order.quantity.get());
+            statuses.push(decision.outcome.status());
+            reasons.push(decision.outcome.reason().map(RejectReason::as_str));
+            attempts.push(i32::try_from(decision.attempts).unwrap_or(i32::MAX));
+        }
+        // Lock the product row first (held to the end of the statement), then write every row
+        // and the total decrement only if the fence matches, the stock covers the sales and
+        // none of the orders is already decided.
+        // language=PostgreSQL
+        let row: BatchRow = sqlx::query_as(
+            r#"
+            WITH product AS (
+                SELECT last_fence, stock FROM products WHERE id = $1 FOR UPDATE
+            ), input AS (
+                SELECT * FROM unnest($2::uuid[], $3::integer[], $4::text[], $5::text[], $6::integer[])
+                    AS t(id, quantity, status, reason, attempts)
+            ), fresh AS (
+                SELECT NOT EXISTS (SELECT 1 FROM orders o JOIN input i ON o.id = i.id) AS ok
+            ), wanted AS (
+                SELECT coalesce(sum(quantity), 0) AS units FROM input WHERE status = 'fulfilled'
+            ), allowed AS (
+                SELECT 1 FROM product, fresh, wanted
+                 WHERE (product.last_fence = $7 OR $9) AND fresh.ok AND product.stock >= wanted.units
+            ), inserted AS (
+                INSERT INTO orders (id, product_id, quantity, status, reason, fence, worker, attempts)
+                SELECT i.id, $1, i.quantity, i.status, i.reason, $7, $8, i.attempts
+                  FROM input i, allowed
+                ON CONFLICT (id) DO NOTHING
+                RETURNING quantity, status
+            ), sold AS (
+                UPDATE products
+                   SET stock = stock - (SELECT coalesce(sum(quantity), 0) FROM inserted WHERE status = 'fulfilled'),
+                       updated_at = now()
+                 WHERE id = $1 AND EXISTS (SELECT 1 FROM inserted)
+                RETURNING stock
+            )
+            SELECT (SELECT last_fence FROM product) AS last_fence,
+                   (SELECT stock FROM product) AS stock,
+                   (SELECT ok FROM fresh) AS fresh,
+                   (SELECT count(*) FROM inserted) AS inserted,
+                   (SELECT stock FROM sold) AS remaining
+            "#,
+        )
+        .bind(product_id.get())
+        .bind(&ids)
+        .bind(&quantities)
+        .bind(&statuses)
+        .bind(&reasons)
+        .bind(&attempts)
+        .bind(fence)
+        .bind(worker)
+        .bind(self.skip_fence)
+        .fetch_one(&mut *conn)
+        .await?;
+        if row.inserted > 0 {
+            // All rows, or (only if a concurrent writer slipped in an outcome for one of these
+            // ids, which fencing makes impossible for fenced writers) the rest were decided.
+            return Ok(BatchCommit::Committed {
+                remaining_stock: row.remaining.or(row.stock).unwrap_or(0),
+            });
+        }
+        match (row.last_fence, row.stock) {
+            (None, _) | (_, None) => Err(StoreError::UnknownProduct(product_id)),
+            (Some(current), _) if current != fence => Err(StoreError::StaleFence {
+                current: fence_u64(current),
+            }),
+            _ if !row.fresh => Ok(BatchCommit::SomeAlreadyDecided),
+            (_, Some(stock)) if decisions.is_empty() => Ok(BatchCommit::Committed {
+                remaining_stock: stock,
+            }),
+            (_, Some(stock)) => Err(StoreError::InsufficientStock {
+                product_id,
+                stock,
+                quantity: quantities.iter().sum(),
+            }),
+        }
     }
 
     /// [`OrderStore::commit_fenced_batch`] for the batches of several products at once, each
@@ -412,7 +526,7 @@ impl OrderStore {
         // product, write its rows and its total decrement only if its fence matches, its stock
         // covers its sales and none of its orders is already decided.
         // language=PostgreSQL
-        let rows: Vec<BatchRow> = sqlx::query_as(
+        let rows: Vec<GroupRow> = sqlx::query_as(
             r#"
             WITH batch AS (
                 SELECT * FROM unnest($1::integer[], $2::bigint[]) AS b(product_id, fence)
@@ -469,8 +583,10 @@ impl OrderStore {
         .bind(self.skip_fence)
         .fetch_all(&mut *conn)
         .await?;
-        let mut by_product: HashMap<i32, BatchRow> =
-            rows.into_iter().map(|row| (row.product_id, row)).collect();
+        let mut by_product: HashMap<i32, BatchRow> = rows
+            .into_iter()
+            .map(|row| (row.product_id, row.seen))
+            .collect();
         Ok(batches
             .iter()
             .map(|batch| {

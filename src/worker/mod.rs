@@ -95,6 +95,10 @@ pub struct WorkerConfig {
     /// Most orders decided under one lock hold (one commit statement) before giving other
     /// processes a turn. Default 64.
     pub batch_limit: usize,
+    /// Send the lanes' claims and commits through one group commit (`crate::sale::SaleGroup`):
+    /// several product holds per transaction. Default off: on a fast disk with a busy CPU it
+    /// measured slower than a statement per hold (BENCHMARKS.md).
+    pub group_commit: bool,
     /// Most orders parked in product lanes or waiting for a slot at once: the prefetch beyond the
     /// batches being decided. Default 64 (one batch): a reservation is a promise that this
     /// process will get to the order soon, and orders parked behind a hot product's lock are
@@ -132,6 +136,7 @@ impl Default for WorkerConfig {
             use_lock: true,
             lock_wait: Duration::from_secs(30),
             batch_limit: 64,
+            group_commit: false,
             backlog_limit: 64,
             drain_timeout: Duration::from_secs(30),
             liveness_ttl: Duration::from_secs(10),

@@ -172,7 +172,7 @@ async fn a_grouped_claim_refuses_only_the_stale_product(pool: PgPool) {
     assert_eq!(store.fence_high_water(product_id(2)).await.unwrap(), 4);
 }
 
-/// Three workers (eight lanes each, so their steps are grouped) sell 20 products with 5 units
+/// Three workers with the group commit (eight lanes each, so their steps are grouped) sell 20 products with 5 units
 /// each to 400 orders: every order gets one outcome, every product sells exactly its stock, and
 /// some transaction decided orders of more than one product (the group commit at work: rows of
 /// one transaction share `decided_at`).
@@ -208,6 +208,7 @@ async fn grouped_workers_never_oversell_and_share_transactions_across_products(p
             WorkerConfig {
                 concurrency: 8,
                 work: Duration::ZERO,
+                group_commit: true,
                 poll_timeout: Duration::from_millis(100),
                 drain_timeout: Duration::from_secs(5),
                 ..WorkerConfig::default()

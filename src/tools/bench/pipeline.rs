@@ -60,6 +60,8 @@ pub struct PipelineBench {
     pub reference_duration: Duration,
     /// Where worker logs go.
     pub log_dir: PathBuf,
+    /// Start the workers with `--group-commit`.
+    pub group_commit: bool,
 }
 
 /// One line of the pipeline benchmark.
@@ -302,6 +304,7 @@ impl PipelineBench {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(self.group_commit.then(|| "--group-commit".to_owned()))
         .collect();
         let fleet = Fleet::start(
             worker,

@@ -46,6 +46,8 @@ pub struct ScaleBench {
     pub orders: usize,
     /// Where worker logs go.
     pub log_dir: PathBuf,
+    /// Start the workers with `--group-commit`.
+    pub group_commit: bool,
 }
 
 /// One point of the curve.
@@ -141,6 +143,7 @@ impl ScaleBench {
                     orders: self.orders,
                     reference_duration: Duration::ZERO,
                     log_dir: self.log_dir.clone(),
+                    group_commit: self.group_commit,
                 };
                 let redis_before = redis_totals(&masters).await?;
                 let pg_before = xact_commits(&store).await?;
