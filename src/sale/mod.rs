@@ -2,8 +2,8 @@
 //! the row carries the lock's token, plus the fence-floor repair after a refused claim.
 //!
 //! The worker's batches and the API's locked purchase both drive a [`FencedSale`] (the API's
-//! purchase is a batch of one); the worker's go through its [`SaleGroup`] (`group.rs`), which
-//! sends the claims and commits of several product holds in one transaction; the Postgres statements are in `store/sale.rs`, the locks in
+//! purchase is a batch of one); with `--group-commit` the worker's go through its [`SaleGroup`]
+//! (`group.rs`), which sends the claims and commits of several product holds in one transaction; the Postgres statements are in `store/sale.rs`, the locks in
 //! [`crate::product_lock`]. What a caller does with each [`SaleError`] (retry now, back off, take
 //! the lock again, answer 503) is its own policy.
 //!
