@@ -91,6 +91,16 @@ enum Command {
     /// (internal) one contender process of `bench --processes`.
     #[command(hide = true)]
     BenchContender(ContenderArgs),
+    /// Draw the benchmark charts (SVG) from the benches' JSON lines (see `scripts/bench-charts`).
+    #[command(hide = true)]
+    BenchCharts {
+        /// Directory of `*.jsonl` bench outputs, `commands.txt` and `load.txt`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where the SVGs go.
+        #[arg(long, default_value = "docs/charts")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -214,6 +224,9 @@ struct BenchPipelineArgs {
     /// transactions per order and Redis and worker CPU.
     #[arg(long)]
     scale: bool,
+    /// Start the workers with `--group-commit` (several product holds per transaction).
+    #[arg(long)]
+    group_commit: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -296,6 +309,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench(args).await,
         Command::BenchPipeline(args) => bench_pipeline(args).await,
+        Command::BenchCharts { input, out } => {
+            let machine = lockstock::tools::bench::charts::machine_from_proc();
+            let written = lockstock::tools::bench::charts::render_all(&input, &out, machine)?;
+            anyhow::ensure!(
+                !written.is_empty(),
+                "no bench output in {}",
+                input.display()
+            );
+            print!("{}", lockstock::tools::bench::charts::summary(&written));
+            Ok(())
+        }
         Command::BenchContender(args) => {
             let client = bench_client(
                 &args.redis.redis_url,
@@ -367,18 +391,23 @@ async fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
         orders: args.orders,
         reference_duration: Duration::from_secs_f64(args.reference_seconds),
         log_dir: args.log_dir,
+        group_commit: args.group_commit,
     };
-    if !args.json {
-        println!("{}", PipelineReport::table_header());
-    }
     let json = args.json;
+    let mut header = !json;
     bench
         .run(|report| {
             if json {
                 println!("{}", serde_json::to_string(report).unwrap_or_default());
-            } else {
-                println!("{}", report.table_row());
+                return;
             }
+            if std::mem::take(&mut header) {
+                if let Some(settings) = &report.postgres {
+                    println!("{}", settings.describe());
+                }
+                println!("{}", PipelineReport::table_header());
+            }
+            println!("{}", report.table_row());
         })
         .await?;
     Ok(())
@@ -394,6 +423,7 @@ async fn bench_scale(args: BenchPipelineArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         orders: args.orders,
         log_dir: args.log_dir,
+        group_commit: args.group_commit,
     };
     if !args.json {
         println!("{}", ScalePoint::table_header());

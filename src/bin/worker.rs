@@ -65,6 +65,9 @@ struct Cli {
     /// Most orders processed under one lock hold.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     batch_limit: u32,
+    /// Claim and commit the holds of several products in shared transactions (group commit).
+    #[arg(long)]
+    group_commit: bool,
     /// How long a worker may go without Postgres answering while it holds a product lock before
     /// it releases the lock, gives its unstarted orders back and pauses until Postgres answers,
     /// in milliseconds.
@@ -169,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
         work: Duration::from_millis(cli.work_ms),
         use_lock: !cli.no_lock,
         batch_limit: cli.batch_limit as usize,
+        group_commit: cli.group_commit,
         backlog_limit: cli.prefetch.unwrap_or(cli.batch_limit) as usize,
         max_reserved_bytes: usize::try_from(cli.max_reserved_bytes).unwrap_or(usize::MAX),
         drain_timeout: Duration::from_millis(cli.drain_timeout_ms),

@@ -61,7 +61,7 @@ use sqlx::{
 pub use self::{
     error::{Result, StoreError},
     idempotency::{KeyClaim, StoredAnswer},
-    sale::{BatchCommit, Decision},
+    sale::{BatchCommit, Claim, Decision, ProductBatch},
     schema::check_schema,
     views::{OutcomeCount, ProductRow},
 };

@@ -8,6 +8,9 @@
 //! 2. The holder decides from that stock ([`crate::order::Outcome::from_stock`], in order).
 //! 3. [`OrderStore::commit_fenced_batch`] (or [`OrderStore::commit_fenced`] for one order): one
 //!    statement that writes only while the row still carries the token.
+//!    [`OrderStore::claim_products_on`] and [`OrderStore::commit_fenced_batches_on`] do the same
+//!    for several products (each under its own token) in one statement: the worker's group
+//!    commit sends the steps of several lock holds together.
 //! 4. After a refused claim ([`StoreError::StaleFence`]: Redis lost its fence counters), the
 //!    lock's counter is raised above [`OrderStore::fence_high_water`] and the lock taken again.
 //!
@@ -16,6 +19,8 @@
 //! - When an order already has an outcome, then a commit changes nothing.
 //! - Not guaranteed here: that the caller decided from the stock its own claim returned; the
 //!   conditional decrement still keeps the stock from going below zero.
+
+use std::collections::HashMap;
 
 use sqlx::PgConnection;
 
@@ -69,6 +74,14 @@ struct CommitRow {
     inserted: bool,
     /// The stock after a sale.
     remaining: Option<i32>,
+}
+
+/// What the one-statement grouped commit saw and did for one product.
+#[derive(sqlx::FromRow)]
+struct GroupRow {
+    product_id: i32,
+    #[sqlx(flatten)]
+    seen: BatchRow,
 }
 
 /// What the one-statement batch commit saw and did.
@@ -129,6 +142,74 @@ impl OrderStore {
             Some(current) => Err(StoreError::StaleFence { current }),
             None => Err(StoreError::UnknownProduct(product_id)),
         }
+    }
+
+    /// [`OrderStore::claim_product`] for several products at once, each under its own lock's
+    /// token, in ONE statement (one round trip): one result per claim, in order.
+    ///
+    /// - When a claim's fence is strictly higher than its row's `last_fence`, then that row now
+    ///   carries it and its stock is returned; each row is checked on its own, so a refused claim
+    ///   does not hold back the others.
+    /// - When it is not, then that claim's result is [`StoreError::StaleFence`] with the row's
+    ///   current fence; for a missing product, [`StoreError::UnknownProduct`].
+    /// - When a product appears twice, then [`StoreError::Corrupt`] and nothing changes (two
+    ///   holders of one product cannot both be right).
+    /// - Rows are locked in id order, so concurrent grouped claims do not deadlock.
+    pub async fn claim_products_on(
+        &self,
+        conn: &mut PgConnection,
+        claims: &[Claim],
+    ) -> Result<Vec<Result<i32>>> {
+        let mut ids = Vec::with_capacity(claims.len());
+        let mut fences = Vec::with_capacity(claims.len());
+        for claim in claims {
+            if ids.contains(&claim.product_id.get()) {
+                return Err(StoreError::Corrupt(format!(
+                    "product {} claimed twice in one statement",
+                    claim.product_id
+                )));
+            }
+            ids.push(claim.product_id.get());
+            fences.push(fence_i64(claim.fence)?);
+        }
+        // Lock the rows in id order first; the update re-checks each row's fence on the locked
+        // (newest) version; the locked fence says why a claim was refused.
+        // language=PostgreSQL
+        let rows: Vec<(i32, Option<i32>, Option<i64>)> = sqlx::query_as(
+            r#"
+            WITH input AS (
+                SELECT * FROM unnest($1::integer[], $2::bigint[]) AS t(id, fence)
+            ), locked AS (
+                SELECT p.id, p.last_fence FROM products p
+                 WHERE p.id IN (SELECT id FROM input) ORDER BY p.id FOR UPDATE
+            ), claimed AS (
+                UPDATE products p SET last_fence = i.fence
+                  FROM input i, locked l
+                 WHERE p.id = i.id AND l.id = i.id AND p.last_fence < i.fence
+                RETURNING p.id, p.stock
+            )
+            SELECT i.id, c.stock, l.last_fence
+              FROM input i LEFT JOIN claimed c ON c.id = i.id LEFT JOIN locked l ON l.id = i.id
+            "#,
+        )
+        .bind(&ids)
+        .bind(&fences)
+        .fetch_all(&mut *conn)
+        .await?;
+        let by_id: HashMap<i32, (Option<i32>, Option<i64>)> = rows
+            .into_iter()
+            .map(|(id, stock, fence)| (id, (stock, fence)))
+            .collect();
+        Ok(claims
+            .iter()
+            .map(|claim| match by_id.get(&claim.product_id.get()) {
+                Some((Some(stock), _)) => Ok(*stock),
+                Some((None, Some(current))) => Err(StoreError::StaleFence {
+                    current: fence_u64(*current),
+                }),
+                _ => Err(StoreError::UnknownProduct(claim.product_id)),
+            })
+            .collect())
     }
 
     /// The highest fencing token that ever claimed the product (`last_fence`; 0 if none).
@@ -391,5 +472,210 @@ impl OrderStore {
                 quantity: quantities.iter().sum(),
             }),
         }
+    }
+
+    /// [`OrderStore::commit_fenced_batch`] for the batches of several products at once, each
+    /// under its own lock's token, in ONE statement (one round trip, one transaction): one result
+    /// per batch, in order.
+    ///
+    /// - Each product is checked on its own (fence, stock, no order already decided), exactly as
+    ///   [`OrderStore::commit_fenced_batch`] checks one: the batches that pass are written (every
+    ///   outcome row and the stock decrement), the others write nothing and get the same refusal
+    ///   the one-product commit gives ([`StoreError::StaleFence`],
+    ///   [`BatchCommit::SomeAlreadyDecided`], [`StoreError::InsufficientStock`],
+    ///   [`StoreError::UnknownProduct`]).
+    /// - When a batch holds an order of another product, then that batch's result is
+    ///   [`StoreError::Corrupt`] and it is not sent; when a product appears in two batches, then
+    ///   the whole call is [`StoreError::Corrupt`] and nothing changes.
+    /// - Rows are locked in id order, so concurrent grouped commits do not deadlock.
+    pub async fn commit_fenced_batches_on(
+        &self,
+        conn: &mut PgConnection,
+        batches: &[ProductBatch<'_>],
+    ) -> Result<Vec<Result<BatchCommit>>> {
+        let mut products = Vec::with_capacity(batches.len());
+        let mut fences = Vec::with_capacity(batches.len());
+        let mut misfiled = HashMap::new();
+        let mut input = BatchInput::default();
+        for batch in batches {
+            if products.contains(&batch.product_id.get()) {
+                return Err(StoreError::Corrupt(format!(
+                    "product {} committed twice in one statement",
+                    batch.product_id
+                )));
+            }
+            if let Some(stray) = batch
+                .decisions
+                .iter()
+                .find(|d| d.order.product_id != batch.product_id)
+            {
+                misfiled.insert(
+                    batch.product_id.get(),
+                    format!(
+                        "order {} is for product {}, not {}",
+                        stray.order.id, stray.order.product_id, batch.product_id
+                    ),
+                );
+                continue;
+            }
+            products.push(batch.product_id.get());
+            fences.push(fence_i64(batch.fence)?);
+            input.extend(batch);
+        }
+        // Lock the product rows (in id order, held to the end of the statement), then, per
+        // product, write its rows and its total decrement only if its fence matches, its stock
+        // covers its sales and none of its orders is already decided.
+        // language=PostgreSQL
+        let rows: Vec<GroupRow> = sqlx::query_as(
+            r#"
+            WITH batch AS (
+                SELECT * FROM unnest($1::integer[], $2::bigint[]) AS b(product_id, fence)
+            ), input AS (
+                SELECT * FROM unnest($3::integer[], $4::uuid[], $5::integer[], $6::text[],
+                                     $7::text[], $8::integer[], $9::text[])
+                    AS t(product_id, id, quantity, status, reason, attempts, worker)
+            ), product AS (
+                SELECT p.id, p.last_fence, p.stock FROM products p
+                 WHERE p.id IN (SELECT product_id FROM batch) ORDER BY p.id FOR UPDATE
+            ), wanted AS (
+                SELECT b.product_id, b.fence,
+                       (SELECT coalesce(sum(i.quantity), 0) FROM input i
+                         WHERE i.product_id = b.product_id AND i.status = 'fulfilled') AS units,
+                       NOT EXISTS (SELECT 1 FROM orders o JOIN input i ON o.id = i.id
+                                    WHERE i.product_id = b.product_id) AS fresh
+                  FROM batch b
+            ), allowed AS (
+                SELECT w.product_id, w.fence FROM wanted w JOIN product p ON p.id = w.product_id
+                 WHERE (p.last_fence = w.fence OR $10) AND w.fresh AND p.stock >= w.units
+            ), inserted AS (
+                INSERT INTO orders (id, product_id, quantity, status, reason, fence, worker, attempts)
+                SELECT i.id, i.product_id, i.quantity, i.status, i.reason, a.fence, i.worker, i.attempts
+                  FROM input i JOIN allowed a ON a.product_id = i.product_id
+                ON CONFLICT (id) DO NOTHING
+                RETURNING product_id, quantity, status
+            ), sold AS (
+                UPDATE products p
+                   SET stock = p.stock - s.units, updated_at = now()
+                  FROM (SELECT product_id,
+                               (coalesce(sum(quantity) FILTER (WHERE status = 'fulfilled'), 0))::integer AS units
+                          FROM inserted GROUP BY product_id) s
+                 WHERE p.id = s.product_id
+                RETURNING p.id, p.stock
+            )
+            SELECT w.product_id,
+                   p.last_fence,
+                   p.stock,
+                   w.fresh,
+                   (SELECT count(*) FROM inserted x WHERE x.product_id = w.product_id) AS inserted,
+                   (SELECT s.stock FROM sold s WHERE s.id = w.product_id) AS remaining
+              FROM wanted w LEFT JOIN product p ON p.id = w.product_id
+            "#,
+        )
+        .bind(&products)
+        .bind(&fences)
+        .bind(&input.products)
+        .bind(&input.ids)
+        .bind(&input.quantities)
+        .bind(&input.statuses)
+        .bind(&input.reasons)
+        .bind(&input.attempts)
+        .bind(&input.workers)
+        .bind(self.skip_fence)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut by_product: HashMap<i32, BatchRow> = rows
+            .into_iter()
+            .map(|row| (row.product_id, row.seen))
+            .collect();
+        Ok(batches
+            .iter()
+            .map(|batch| {
+                if let Some(why) = misfiled.remove(&batch.product_id.get()) {
+                    return Err(StoreError::Corrupt(why));
+                }
+                match by_product.remove(&batch.product_id.get()) {
+                    Some(row) => batch_result(batch, row),
+                    None => Err(StoreError::UnknownProduct(batch.product_id)),
+                }
+            })
+            .collect())
+    }
+}
+
+/// One product's batch of a grouped commit ([`OrderStore::commit_fenced_batches_on`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ProductBatch<'a> {
+    /// The product every order of the batch is for.
+    pub product_id: ProductId,
+    /// The fencing token of the lock held on the product (what the claim registered).
+    pub fence: u64,
+    /// The orders, decided in order from the claimed stock.
+    pub decisions: &'a [Decision],
+    /// Recorded as the deciding worker on every row.
+    pub worker: &'a str,
+}
+
+/// One product's claim of a grouped claim ([`OrderStore::claim_products_on`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The product.
+    pub product_id: ProductId,
+    /// The fencing token of the lock held on it.
+    pub fence: u64,
+}
+
+/// The orders of a grouped commit as the statement's parallel arrays.
+#[derive(Default)]
+struct BatchInput<'a> {
+    products: Vec<i32>,
+    ids: Vec<uuid::Uuid>,
+    quantities: Vec<i32>,
+    statuses: Vec<&'static str>,
+    reasons: Vec<Option<&'static str>>,
+    attempts: Vec<i32>,
+    workers: Vec<&'a str>,
+}
+
+impl<'a> BatchInput<'a> {
+    /// Adds every order of `batch`.
+    fn extend(&mut self, batch: &ProductBatch<'a>) {
+        for decision in batch.decisions {
+            self.products.push(batch.product_id.get());
+            self.ids.push(decision.order.id.as_uuid());
+            self.quantities.push(decision.order.quantity.get());
+            self.statuses.push(decision.outcome.status());
+            self.reasons
+                .push(decision.outcome.reason().map(RejectReason::as_str));
+            self.attempts
+                .push(i32::try_from(decision.attempts).unwrap_or(i32::MAX));
+            self.workers.push(batch.worker);
+        }
+    }
+}
+
+/// What one product's part of a grouped commit means for its caller.
+fn batch_result(batch: &ProductBatch<'_>, row: BatchRow) -> Result<BatchCommit> {
+    if row.inserted > 0 {
+        // All rows, or (only if a concurrent writer slipped in an outcome for one of these
+        // ids, which fencing makes impossible for fenced writers) the rest were decided.
+        return Ok(BatchCommit::Committed {
+            remaining_stock: row.remaining.or(row.stock).unwrap_or(0),
+        });
+    }
+    let fence = fence_i64(batch.fence)?;
+    match (row.last_fence, row.stock) {
+        (None, _) | (_, None) => Err(StoreError::UnknownProduct(batch.product_id)),
+        (Some(current), _) if current != fence => Err(StoreError::StaleFence {
+            current: fence_u64(current),
+        }),
+        _ if !row.fresh => Ok(BatchCommit::SomeAlreadyDecided),
+        (_, Some(stock)) if batch.decisions.is_empty() => Ok(BatchCommit::Committed {
+            remaining_stock: stock,
+        }),
+        (_, Some(stock)) => Err(StoreError::InsufficientStock {
+            product_id: batch.product_id,
+            stock,
+            quantity: batch.decisions.iter().map(|d| d.order.quantity.get()).sum(),
+        }),
     }
 }

@@ -7,7 +7,9 @@
 //! 3. drive the ONE fenced sale (`crate::sale`): claim the row with the lock's token before
 //!    reading, the slow step of every order (abandoned if the lost signal fires), decide them in
 //!    order from the stock, commit them in ONE statement that applies only while the row still
-//!    carries the token;
+//!    carries the token. With `group_commit`, the claim and the commit go through the worker's
+//!    group commit (`crate::sale::SaleGroup`): the steps of several product holds share one
+//!    transaction, each product still checked against its own token;
 //! 4. acknowledge the messages (one pipelined round trip), release the lock.
 //!
 //! - When a stale holder (paused past its TTL) resumes, then its commit is refused by the fence
@@ -221,7 +223,7 @@ async fn hold(
     product: ProductId,
     batch: &mut Vec<Job>,
 ) -> HoldEnd {
-    let sale = FencedSale::new(
+    let mut sale = FencedSale::new(
         &ctx.store,
         &ctx.locks,
         guard,
@@ -229,6 +231,9 @@ async fn hold(
         &ctx.config.worker_id,
     )
     .on_connection(conn);
+    if ctx.config.group_commit {
+        sale = sale.in_group(&ctx.sale_group);
+    }
     let stock = match claim(ctx, &sale, product, batch).await {
         Ok(stock) => stock,
         Err(end) => return end,

@@ -105,6 +105,10 @@ pub struct WorkerConfig {
     /// Most orders decided under one lock hold (one commit statement) before giving other
     /// processes a turn. Default 64.
     pub batch_limit: usize,
+    /// Send the lanes' claims and commits through one group commit (`crate::sale::SaleGroup`):
+    /// several product holds per transaction. Default off: on a fast disk with a busy CPU it
+    /// measured slower than a statement per hold (BENCHMARKS.md).
+    pub group_commit: bool,
     /// Most orders parked in product lanes or waiting for a slot at once: the prefetch beyond the
     /// batches being decided. Default 64 (one batch): a reservation is a promise that this
     /// process will get to the order soon, and orders parked behind a hot product's lock are
@@ -145,6 +149,7 @@ impl Default for WorkerConfig {
             lock_wait: Duration::from_secs(30),
             lock_wait_slice: Duration::from_millis(500),
             batch_limit: 64,
+            group_commit: false,
             backlog_limit: 64,
             max_reserved_bytes: DEFAULT_MAX_RESERVED_BYTES,
             drain_timeout: Duration::from_secs(30),
@@ -190,6 +195,8 @@ pub(crate) struct Ctx {
     pub(crate) health: outage::PostgresHealth,
     /// Products whose commits keep failing, and their back-offs (see `failing.rs`).
     pub(crate) commit_failures: failing::CommitFailures,
+    /// The lanes' claims and commits, grouped into shared transactions (`crate::sale`).
+    pub(crate) sale_group: crate::sale::SaleGroup,
 }
 
 impl Ctx {
@@ -360,6 +367,7 @@ impl Worker {
                 stopping: CancellationToken::new(),
                 health: outage::PostgresHealth::default(),
                 commit_failures: failing::CommitFailures::default(),
+                sale_group: crate::sale::SaleGroup::default(),
             }),
         })
     }

@@ -8,6 +8,11 @@
 #[path = "../../crates/lockstock-lock/tests/support/redis_server.rs"]
 mod redis_server;
 
+#[path = "../support/postgres_server.rs"]
+mod postgres_server;
+
+mod bench;
+mod grouped;
 mod helpers;
 mod producer;
 mod queue;

@@ -4,6 +4,7 @@
 //! round trip): these machines are noisy, so every report carries its ratio to that reference.
 //! This is operator tooling: errors are `anyhow` with context, like a binary's.
 
+pub mod charts;
 pub mod lock;
 pub mod pipeline;
 pub mod primitives;

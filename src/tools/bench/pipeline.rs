@@ -12,16 +12,27 @@
 //!
 //! References, same run: `pg-ceiling` = single-row `UPDATE` commits by as many tasks as the
 //! workers' total concurrency through one pool; `pg-single` = the same from one connection.
+//!
+//! - Every line states the Postgres settings it ran under ([`PgSettings`]: `fsync`,
+//!   `synchronous_commit`, `max_connections`): figures with `fsync = off` say nothing about
+//!   durable commits.
+//! - When the references are done, then their pool (one connection per task) is closed before
+//!   the workers start: the cases run with the workers' pools plus the bench's own two
+//!   connections, so a stock `max_connections = 100` server is not exhausted by the bench.
 
 use std::{
     collections::HashMap,
     path::PathBuf,
+    str::FromStr,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::Context;
 use serde::Serialize;
-use sqlx::{Connection, PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    Connection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 use uuid::Uuid;
 
 use super::stats::percentile_us;
@@ -49,6 +60,8 @@ pub struct PipelineBench {
     pub reference_duration: Duration,
     /// Where worker logs go.
     pub log_dir: PathBuf,
+    /// Start the workers with `--group-commit`.
+    pub group_commit: bool,
 }
 
 /// One line of the pipeline benchmark.
@@ -76,8 +89,50 @@ pub struct PipelineReport {
     /// Highest peak resident set size of the worker processes, KiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_peak_rss_kib: Option<u64>,
+    /// The Postgres settings of the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PgSettings>,
     /// What was measured.
     pub note: String,
+}
+
+/// The Postgres settings that bound commit rates, as `SHOW` reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PgSettings {
+    /// `fsync`: `on` makes every commit wait for the disk.
+    pub fsync: String,
+    /// `synchronous_commit`: `on` makes the client wait for its commit's WAL flush.
+    pub synchronous_commit: String,
+    /// `max_connections`: what the references and the workers' pools share.
+    pub max_connections: i64,
+}
+
+impl PgSettings {
+    /// Reads the settings of the server `pool` connects to.
+    pub async fn read(pool: &PgPool) -> anyhow::Result<Self> {
+        let show = |name: &'static str| async move {
+            sqlx::query_scalar::<_, String>(&format!("SHOW {name}"))
+                .fetch_one(pool)
+                .await
+                .with_context(|| format!("SHOW {name}"))
+        };
+        Ok(Self {
+            fsync: show("fsync").await?,
+            synchronous_commit: show("synchronous_commit").await?,
+            max_connections: show("max_connections")
+                .await?
+                .parse()
+                .context("max_connections is a number")?,
+        })
+    }
+
+    /// One line for a table's heading: `postgres: fsync=on synchronous_commit=on ...`.
+    pub fn describe(&self) -> String {
+        format!(
+            "postgres: fsync={} synchronous_commit={} max_connections={}",
+            self.fsync, self.synchronous_commit, self.max_connections
+        )
+    }
 }
 
 impl PipelineReport {
@@ -121,6 +176,15 @@ impl PipelineReport {
 /// The product every hot order buys.
 const HOT: i32 = 1;
 
+/// The bench's own connections while a case runs (set-up, progress polls).
+pub(super) const BENCH_CONNECTIONS: u32 = 2;
+
+/// `application_name` of the references' connections.
+pub const REFERENCE_APPLICATION: &str = "lockstock-bench-reference";
+
+/// `application_name` of the bench's own connections while the cases run.
+pub const BENCH_APPLICATION: &str = "lockstock-bench";
+
 impl PipelineBench {
     /// Runs the references and the three cases, calling `emit` after each.
     pub async fn run(
@@ -130,18 +194,33 @@ impl PipelineBench {
         let worker = sibling_binary("worker")?;
         let bench_url = bench_database(&self.database_url).await?;
         let total_concurrency = (self.workers * self.concurrency) as u32;
-        let (pool, store) = bench_store(&bench_url, total_concurrency).await?;
+        let (reference_pool, _) =
+            bench_store(&bench_url, total_concurrency, REFERENCE_APPLICATION).await?;
+        let settings = PgSettings::read(&reference_pool).await?;
+        let mut emit = |mut report: PipelineReport| {
+            report.postgres = Some(settings.clone());
+            emit(&report);
+            report
+        };
 
         let mut reports = Vec::new();
-        let ceiling =
-            commit_rate(&pool, total_concurrency as usize, self.reference_duration).await?;
+        let ceiling = emit(
+            commit_rate(
+                &reference_pool,
+                total_concurrency as usize,
+                self.reference_duration,
+            )
+            .await?,
+        );
         let ceiling_rate = ceiling.ops_per_sec;
-        emit(&ceiling);
         reports.push(ceiling);
-        let single = commit_rate(&pool, 1, self.reference_duration).await?;
+        let single = emit(commit_rate(&reference_pool, 1, self.reference_duration).await?);
         let single_rate = single.ops_per_sec;
-        emit(&single);
         reports.push(single);
+        // The references' connections would count against `max_connections` beside the
+        // workers' pools: close them before any worker starts.
+        reference_pool.close().await;
+        let (pool, store) = bench_store(&bench_url, BENCH_CONNECTIONS, BENCH_APPLICATION).await?;
 
         let mut even_cold_p99 = None;
         let one = Quantity::new(1)?;
@@ -182,8 +261,7 @@ impl PipelineBench {
                     );
                 }
             }
-            emit(&report);
-            reports.push(report);
+            reports.push(emit(report));
         }
         pool.close().await;
         Ok(reports)
@@ -226,6 +304,7 @@ impl PipelineBench {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(self.group_commit.then(|| "--group-commit".to_owned()))
         .collect();
         let fleet = Fleet::start(
             worker,
@@ -303,6 +382,7 @@ impl PipelineBench {
             cold_p99_us: has_cold.then(|| percentile_us(&mut cold, 99.0)),
             ratio: None,
             worker_peak_rss_kib: rss,
+            postgres: None,
             note: format!(
                 "{} workers × concurrency {}, work 0 ms",
                 self.workers, self.concurrency
@@ -383,14 +463,19 @@ async fn commit_rate(
     })
 }
 
-/// A pool of up to `connections` on the bench database, and the store over it, migrated.
+/// A pool of up to `connections` on the bench database, its connections named `application`
+/// (as `pg_stat_activity` shows them), and the store over it, migrated.
 pub(super) async fn bench_store(
     bench_url: &str,
     connections: u32,
+    application: &str,
 ) -> anyhow::Result<(PgPool, OrderStore)> {
+    let options = PgConnectOptions::from_str(bench_url)
+        .context("parsing the bench database URL")?
+        .application_name(application);
     let pool = PgPoolOptions::new()
         .max_connections(connections)
-        .connect(bench_url)
+        .connect_with(options)
         .await
         .context("connecting to the bench database")?;
     let store = OrderStore::new(pool.clone());

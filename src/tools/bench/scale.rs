@@ -19,7 +19,9 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context;
 use serde::Serialize;
 
-use super::pipeline::{PipelineBench, bench_database, bench_store};
+use super::pipeline::{
+    BENCH_APPLICATION, BENCH_CONNECTIONS, PgSettings, PipelineBench, bench_database, bench_store,
+};
 use crate::{
     order::{ProductId, PurchaseOrder, Quantity},
     services::SharedRedis,
@@ -44,6 +46,8 @@ pub struct ScaleBench {
     pub orders: usize,
     /// Where worker logs go.
     pub log_dir: PathBuf,
+    /// Start the workers with `--group-commit`.
+    pub group_commit: bool,
 }
 
 /// One point of the curve.
@@ -67,6 +71,8 @@ pub struct ScalePoint {
     pub redis_cpu_pct: f64,
     /// Worker CPU over the case, % of one core (summed over processes).
     pub worker_cpu_pct: f64,
+    /// The Postgres settings of the run.
+    pub postgres: PgSettings,
 }
 
 impl ScalePoint {
@@ -115,7 +121,8 @@ impl ScaleBench {
         };
         let masters = masters(&redis, &self.redis_url).await?;
         let bench_url = bench_database(&self.database_url).await?;
-        let (pool, store) = bench_store(&bench_url, 2).await?;
+        let (pool, store) = bench_store(&bench_url, BENCH_CONNECTIONS, BENCH_APPLICATION).await?;
+        let settings = PgSettings::read(&pool).await?;
         let one = Quantity::new(1)?;
         let mut points = Vec::new();
         for &workers in &self.workers {
@@ -136,6 +143,7 @@ impl ScaleBench {
                     orders: self.orders,
                     reference_duration: Duration::ZERO,
                     log_dir: self.log_dir.clone(),
+                    group_commit: self.group_commit,
                 };
                 let redis_before = redis_totals(&masters).await?;
                 let pg_before = xact_commits(&store).await?;
@@ -165,6 +173,7 @@ impl ScaleBench {
                         / n,
                     redis_cpu_pct: 100.0 * (redis_after.cpu_secs - redis_before.cpu_secs) / wall,
                     worker_cpu_pct: 100.0 * costs.worker_cpu_secs / wall,
+                    postgres: settings.clone(),
                 };
                 emit(&point);
                 points.push(point);

@@ -2,7 +2,8 @@
 //! the row carries the lock's token, plus the fence-floor repair after a refused claim.
 //!
 //! The worker's batches and the API's locked purchase both drive a [`FencedSale`] (the API's
-//! purchase is a batch of one); the Postgres statements are in `store/sale.rs`, the locks in
+//! purchase is a batch of one); with `--group-commit` the worker's go through its [`SaleGroup`]
+//! (`group.rs`), which sends the claims and commits of several product holds in one transaction; the Postgres statements are in `store/sale.rs`, the locks in
 //! [`crate::product_lock`]. What a caller does with each [`SaleError`] (retry now, back off, take
 //! the lock again, answer 503) is its own policy.
 //!
@@ -22,6 +23,8 @@
 //! - Not guaranteed: a batch must hold each order id once (the caller's job); a duplicate id
 //!   would be decided twice against the stock although only one row is written.
 
+mod group;
+
 use std::time::Duration;
 
 use sqlx::{Postgres, pool::PoolConnection};
@@ -30,8 +33,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     order::{Outcome, ProductId, PurchaseOrder},
     product_lock::{ProductGuard, ProductLease, ProductLocks, product_resource},
-    store::{BatchCommit, CommitResult, Decision, OrderStore, StoreError},
+    store::{BatchCommit, Claim, CommitResult, Decision, OrderStore, StoreError},
 };
+
+pub(crate) use group::SaleGroup;
 use lockstock_lock::LockError;
 
 /// One order of a sale and how many times it has been tried (recorded on its row).
@@ -119,6 +124,9 @@ pub(crate) struct FencedSale<'a> {
     /// The connection every statement of this sale uses, taken before the lock (see
     /// [`FencedSale::on_connection`]); `None`: each statement takes one from the pool.
     conn: Option<tokio::sync::Mutex<PoolConnection<Postgres>>>,
+    /// The group commit the claim and the batch commit go through (with `conn` only; see
+    /// [`FencedSale::in_group`]); `None`: their own statements.
+    group: Option<&'a SaleGroup>,
 }
 
 impl<'a> FencedSale<'a> {
@@ -139,6 +147,7 @@ impl<'a> FencedSale<'a> {
             product,
             decider,
             conn: None,
+            group: None,
         }
     }
 
@@ -147,6 +156,23 @@ impl<'a> FencedSale<'a> {
     pub(crate) fn on_connection(mut self, conn: PoolConnection<Postgres>) -> Self {
         self.conn = Some(tokio::sync::Mutex::new(conn));
         self
+    }
+
+    /// Sends the claim and the batch commit through `group`, together with other holders' steps
+    /// (one transaction for several products); only with [`FencedSale::on_connection`], which
+    /// the group runs them on when this sale leads. The checks are the same as alone: every row
+    /// is written only while it carries this sale's token.
+    pub(crate) fn in_group(mut self, group: &'a SaleGroup) -> Self {
+        self.group = Some(group);
+        self
+    }
+
+    /// This sale's product and token, as a grouped step names them.
+    fn claim_ref(&self) -> Claim {
+        Claim {
+            product_id: self.product,
+            fence: self.fence,
+        }
     }
 
     /// The fencing token every write of this sale carries.
@@ -167,9 +193,14 @@ impl<'a> FencedSale<'a> {
         let claimed = match &self.conn {
             Some(conn) => {
                 let mut conn = conn.lock().await;
-                self.store
-                    .claim_product_on(&mut conn, self.product, self.fence)
-                    .await
+                match self.group {
+                    Some(group) => group.claim(self.store, &mut conn, self.claim_ref()).await,
+                    None => {
+                        self.store
+                            .claim_product_on(&mut conn, self.product, self.fence)
+                            .await
+                    }
+                }
             }
             None => self.store.claim_product(self.product, self.fence).await,
         };
@@ -225,15 +256,30 @@ impl<'a> FencedSale<'a> {
             let committed = match &self.conn {
                 Some(conn) => {
                     let mut conn = conn.lock().await;
-                    self.store
-                        .commit_fenced_batch_on(
-                            &mut conn,
-                            self.product,
-                            &decisions,
-                            self.fence,
-                            self.decider,
-                        )
-                        .await
+                    match self.group {
+                        Some(group) => {
+                            group
+                                .commit(
+                                    self.store,
+                                    &mut conn,
+                                    self.claim_ref(),
+                                    decisions.clone(),
+                                    self.decider,
+                                )
+                                .await
+                        }
+                        None => {
+                            self.store
+                                .commit_fenced_batch_on(
+                                    &mut conn,
+                                    self.product,
+                                    &decisions,
+                                    self.fence,
+                                    self.decider,
+                                )
+                                .await
+                        }
+                    }
                 }
                 None => {
                     self.store
