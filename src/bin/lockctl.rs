@@ -227,6 +227,10 @@ struct BenchPipelineArgs {
     /// Start the workers with `--group-commit` (several product holds per transaction).
     #[arg(long)]
     group_commit: bool,
+    /// Start the workers with this `--prefetch` (orders reserved beside the batches being
+    /// decided; unset = the worker's default): more parked orders per product, larger batches.
+    #[arg(long)]
+    prefetch: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -392,6 +396,7 @@ async fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
         reference_duration: Duration::from_secs_f64(args.reference_seconds),
         log_dir: args.log_dir,
         group_commit: args.group_commit,
+        prefetch: args.prefetch,
     };
     let json = args.json;
     let mut header = !json;
@@ -424,6 +429,7 @@ async fn bench_scale(args: BenchPipelineArgs) -> anyhow::Result<()> {
         orders: args.orders,
         log_dir: args.log_dir,
         group_commit: args.group_commit,
+        prefetch: args.prefetch,
     };
     if !args.json {
         println!("{}", ScalePoint::table_header());

@@ -62,6 +62,8 @@ pub struct PipelineBench {
     pub log_dir: PathBuf,
     /// Start the workers with `--group-commit`.
     pub group_commit: bool,
+    /// Start the workers with this `--prefetch` (`None`: the worker's default).
+    pub prefetch: Option<usize>,
 }
 
 /// One line of the pipeline benchmark.
@@ -305,6 +307,11 @@ impl PipelineBench {
         .iter()
         .map(|s| s.to_string())
         .chain(self.group_commit.then(|| "--group-commit".to_owned()))
+        .chain(
+            self.prefetch
+                .into_iter()
+                .flat_map(|prefetch| ["--prefetch".to_owned(), prefetch.to_string()]),
+        )
         .collect();
         let fleet = Fleet::start(
             worker,

@@ -48,6 +48,8 @@ pub struct ScaleBench {
     pub log_dir: PathBuf,
     /// Start the workers with `--group-commit`.
     pub group_commit: bool,
+    /// Start the workers with this `--prefetch` (`None`: the worker's default).
+    pub prefetch: Option<usize>,
 }
 
 /// One point of the curve.
@@ -144,6 +146,7 @@ impl ScaleBench {
                     reference_duration: Duration::ZERO,
                     log_dir: self.log_dir.clone(),
                     group_commit: self.group_commit,
+                    prefetch: self.prefetch,
                 };
                 let redis_before = redis_totals(&masters).await?;
                 let pg_before = xact_commits(&store).await?;
