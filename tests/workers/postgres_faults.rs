@@ -210,16 +210,20 @@ async fn too_many_clients_slows_down_without_holding_locks() {
             "only {} decided",
             env.decided().await
         );
+        let mut conn = env.raw().await;
         for product in 1..=products {
-            if let Some(value) = env.lock_value(product).await {
-                // The mutex value's third field is "ttl_ms+held_ms[+w]": the key was set with
-                // ttl_ms after the hold had lasted held_ms; PTTL gives what has run down since.
-                let mut conn = env.raw().await;
-                let pttl: i64 = redis::cmd("PTTL")
-                    .arg(env.lock_key(product))
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
+            // The mutex value's third field is "ttl_ms+held_ms[+w]": the key was set with
+            // ttl_ms after the hold had lasted held_ms; PTTL gives what has run down since. Both
+            // are read in one transaction: read apart, a hand-off in between (a new value with a
+            // short, lease-capped TTL) would pair one hold's ttl_ms with the next one's PTTL.
+            let (value, pttl): (Option<String>, i64) = redis::pipe()
+                .atomic()
+                .get(env.lock_key(product))
+                .pttl(env.lock_key(product))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if let Some(value) = value {
                 let mut set = value.split('\n').nth(2).unwrap().split('+');
                 let ttl: u64 = set.next().unwrap().parse().unwrap();
                 let held: u64 = set.next().unwrap().parse().unwrap();
