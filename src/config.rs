@@ -19,12 +19,12 @@
 //! - Library types never see `clap`: the groups turn themselves into library configs
 //!   ([`QueueArgs::queue_config`], [`LockArgs::lock_config`], [`LogArgs::format`]).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use clap::{Args, builder::PossibleValuesParser};
 use lockstock_lock::{LockConfig, LockError, LockOwner};
 
-use crate::{queue::QueueConfig, telemetry::LogFormat};
+use crate::{lock_history::HistoryObserver, queue::QueueConfig, telemetry::LogFormat};
 
 /// Default Redis: the docker-compose service.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -115,6 +115,10 @@ pub struct LockArgs {
     /// `LockConfig::unsafe_keep_stale_handoffs`).
     #[arg(long, hide = true)]
     pub chaos_unsafe_keep_stale_handoffs: bool,
+    /// Test-only (`lockctl chaos`): log every mutex grant, extension, release, hand-off and loss
+    /// as a `history` event (`crate::lock_history`).
+    #[arg(long, hide = true)]
+    pub chaos_history: bool,
 }
 
 impl LockArgs {
@@ -139,6 +143,9 @@ impl LockArgs {
     pub fn lock_config(&self, owner: LockOwner) -> Result<LockConfig, LockError> {
         let mut config = self.prefix.lock_config(owner)?;
         config.unsafe_keep_stale_handoffs = self.chaos_unsafe_keep_stale_handoffs;
+        if self.chaos_history {
+            config = config.with_observer(Arc::new(HistoryObserver::new()));
+        }
         Ok(config)
     }
 }

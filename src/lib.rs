@@ -30,6 +30,7 @@
 //! | [`observe`] | queue, store, lock crate | metrics registry (prometheus-client) and status views: used by the worker, the API and `lockctl` |
 //! | [`config`], [`services`], [`telemetry`], [`shutdown`] | all of the above | what the binaries share: one set of flags, one place that connects Redis, the product locks and Postgres, logging, signals |
 //! | [`product_lock`] | lock crate | product locks over the mutex or Redlock: one type for the worker and the API |
+//! | [`lock_history`] | lock crate | the chaos-history lock observer (`--chaos-history`): lock events as `history` log lines |
 //! | `tools` (hidden) | — | the race demo, worker processes, benchmarks: not library API |
 //!
 //! ## Guarantees
@@ -58,6 +59,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod worker;
 
+pub mod lock_history;
 pub mod product_lock;
 pub(crate) mod sale;
 #[doc(hidden)]

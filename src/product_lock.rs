@@ -9,6 +9,9 @@
 //!   Redis either way.
 //! - Either way the processing code sees the same three things: a fencing token, a lost signal,
 //!   and an explicit release; every commit is fenced in Postgres (see `crate::sale`).
+//! - Chaos history (`lockctl chaos`): the mutex's events are logged by the lock observer of
+//!   `crate::lock_history` (attached only with `--chaos-history`); Redlock grants and releases,
+//!   which the lock crate does not observe, are logged here (always; no extensions).
 //! - When the worker and the API build their locks with `services::connect_product_locks` from the same
 //!   settings, then they lock the same resource ([`product_resource`]) in the same key space, so
 //!   API purchases and queued orders for one product exclude each other.
@@ -73,22 +76,23 @@ impl ProductLocks {
         options: &LockOptions,
         wait: Duration,
     ) -> Result<ProductGuard, LockError> {
-        let start_ms = history_now_ms();
         let guard = match self {
             ProductLocks::Single(client) => client
                 .acquire(resource, options, wait)
                 .await
                 .map(ProductGuard::Single),
-            ProductLocks::Redlock(redlock) => redlock
-                .acquire(resource, options, wait)
-                .await
-                .map(ProductGuard::Redlock),
+            ProductLocks::Redlock(redlock) => {
+                let start_ms = history_now_ms();
+                let guard = redlock.acquire(resource, options, wait).await?;
+                let (reply_ms, left) = (history_now_ms(), guard.remaining().as_millis() as u64);
+                // A grant that came back with no time left has a deadline in the past: record
+                // the start, a lower bound, so the chaos checker never sees a window longer
+                // than it was.
+                let deadline_ms = if left > 0 { reply_ms + left } else { start_ms };
+                tracing::info!(target: "history", event = "grant", resource, fence = guard.fence().get(), start_ms, reply_ms, deadline_ms, "history");
+                Ok(ProductGuard::Redlock(guard))
+            }
         }?;
-        let (reply_ms, left) = (history_now_ms(), guard.remaining().as_millis() as u64);
-        // A grant that came back with no time left has a deadline in the past: record the
-        // start, a lower bound, so the chaos checker never sees a window longer than it was.
-        let deadline_ms = if left > 0 { reply_ms + left } else { start_ms };
-        tracing::info!(target: "history", event = "grant", resource, fence = guard.fence().get(), start_ms, reply_ms, deadline_ms, "history");
         Ok(guard)
     }
 
@@ -114,22 +118,6 @@ impl ProductGuard {
         }
     }
 
-    /// The lock's resource name.
-    fn resource(&self) -> &str {
-        match self {
-            ProductGuard::Single(guard) => guard.resource(),
-            ProductGuard::Redlock(guard) => guard.resource(),
-        }
-    }
-
-    /// Time left before the local safety deadline.
-    fn remaining(&self) -> Duration {
-        match self {
-            ProductGuard::Single(guard) => guard.remaining(),
-            ProductGuard::Redlock(guard) => guard.remaining(),
-        }
-    }
-
     /// The token and lost signal, for code running under the lock.
     pub(crate) fn lease(&self) -> ProductLease {
         match self {
@@ -140,11 +128,13 @@ impl ProductGuard {
 
     /// Releases the lock (explicitly: no network I/O in `Drop`).
     pub(crate) async fn release(self) -> Result<ReleaseOutcome, LockError> {
-        let lost = self.lease().is_lost() || self.remaining().is_zero();
-        tracing::info!(target: "history", event = "release", resource = self.resource(), fence = self.fence().get(), at_ms = history_now_ms(), lost, "history");
         match self {
             ProductGuard::Single(guard) => guard.release().await,
-            ProductGuard::Redlock(guard) => guard.release().await,
+            ProductGuard::Redlock(guard) => {
+                let lost = guard.lease().is_lost() || guard.remaining().is_zero();
+                tracing::info!(target: "history", event = "release", resource = guard.resource(), fence = guard.fence().get(), at_ms = history_now_ms(), lost, "history");
+                guard.release().await
+            }
         }
     }
 }
@@ -168,7 +158,8 @@ impl ProductLease {
 }
 
 /// Wall-clock milliseconds for the `history` events (target `history`, message `history`) that
-/// `lockctl chaos` reads back from worker logs: grants and releases here, claims in the sale.
+/// `lockctl chaos` reads back from worker logs: Redlock grants and releases here (the mutex's
+/// come from `crate::lock_history` when `--chaos-history` attaches it), claims in the sale.
 pub(crate) fn history_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

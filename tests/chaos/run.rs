@@ -53,6 +53,16 @@ fn a_sixty_second_seeded_run_under_faults_has_no_violation() {
         faults.len() >= 5,
         "too few kinds of fault injected: {report}"
     );
+    // The workers' lock observer (`--chaos-history`) recorded extensions: the window check
+    // used the last deadline of each lost guard, not its first.
+    let history = std::fs::read_to_string(report["history"].as_str().expect("history path"))
+        .expect("reading the history");
+    assert!(
+        history
+            .lines()
+            .any(|line| line.contains(r#""event":"extend""#)),
+        "no extension in the history: {report}"
+    );
 }
 
 /// The checker is not a rubber stamp: with the fence comparison removed from the commit, the

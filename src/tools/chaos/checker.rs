@@ -13,8 +13,12 @@
 //!
 //! - When a rule fails, then a [`Violation`] names it, says why and carries the minimal slice of
 //!   history (the two events or rows in conflict) as evidence.
-//! - Not checked: lock extensions (not recorded; window ends are lower bounds, so
-//!   `window_overlap` can miss an overlap, never invent one); grants that straddle a Redis epoch.
+//! - A guard's window ends at its release when it was not lost then; otherwise (lost at
+//!   release, a [`Event::Lost`] seen, or never released) at the latest deadline of its grant and
+//!   its [`Event::Extend`]s.
+//! - Not checked: Redlock extensions (not recorded; a lost Redlock guard's window end is a
+//!   lower bound, so `window_overlap` can miss an overlap there, never invent one); grants that
+//!   straddle a Redis epoch.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -70,8 +74,8 @@ struct Guard<'a> {
     fence: u64,
     start_ms: u64,
     reply_ms: u64,
-    /// A lower bound of the validity end: the release, or the grant's deadline if lost / never
-    /// released.
+    /// The validity end: the release, or the last deadline (grant or extension) if lost /
+    /// never released.
     end_ms: u64,
 }
 
@@ -88,16 +92,38 @@ fn guards_by_resource<'a>(
     epochs: &[u64],
 ) -> BTreeMap<(String, usize), Vec<Guard<'a>>> {
     let mut releases: HashMap<(&str, u64, &str), (u64, bool)> = HashMap::new();
+    let mut extended: HashMap<(&str, u64, &str), u64> = HashMap::new();
+    let mut lost: HashSet<(&str, u64, &str)> = HashSet::new();
     for event in history {
-        if let Event::Release {
-            resource,
-            fence,
-            worker,
-            at_ms,
-            lost,
-        } = event
-        {
-            releases.insert((resource, *fence, worker), (*at_ms, *lost));
+        match event {
+            Event::Release {
+                resource,
+                fence,
+                worker,
+                at_ms,
+                lost,
+            } => {
+                releases.insert((resource, *fence, worker), (*at_ms, *lost));
+            }
+            Event::Extend {
+                resource,
+                fence,
+                worker,
+                deadline_ms,
+                ..
+            } => {
+                let last = extended.entry((resource, *fence, worker)).or_default();
+                *last = (*last).max(*deadline_ms);
+            }
+            Event::Lost {
+                resource,
+                fence,
+                worker,
+                ..
+            } => {
+                lost.insert((resource, *fence, worker));
+            }
+            _ => {}
         }
     }
     let mut out: BTreeMap<(String, usize), Vec<Guard<'a>>> = BTreeMap::new();
@@ -113,9 +139,13 @@ fn guards_by_resource<'a>(
         else {
             continue;
         };
-        let end_ms = match releases.get(&(resource.as_str(), *fence, worker.as_str())) {
-            Some((at, false)) => *at,
-            _ => *deadline_ms,
+        let key = (resource.as_str(), *fence, worker.as_str());
+        let last_deadline_ms = extended
+            .get(&key)
+            .map_or(*deadline_ms, |extended| (*extended).max(*deadline_ms));
+        let end_ms = match releases.get(&key) {
+            Some((at, false)) if !lost.contains(&key) => *at,
+            _ => last_deadline_ms,
         };
         let epoch = epochs.iter().filter(|e| **e <= *start_ms).count();
         let straddles = epochs
@@ -420,6 +450,16 @@ mod tests {
         }
     }
 
+    fn extend(fence: u64, worker: &str, at: u64, deadline: u64) -> Event {
+        Event::Extend {
+            resource: "product:1".into(),
+            fence,
+            worker: worker.into(),
+            at_ms: at,
+            deadline_ms: deadline,
+        }
+    }
+
     fn claim(fence: u64, worker: &str) -> Event {
         Event::Claim {
             product: 1,
@@ -511,6 +551,47 @@ mod tests {
         // A lost guard's window ends at its grant deadline (100 > 55): also an overlap.
         history[5] = release(1, "w1", 400, true);
         assert_eq!(rules(&check(&history, &state, 0)), vec!["window_overlap"]);
+    }
+
+    /// A lost guard's window ends at its last extension's deadline, not at its first.
+    #[test]
+    fn an_extended_lost_guard_overlapping_a_later_grant_fails_window_overlap() {
+        // w1's fence 1 runs to 40 unextended; fence 2 comes back at 55: no overlap.
+        let history = vec![
+            grant(1, "w1", 0, 5, 40),
+            release(1, "w1", 400, true),
+            grant(2, "w2", 10, 55, 150),
+        ];
+        let state = FinalState::default();
+        assert_eq!(check(&history, &state, 0), Vec::new());
+        // Extended to 90 before it was lost: valid past fence 2's grant.
+        let mut extended = history.clone();
+        extended.insert(1, extend(1, "w1", 30, 90));
+        let found = check(&extended, &state, 0);
+        assert_eq!(rules(&found), vec!["window_overlap"], "{found:?}");
+        assert!(found[0].message.contains("valid until 90"), "{found:?}");
+        // Never released (the worker died): the same.
+        extended.remove(2);
+        assert_eq!(rules(&check(&extended, &state, 0)), vec!["window_overlap"]);
+        // Released before its deadline but after a lost signal: the deadline, not the release.
+        let mut lost = vec![
+            grant(1, "w1", 0, 5, 40),
+            extend(1, "w1", 30, 90),
+            release(1, "w1", 20, false),
+            grant(2, "w2", 10, 55, 150),
+        ];
+        assert_eq!(check(&lost, &state, 0), Vec::new());
+        lost.insert(
+            2,
+            Event::Lost {
+                resource: "product:1".into(),
+                fence: 1,
+                worker: "w1".into(),
+                at_ms: 15,
+                why: "extension found the hold gone".into(),
+            },
+        );
+        assert_eq!(rules(&check(&lost, &state, 0)), vec!["window_overlap"]);
     }
 
     #[test]

@@ -464,6 +464,8 @@ impl Run<'_> {
             .arg("--database-url")
             .arg(db.as_str())
             .args(["--worker-id", &name, "--log-format", "json"])
+            // The lock observer logs every grant, extension, release and loss.
+            .arg("--chaos-history")
             .args(["--lock-ttl-ms", &self.config.lock_ttl_ms.to_string()])
             .args([
                 "--liveness-ttl-ms",

@@ -1,7 +1,9 @@
 //! The recorded history of a chaos run and the final state it is checked against.
 //!
 //! Workers log history events as tracing events with target `history` and message `history`
-//! (grants and releases in `product_lock`, claims in the fenced sale); the harness reads them
+//! (the mutex's grants, extensions, releases, hand-offs and losses from the lock observer in
+//! `lock_history`, attached by `--chaos-history`; Redlock grants and releases in
+//! `product_lock`; claims in the fenced sale); the harness reads them
 //! back from each worker's JSON log, adds its own events (orders produced, Redis epochs, faults)
 //! and writes the merged history as JSON lines, one [`Event`] per line.
 //!
@@ -10,8 +12,10 @@
 //!   mapped back to real ones, see `clock.rs`).
 //! - When Redis loses its data, then the harness records a new [`Event::Epoch`]: the lock's own
 //!   fence and exclusion promises restart there (the database fence floor carries safety over).
-//! - Not recorded: lock extensions (a guard's window end is its release, or its first deadline
-//!   when it was lost: a lower bound, so the window check never reports a false overlap).
+//! - A mutex guard's validity window ends at its release, or, when it was lost (or never
+//!   released), at the deadline of its last [`Event::Extend`]. Not recorded: Redlock extensions
+//!   (a lost Redlock guard's window ends at its first deadline: a lower bound, so the window
+//!   check never reports a false overlap there).
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +52,35 @@ pub enum Event {
         at_ms: u64,
         /// Whether the guard already knew its lock was lost.
         lost: bool,
+    },
+    /// A held product lock was extended (the mutex only).
+    Extend {
+        /// The lock resource.
+        resource: String,
+        /// Its fencing token.
+        fence: u64,
+        /// Which worker.
+        #[serde(default)]
+        worker: String,
+        /// When the extension was sent (wall ms).
+        at_ms: u64,
+        /// The guard's new local safety deadline (wall ms).
+        deadline_ms: u64,
+    },
+    /// A held product lock's lost signal fired (the mutex only).
+    Lost {
+        /// The lock resource.
+        resource: String,
+        /// Its fencing token.
+        fence: u64,
+        /// Which worker.
+        #[serde(default)]
+        worker: String,
+        /// When the worker saw it (wall ms).
+        at_ms: u64,
+        /// Why, in words.
+        #[serde(default)]
+        why: String,
     },
     /// A worker claimed a product row with `fence` and read `stock`.
     Claim {
@@ -98,6 +131,8 @@ impl Event {
         match self {
             Event::Grant { reply_ms, .. } => *reply_ms,
             Event::Release { at_ms, .. }
+            | Event::Extend { at_ms, .. }
+            | Event::Lost { at_ms, .. }
             | Event::Claim { at_ms, .. }
             | Event::Produced { at_ms, .. }
             | Event::Epoch { at_ms }
@@ -120,7 +155,15 @@ impl Event {
                     *time = real(*time);
                 }
             }
+            Event::Extend {
+                at_ms, deadline_ms, ..
+            } => {
+                for time in [at_ms, deadline_ms] {
+                    *time = real(*time);
+                }
+            }
             Event::Release { at_ms, .. }
+            | Event::Lost { at_ms, .. }
             | Event::Claim { at_ms, .. }
             | Event::Produced { at_ms, .. }
             | Event::Epoch { at_ms }
@@ -205,5 +248,43 @@ mod tests {
             parse_log_line(r#"{"fields":{"message":"other"}}"#, "w1"),
             None
         );
+    }
+
+    /// The lock observer's lines (`lock_history`) parse, extra fields ignored.
+    #[test]
+    fn the_lock_observer_lines_become_events() {
+        let extend = r#"{"fields":{"message":"history","event":"extend","resource":"product:1","fence":4,"at_ms":10,"deadline_ms":90}}"#;
+        assert_eq!(
+            parse_log_line(extend, "w1"),
+            Some(Event::Extend {
+                resource: "product:1".into(),
+                fence: 4,
+                worker: "w1".into(),
+                at_ms: 10,
+                deadline_ms: 90
+            })
+        );
+        let hand_off = r#"{"fields":{"message":"history","event":"release","resource":"product:1","fence":4,"at_ms":50,"lost":false,"hand_off":true}}"#;
+        assert!(matches!(
+            parse_log_line(hand_off, "w1"),
+            Some(Event::Release {
+                at_ms: 50,
+                lost: false,
+                ..
+            })
+        ));
+        let grant = r#"{"fields":{"message":"history","event":"grant","resource":"product:1","fence":4,"start_ms":1,"reply_ms":2,"deadline_ms":30,"server_ms":2}}"#;
+        assert!(matches!(
+            parse_log_line(grant, "w1"),
+            Some(Event::Grant {
+                deadline_ms: 30,
+                ..
+            })
+        ));
+        let lost = r#"{"fields":{"message":"history","event":"lost","resource":"product:1","fence":4,"at_ms":70,"why":"deadline passed"}}"#;
+        assert!(matches!(
+            parse_log_line(lost, "w1"),
+            Some(Event::Lost { at_ms: 70, .. })
+        ));
     }
 }

@@ -566,6 +566,8 @@ impl Run<'_> {
             .args(["--redis-url", &self.topology.redis_url])
             .args(["--database-url", &self.topology.database_url])
             .args(["--worker-id", &name, "--log-format", "json"])
+            // The lock observer logs every grant, extension, release and loss.
+            .arg("--chaos-history")
             .args(["--lock-ttl-ms", &config.lock_ttl_ms.to_string()])
             .args(["--liveness-ttl-ms", &config.liveness_ttl_ms.to_string()])
             .args([
