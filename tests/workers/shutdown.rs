@@ -49,7 +49,7 @@ async fn sigterm_drains_and_leaves_nothing_behind(pool: PgPool) {
 /// are recovered by another worker once its liveness expires. Nothing is lost or decided twice.
 #[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
 async fn a_second_signal_exits_at_once_and_recovery_finishes_the_work(pool: PgPool) {
-    let env = Env::new(pool).await;
+    let env = Env::new(pool.clone()).await;
     env.products(2, 1_000).await;
     let mut worker = env.worker("w", &["--work-ms", "2000"]);
     let orders: Vec<_> = (0..10).map(|i| order(1 + i % 2, 1)).collect();
@@ -58,6 +58,21 @@ async fn a_second_signal_exits_at_once_and_recovery_finishes_the_work(pool: PgPo
         "orders to be in flight",
         Duration::from_secs(10),
         || async { env.processing_total().await == 10 },
+    )
+    .await;
+    // Reserved is not started: only an order whose slow step has begun keeps the draining worker
+    // busy (the rest are given back at once and it exits 0 before a second signal). Both products
+    // claimed (their rows carry a fence) means a batch of each is in its 2 s slow step.
+    wait_for(
+        "both products to be claimed (slow steps begun)",
+        Duration::from_secs(10),
+        || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM products WHERE last_fence > 0")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                == 2
+        },
     )
     .await;
 
