@@ -10,8 +10,8 @@
 //!   on the queue's Redis (sharing its connection); one URL, the mutex on that server; several,
 //!   Redlock over them, checked against the lock TTL. Workers and the API call it, so they lock a
 //!   product in the same place.
-//! - [`open_store`] opens the Postgres pool and applies the migrations (safe when several
-//!   processes start at once).
+//! - [`open_store_with`] opens the Postgres pool and either applies the migrations (safe when
+//!   several processes start at once) or checks the schema is at least what this build needs.
 //!
 //! A binary's wiring, from its flattened argument groups:
 //!
@@ -37,7 +37,7 @@
 //!
 //! # async fn wire() -> anyhow::Result<()> {
 //! let cli = Cli::parse();
-//! let store = services::open_store(&cli.database, 8).await?;
+//! let store = services::open_store_with(&cli.database, 8, false).await?;
 //! let redis = services::connect_redis(&cli.redis).await?;
 //! let queue = redis.queue(cli.queue.queue_config("worker-1"))?;
 //! let owner = LockOwner::this_process("worker-1");
@@ -417,19 +417,14 @@ async fn connect_redlock(urls: &[&str], config: LockConfig) -> Result<Redlock> {
 }
 
 /// Opens a pool of up to `max_connections` to the Postgres named by `--database-url` /
-/// `DATABASE_URL` and applies the migrations (safe when several processes start at once).
+/// `DATABASE_URL`, applying the migrations when `migrate` is true (safe when several processes
+/// start at once); otherwise checking that the schema has every migration this build needs
+/// ([`crate::store::check_schema`]; newer ones are fine), so migrations are an explicit step
+/// (`lockctl migrate`, or `--migrate`).
 ///
 /// - When the URL is invalid, then [`ServiceError::Postgres`]; when Postgres does not answer
 ///   or a migration fails, then [`ServiceError::Migrate`]; both name the database with its
 ///   password masked.
-pub async fn open_store(args: &DatabaseArgs, max_connections: u32) -> Result<OrderStore> {
-    open_store_with(args, max_connections, true).await
-}
-
-/// Like [`open_store`], migrating only when `migrate` is true; otherwise checking that the
-/// schema has every migration this build needs ([`crate::store::check_schema`]; newer ones are
-/// fine), so migrations are an explicit step (`lockctl migrate`, or `--migrate`).
-///
 /// - When the schema is behind, then [`ServiceError::Migrate`] whose cause names the missing
 ///   migrations.
 pub async fn open_store_with(
