@@ -12,8 +12,8 @@ use crate::{
 
 /// With `QUEUE_KEY` set and no `--queue-key`, the producer pushes onto `QUEUE_KEY`'s list, not
 /// the default one.
-#[tokio::test]
-async fn producer_pushes_to_the_list_named_by_queue_key() {
+#[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
+async fn producer_pushes_to_the_list_named_by_queue_key(pool: PgPool) {
     // Arrange
     let redis = RedisServer::start();
     let key = format!("{}:orders:pending", prefix());
@@ -23,6 +23,7 @@ async fn producer_pushes_to_the_list_named_by_queue_key() {
     producer
         .env("REDIS_URL", redis.url())
         .env("QUEUE_KEY", &key)
+        .env("DATABASE_URL", database_url(&pool))
         .args(["--product", "1", "--count", "5"]);
     let output = tokio::task::spawn_blocking(move || run(producer))
         .await

@@ -87,6 +87,7 @@ async fn every_binary_logs_one_json_object_per_line(pool: PgPool) {
         .env("RUST_LOG", "info")
         .args(["--redis-url", &redis.url()])
         .args(["--queue-key", &format!("{prefix}:orders:pending")])
+        .args(["--database-url", &database])
         .args(["--product", "1", "--count", "3"]);
     let messages = json_lines("producer", &stderr_of("producer", producer).await);
     assert!(
@@ -130,14 +131,15 @@ async fn every_binary_logs_one_json_object_per_line(pool: PgPool) {
 }
 
 /// Text logs written to a pipe carry no ANSI escape codes.
-#[tokio::test]
-async fn text_logs_to_a_pipe_have_no_colour_codes() {
+#[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
+async fn text_logs_to_a_pipe_have_no_colour_codes(pool: PgPool) {
     let redis = RedisServer::start();
     let mut producer = command("producer");
     producer
         .env("RUST_LOG", "info")
         .args(["--redis-url", &redis.url()])
         .args(["--queue-key", &format!("{}:orders:pending", prefix())])
+        .args(["--database-url", &database_url(&pool)])
         .args(["--product", "1", "--count", "3"]);
     let stderr = stderr_of("producer", producer).await;
     assert!(stderr.contains("orders enqueued"), "{stderr}");
