@@ -9,7 +9,7 @@ use lockstock::{
     worker::{Worker, WorkerConfig},
 };
 use lockstock_lock::{LockClient, LockConfig, LockOwner};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -172,10 +172,15 @@ async fn a_grouped_claim_refuses_only_the_stale_product(pool: PgPool) {
     assert_eq!(store.fence_high_water(product_id(2)).await.unwrap(), 4);
 }
 
-/// Three workers with the group commit (eight lanes each, so their steps are grouped) sell 20 products with 5 units
-/// each to 400 orders: every order gets one outcome, every product sells exactly its stock, and
-/// some transaction decided orders of more than one product (the group commit at work: rows of
-/// one transaction share `decided_at`).
+/// Three workers with the group commit (eight lanes each) sell 20 products with 5 units each to
+/// 400 orders: every order gets one outcome, every product sells exactly its stock, and some
+/// transaction decided orders of more than one product (the group commit at work: rows of one
+/// transaction share `decided_at`).
+///
+/// Steps group only while the leaders are busy, so the test makes them busy rather than hoping
+/// Postgres is slow: it holds every product row locked until all six leaders (two per worker) wait
+/// on it and twelve product locks are held, so at least six more lanes' claims are queued, at
+/// least two in one worker; then it lets go.
 #[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
 async fn grouped_workers_never_oversell_and_share_transactions_across_products(pool: PgPool) {
     // Arrange
@@ -188,6 +193,22 @@ async fn grouped_workers_never_oversell_and_share_transactions_across_products(p
         .queue("producer")
         .await
         .push_batch(&payloads)
+        .await
+        .unwrap();
+
+    // Own connections: the test's pool has five, fewer than the lanes. Each worker gets six
+    // (each lane takes one before its lock); one more holds the rows, one more looks.
+    let options = pool.connect_options();
+    let own_pool = |size: u32| {
+        PgPoolOptions::new()
+            .max_connections(size)
+            .connect_with((*options).clone())
+    };
+    let mut blocker = PgConnection::connect_with(&options).await.unwrap();
+    let probe = own_pool(1).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("SELECT id FROM products FOR UPDATE")
+        .execute(&mut blocker)
         .await
         .unwrap();
 
@@ -204,7 +225,7 @@ async fn grouped_workers_never_oversell_and_share_transactions_across_products(p
         let worker = Worker::new(
             redis.queue(&name).await,
             locks,
-            store.clone(),
+            OrderStore::new(own_pool(6).await.unwrap()),
             WorkerConfig {
                 concurrency: 8,
                 work: Duration::ZERO,
@@ -217,6 +238,27 @@ async fn grouped_workers_never_oversell_and_share_transactions_across_products(p
         .unwrap();
         running.push(tokio::spawn(worker.run(stop.clone())));
     }
+    wait_for(
+        "six leaders waiting on the product rows and twelve product locks held",
+        Duration::from_secs(30),
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&probe)
+            .await
+            .unwrap();
+            let held: Vec<String> = redis::cmd("KEYS")
+                .arg("*:lock")
+                .query_async(&mut redis.raw().await)
+                .await
+                .unwrap();
+            waiting >= 6 && held.len() >= 12
+        },
+    )
+    .await;
+    sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
     wait_for("every order decided", Duration::from_secs(60), || async {
         outcomes(&pool).await.len() >= orders.len()
     })
