@@ -13,7 +13,8 @@
 -- call marks the holder's value ("+w"), so its release hands off; see lib/mutex_value.lua for
 -- when a hold with waiters is not marked.
 --
--- An unqueued call (the uncontended path) takes the fence (INCR) before the SET NX GET that
+-- An unqueued call (the uncontended path; acquire_fast.lua, prepended before the helpers, runs it
+-- when unobserved) takes the fence (INCR) before the SET NX GET that
 -- grants: the grant and its fence stay one atomic script, and an unqueued call that finds the
 -- lock held burns a number (fences stay strictly increasing in grant order, with gaps). Cost:
 -- INCR + SET (3 commands with EVALSHA). A queueing call (its process is waiting on this
@@ -43,11 +44,16 @@ local function granted(fence, pttl)
 end
 
 if ARGV[4] == '0' then
-  local fence = redis.call('INCR', KEYS[2])
-  local value = redis.call('SET', KEYS[1],
-    mutex_value(token, fence, ARGV[2], 0, false, ARGV[3]), 'NX', 'PX', ARGV[2], 'GET')
-  if not value then
-    return granted(fence, tonumber(ARGV[2]))
+  -- acquire_fast.lua ran first: when it took the fence and found the key held, the value is in
+  -- `unqueued_found`; an observed call (ARGV[6] "1") takes them here.
+  local value = unqueued_found
+  if value == nil then
+    local fence = redis.call('INCR', KEYS[2])
+    value = redis.call('SET', KEYS[1],
+      mutex_value(token, fence, ARGV[2], 0, false, ARGV[3]), 'NX', 'PX', ARGV[2], 'GET')
+    if not value then
+      return granted(fence, tonumber(ARGV[2]))
+    end
   end
   if held_by(value, token) then
     return granted(fence_of(value), redis.call('PTTL', KEYS[1]))

@@ -8,6 +8,12 @@
 //! (`concat!(include_str!(…), …)`), so Redis still receives one self-contained script per
 //! operation.
 //!
+//! The two scripts of every uncontended cycle (`acquire.lua`, `release.lua`) open with a *fast*
+//! part (`acquire_fast.lua`, `release_fast.lua`) placed before the helpers: a Lua chunk defines
+//! its `local function`s each time it runs, and the common path returns before any is defined.
+//! A fast part answers exactly as the rest of its script would and hands what it read to it in
+//! a chunk-level local when it falls through.
+//!
 //! - When a script runs for the first time on a server (or after a restart emptied the script
 //!   cache), then `redis::Script` answers `NOSCRIPT` and is loaded once; every later call is an
 //!   `EVALSHA` by its SHA1, computed once per process ([`SCRIPTS`]).
@@ -35,6 +41,13 @@ macro_rules! script {
     };
     (fair, $file:literal) => {
         script!(["now", "lock_value", "handoff", "waiters"], $file)
+    };
+    (fast $fast:literal, [$($lib:literal),* $(,)?], $file:literal) => {
+        Script::new(concat!(
+            include_str!($fast),
+            $(include_str!(concat!("lib/", $lib, ".lua")),)*
+            include_str!($file)
+        ))
     };
     ([$($lib:literal),* $(,)?], $file:literal) => {
         Script::new(concat!(
@@ -90,10 +103,12 @@ pub(crate) struct Scripts {
 /// The scripts, built and hashed once per process.
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     acquire: script!(
+        fast "acquire_fast.lua",
         ["now", "lock_value", "mutex_value", "mutex_queue"],
         "acquire.lua"
     ),
     release: script!(
+        fast "release_fast.lua",
         ["now", "lock_value", "mutex_value", "handoff"],
         "release.lua"
     ),

@@ -1,7 +1,7 @@
 -- Releases the lock if the caller still holds it, handing it straight to the oldest live waiter
 -- when the hold carries the waiters mark (lib/mutex_value.lua).
 --
--- The key is taken with GETDEL: a hold without the mark (nobody queued behind it) is released
+-- The key is taken with GETDEL (release_fast.lua, prepended before the helpers): a hold without the mark (nobody queued behind it) is released
 -- by that one command. When GETDEL returns another token's hold (ours expired and was taken),
 -- it is put back at once in this same script (no other command runs in between) with the TTL
 -- it was last set with, which is at least what it had left: its holder's safety deadline was
@@ -23,10 +23,8 @@
 -- Returns: 1 released (nobody waiting), 2 handed to the next waiter,
 --          0 not released: the lock is gone (expired) or held by another token
 local token = ARGV[1]
-local value = redis.call('GETDEL', KEYS[1])
-if not value then
-  return 0
-end
+-- release_fast.lua ran first: `value` is what GETDEL took, present, and not an unmarked hold of
+-- ours.
 if not held_by(value, token) then
   redis.call('SET', KEYS[1], value, 'PX', set_ttl_of(value) or ARGV[2])
   return 0
