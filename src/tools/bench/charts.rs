@@ -5,6 +5,8 @@
 //! is missing is skipped):
 //! - `lock.jsonl`: `lockctl bench --json` → `lock-cycles.svg` (cycles/s per scenario: raw Redis,
 //!   ours, and any scenario whose name contains `rslock`);
+//! - `lock-peer.jsonl`: `cargo bench -p lockstock-lock --bench against_rslock -- --json` →
+//!   `lock-vs-rslock.svg` (cycles/s of raw `SET` / 2, ours and rslock, per shape and runtime);
 //! - `contended-<N>.jsonl`: `lockctl bench --scenario contended --processes --contenders N
 //!   --json` → `lock-contended.svg` (owner switches/s) and `lock-switch-wait.svg` (p50/p99);
 //! - `pipeline-<label>.jsonl`: `lockctl bench-pipeline --json` (label e.g. `fsync-on`) →
@@ -333,6 +335,26 @@ pub fn render_all(input: &Path, out: &Path, machine: String) -> anyhow::Result<V
         ));
     }
 
+    // Lock cycles per second beside the peer, one run of the same loop three ways.
+    let peer_rows = read_lines(&input.join("lock-peer.jsonl"));
+    if !peer_rows.is_empty() {
+        let (categories, series) = peer_series(&peer_rows);
+        let footer = ctx.footer(
+            "one Redis, one process; raw = SET, a cycle = acquire + release (two round trips)",
+            "lock-peer",
+        );
+        charts.push((
+            "lock-vs-rslock.svg",
+            bar_chart(
+                "Lock cycles per second: lockstock, rslock and raw Redis",
+                "cycles per second",
+                &categories,
+                &series,
+                &footer,
+            )?,
+        ));
+    }
+
     // Contended: owner switches and switch waits against contender processes.
     let mut contended: Vec<(f64, Value)> = labelled(input, "contended-")
         .into_iter()
@@ -508,6 +530,48 @@ pub fn render_all(input: &Path, out: &Path, machine: String) -> anyhow::Result<V
     Ok(written)
 }
 
+/// The bar groups (shape and runtime) and the three series of the peer chart: raw `SET`s
+/// halved (a lock cycle is two round trips), ours, rslock.
+fn peer_series(rows: &[Value]) -> (Vec<String>, Vec<Series>) {
+    let mut categories: Vec<String> = Vec::new();
+    for row in rows {
+        let category = peer_category(row);
+        if !categories.contains(&category) {
+            categories.push(category);
+        }
+    }
+    let series = [
+        ("raw", "raw SET / 2", 0.5),
+        ("lockstock", "lockstock (fenced)", 1.0),
+        ("rslock", "rslock 0.10 (no fence)", 1.0),
+    ]
+    .iter()
+    .map(|&(peer, name, scale)| Series {
+        name: name.into(),
+        points: rows
+            .iter()
+            .filter(|row| text(row, "peer") == peer)
+            .filter_map(|row| {
+                let at = categories.iter().position(|c| *c == peer_category(row))?;
+                Some((at as f64, num(row, "ops_per_sec")? * scale))
+            })
+            .collect(),
+    })
+    .collect();
+    (categories, series)
+}
+
+/// The bar group of an `against_rslock` row: its shape and runtime flavour.
+fn peer_category(row: &Value) -> String {
+    let tasks = num(row, "tasks").unwrap_or(1.0);
+    let shape = if tasks > 1.0 {
+        format!("{tasks} tasks")
+    } else {
+        "one task".to_owned()
+    };
+    format!("{shape}, {}", text(row, "runtime"))
+}
+
 /// A short summary of what was drawn, one line per chart.
 pub fn summary(written: &[PathBuf]) -> String {
     let mut text = String::new();
@@ -546,6 +610,63 @@ mod tests {
         assert!(svg.contains("machine: test"));
         assert!(svg.contains("$ lockctl bench"));
         assert!(svg.matches("<circle").count() >= 5, "one marker per point");
+    }
+
+    #[test]
+    fn render_all_draws_the_peer_chart_with_raw_halved() {
+        let dir = std::env::temp_dir().join(format!("lockstock-charts-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut lines = Vec::new();
+        for runtime in ["current_thread", "multi_thread"] {
+            for (tasks, raw, ours, peer) in [
+                (1, 14000.0, 5800.0, 6700.0),
+                (50, 210000.0, 64000.0, 87000.0),
+            ] {
+                for (name, ops) in [("raw", raw), ("lockstock", ours), ("rslock", peer)] {
+                    lines.push(format!(
+                        r#"{{"scenario":"x","peer":"{name}","runtime":"{runtime}","tasks":{tasks},"ops_per_sec":{ops}}}"#
+                    ));
+                }
+            }
+        }
+        std::fs::write(dir.join("lock-peer.jsonl"), lines.join("\n")).unwrap();
+        std::fs::write(
+            dir.join("commands.txt"),
+            "lock-peer: cargo bench -p lockstock-lock --bench against_rslock -- --json\n",
+        )
+        .unwrap();
+
+        let written = render_all(&dir, &dir.join("out"), "machine: test".into()).unwrap();
+
+        let names: Vec<String> = written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["lock-vs-rslock.svg"]);
+        let svg = std::fs::read_to_string(&written[0]).unwrap();
+        for expected in [
+            "one task, current_thread",
+            "50 tasks, multi_thread",
+            "raw SET / 2",
+            "rslock 0.10",
+            "$ cargo bench -p lockstock-lock --bench against_rslock -- --json",
+        ] {
+            assert!(svg.contains(expected), "{expected} missing");
+        }
+        assert!(
+            svg.matches("<rect").count() >= 12 + 3,
+            "12 bars and 3 legend marks"
+        );
+        let rows: Vec<Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (categories, series) = peer_series(&rows);
+        assert_eq!(categories.len(), 4);
+        assert_eq!(series[0].points[1], (1.0, 105_000.0), "raw is halved");
+        assert_eq!(series[1].points[1], (1.0, 64_000.0));
+        assert_eq!(series[2].points[3], (3.0, 87_000.0));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
