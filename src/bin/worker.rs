@@ -82,8 +82,9 @@ struct Cli {
     #[arg(long, default_value_t = 10_000)]
     intake_stale_ms: u64,
     /// Most reserved orders waiting (parked behind a product's lock or for a slot) beside the
-    /// batches being decided (default: --batch-limit). Orders reserved here are promised to this
-    /// process; a small prefetch leaves the rest to idle workers.
+    /// batches being decided. Default: follow the pace, a quarter second of work at the rate orders
+    /// came in lately, between --batch-limit and --concurrency × --batch-limit. Orders reserved
+    /// here are promised to this process; a small prefetch leaves the rest to idle workers.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     prefetch: Option<u32>,
     /// Most bytes of reserved, unacknowledged messages this process holds (64 MiB by default);
@@ -174,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
         batch_limit: cli.batch_limit as usize,
         group_commit: cli.group_commit,
         backlog_limit: cli.prefetch.unwrap_or(cli.batch_limit) as usize,
+        adaptive_prefetch: cli.prefetch.is_none(),
         max_reserved_bytes: usize::try_from(cli.max_reserved_bytes).unwrap_or(usize::MAX),
         drain_timeout: Duration::from_millis(cli.drain_timeout_ms),
         liveness_ttl: Duration::from_millis(cli.liveness_ttl_ms),

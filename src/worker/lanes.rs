@@ -14,7 +14,8 @@
 //!   arriving a moment later opens a new lane rather than being stranded.
 //! - Handing a slot over ([`Lanes::slot_next`]) and freeing it happen under one mutex, so a task
 //!   queued in the ready FIFO is never left without a slot.
-//! - Parked and ready orders are bounded (`backlog_limit`); the puller waits for space.
+//! - Parked and ready orders are bounded (a [`PrefetchLimit`]: fixed, or following the pace of
+//!   the orders taken in here); the puller waits for space.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -23,6 +24,7 @@ use std::{
 
 use tokio::sync::Notify;
 
+use super::prefetch::PrefetchLimit;
 use crate::order::{Poison, ProductId, PurchaseOrder};
 
 /// One reserved message and its decoded order.
@@ -75,11 +77,11 @@ pub(crate) struct Lanes {
     /// Signalled when waiting work is taken (room in the backlog).
     space: Notify,
     /// Most orders waiting (parked or ready) at once.
-    backlog_limit: usize,
+    limit: PrefetchLimit,
 }
 
 impl Lanes {
-    pub(crate) fn new(slots: usize, backlog_limit: usize) -> Self {
+    pub(crate) fn new(slots: usize, limit: PrefetchLimit) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 lanes: HashMap::new(),
@@ -88,7 +90,7 @@ impl Lanes {
                 free_slots: slots,
             }),
             space: Notify::new(),
-            backlog_limit,
+            limit,
         }
     }
 
@@ -99,6 +101,7 @@ impl Lanes {
     /// Takes a task in: parks a lane order in its active lane, runs it in a free slot, or queues
     /// it for the next free slot.
     pub(crate) fn admit(&self, task: Task) -> Admitted {
+        self.limit.admitted();
         let mut inner = self.inner();
         if let Task::Lane(job) = task {
             let product = job.order.product_id;
@@ -176,14 +179,14 @@ impl Lanes {
 
     /// Room for this many more waiting orders (at least 1 once there is any room).
     pub(crate) fn room(&self) -> usize {
-        self.backlog_limit.saturating_sub(self.inner().waiting)
+        self.limit.get().saturating_sub(self.inner().waiting)
     }
 
-    /// Waits until fewer than `backlog_limit` orders are waiting.
+    /// Waits until fewer orders wait than the limit allows.
     pub(crate) async fn wait_for_space(&self) {
         loop {
             let notified = self.space.notified();
-            if self.inner().waiting < self.backlog_limit {
+            if self.inner().waiting < self.limit.get() {
                 return;
             }
             notified.await;
@@ -241,7 +244,7 @@ mod tests {
 
     #[test]
     fn orders_of_an_active_lane_park_and_new_lanes_wait_for_a_slot() {
-        let lanes = Lanes::new(1, 100);
+        let lanes = Lanes::new(1, PrefetchLimit::fixed(100));
         assert!(matches!(lanes.admit(Task::Lane(job(1))), Admitted::Run(_)));
         assert!(matches!(lanes.admit(Task::Lane(job(1))), Admitted::Queued)); // parked in lane 1
         assert!(matches!(lanes.admit(Task::Lane(job(2))), Admitted::Queued)); // waits for the slot
@@ -256,7 +259,7 @@ mod tests {
 
     #[test]
     fn taking_the_waiting_orders_empties_parked_and_ready_work() {
-        let lanes = Lanes::new(1, 100);
+        let lanes = Lanes::new(1, PrefetchLimit::fixed(100));
         assert!(matches!(lanes.admit(Task::Lane(job(1))), Admitted::Run(_)));
         lanes.admit(Task::Lane(job(1))); // parked behind the running lane
         lanes.admit(Task::Lane(job(2))); // waits for the slot

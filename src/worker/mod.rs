@@ -37,9 +37,11 @@
 //!   order's slow step plus one commit, or one 500 ms lock-wait slice for a lane waiting for its
 //!   lock (plus the give-back and release round trips), not by the backlog; the drain timeout
 //!   caps it when Postgres or Redis hang.
-//! - Reservations are bounded by what the process can start soon: at most `backlog_limit` orders
-//!   wait (default: one batch, 64) beside the batches being decided, so a hot product does not
-//!   make one worker hoard orders that idle workers could take.
+//! - Reservations are bounded by what the process can start soon: at most a prefetch limit of
+//!   orders wait beside the batches being decided, so a hot product or a slow step does not make
+//!   one worker hoard orders that idle workers could take. By default the limit follows the
+//!   worker's pace (`prefetch.rs`: a quarter second of work, between one batch and a batch per
+//!   slot); `backlog_limit` with `adaptive_prefetch` off fixes it.
 //! - The bytes of reserved, unacknowledged messages are bounded too (`max_reserved_bytes`,
 //!   default 64 MiB): the puller stops reserving at the budget, so large messages cannot grow
 //!   the process beyond it (exceeded by at most one pull's estimate, see `inflight.rs`). Each
@@ -62,6 +64,7 @@ mod intake_sweep;
 mod lanes;
 mod outage;
 mod poison;
+mod prefetch;
 mod reconcile;
 mod retry;
 mod unlocked;
@@ -75,6 +78,7 @@ use crate::product_lock::ProductLocks;
 pub use self::error::ProcessError;
 use self::{
     lanes::{Admitted, Job, Lanes, Task},
+    prefetch::PrefetchLimit,
     retry::Retry,
 };
 pub use crate::observe::{StatsSnapshot, WorkerStats};
@@ -110,10 +114,14 @@ pub struct WorkerConfig {
     /// measured slower than a statement per hold (BENCHMARKS.md).
     pub group_commit: bool,
     /// Most orders parked in product lanes or waiting for a slot at once: the prefetch beyond the
-    /// batches being decided. Default 64 (one batch): a reservation is a promise that this
-    /// process will get to the order soon, and orders parked behind a hot product's lock are
-    /// orders idle workers could take.
+    /// batches being decided; with `adaptive_prefetch`, the least the limit falls to. Default
+    /// 64 (one batch): a reservation is a promise that this process will get to the order soon,
+    /// and orders parked behind a hot product's lock are orders idle workers could take.
     pub backlog_limit: usize,
+    /// Let the prefetch limit follow the pace (`prefetch.rs`): a quarter second of work at the rate
+    /// orders were taken in lately, between `backlog_limit` and `concurrency` × `batch_limit`.
+    /// Default on; off, the limit is `backlog_limit` (`worker --prefetch N`).
+    pub adaptive_prefetch: bool,
     /// Most bytes of reserved, unacknowledged messages before the puller waits. Default 64 MiB.
     pub max_reserved_bytes: usize,
     /// How long a graceful shutdown waits for in-flight orders. Default 30 s.
@@ -151,6 +159,7 @@ impl Default for WorkerConfig {
             batch_limit: 64,
             group_commit: false,
             backlog_limit: 64,
+            adaptive_prefetch: true,
             max_reserved_bytes: DEFAULT_MAX_RESERVED_BYTES,
             drain_timeout: Duration::from_secs(30),
             liveness_ttl: Duration::from_secs(10),
@@ -352,7 +361,15 @@ impl Worker {
             ));
         }
         config.worker_id = queue.worker_id().to_owned();
-        let lanes = Lanes::new(config.concurrency, config.backlog_limit);
+        let prefetch = if config.adaptive_prefetch {
+            PrefetchLimit::adaptive(
+                config.backlog_limit,
+                config.concurrency.saturating_mul(config.batch_limit),
+            )
+        } else {
+            PrefetchLimit::fixed(config.backlog_limit)
+        };
+        let lanes = Lanes::new(config.concurrency, prefetch);
         let stats = Arc::new(WorkerStats::default());
         Ok(Self {
             ctx: Arc::new(Ctx {

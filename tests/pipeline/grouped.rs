@@ -178,9 +178,11 @@ async fn a_grouped_claim_refuses_only_the_stale_product(pool: PgPool) {
 /// transaction share `decided_at`).
 ///
 /// Steps group only while the leaders are busy, so the test makes them busy rather than hoping
-/// Postgres is slow: it holds every product row locked until all six leaders (two per worker) wait
-/// on it and twelve product locks are held, so at least six more lanes' claims are queued, at
-/// least two in one worker; then it lets go.
+/// Postgres is slow: it holds every product row locked until twelve product locks are held. A
+/// lane holding a lock has submitted its claim, which either leads (at most two per worker, each
+/// blocked on the rows) or is queued behind its worker's two blocked leaders: so at least six
+/// claims are queued, at least two in one worker, and that worker's next leader takes them
+/// together once the test lets go.
 #[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
 async fn grouped_workers_never_oversell_and_share_transactions_across_products(pool: PgPool) {
     // Arrange
@@ -239,7 +241,7 @@ async fn grouped_workers_never_oversell_and_share_transactions_across_products(p
         running.push(tokio::spawn(worker.run(stop.clone())));
     }
     wait_for(
-        "six leaders waiting on the product rows and twelve product locks held",
+        "leaders waiting on the product rows and twelve product locks held",
         Duration::from_secs(30),
         || async {
             let waiting: i64 = sqlx::query_scalar(
@@ -254,7 +256,7 @@ async fn grouped_workers_never_oversell_and_share_transactions_across_products(p
                 .query_async(&mut redis.raw().await)
                 .await
                 .unwrap();
-            waiting >= 6 && held.len() >= 12
+            waiting >= 2 && held.len() >= 12
         },
     )
     .await;

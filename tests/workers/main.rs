@@ -22,6 +22,7 @@ mod intake;
 mod memory;
 mod messages;
 mod postgres_faults;
+mod prefetch;
 mod redlock;
 mod shared_locks;
 mod shutdown;

@@ -1,0 +1,78 @@
+//! The default prefetch follows the worker's pace (`src/worker/prefetch.rs`): a worker deciding
+//! orders quickly reserves enough for its lanes to fill their batches, where a fixed prefetch of
+//! one batch spreads its orders one per lock hold. (The other side, a slow step keeping the
+//! reservations near one batch, is `shutdown::sigterm_gives_unstarted_orders_back_and_exits_promptly`.)
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+use crate::helpers::{Env, order};
+
+/// The most orders one worker held reserved while it decided `orders` orders spread over 100
+/// products, sampled every 10 ms; and the orders per lock hold (stored rows per distinct
+/// product and fence).
+async fn run(env: &Env, name: &str, flags: &[&str], orders: usize) -> (usize, f64) {
+    let decided_before = env.decided().await;
+    let batch: Vec<_> = (0..orders)
+        .map(|i| order(1 + (i % 100) as i32, 1))
+        .collect();
+    env.push(&batch).await;
+    let worker = env.worker(name, flags);
+    let key = format!("{}:processing:{}", env.pending_key(), worker.id);
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while env.decided().await < decided_before + orders as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "orders not decided in time\n{}",
+            worker.log()
+        );
+        most = most.max(env.llen(&key).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let per_hold: f64 = sqlx::query_scalar(
+        "SELECT count(*)::float8 / count(DISTINCT (product_id, fence)) FROM orders WHERE worker = $1",
+    )
+    .bind(&worker.id)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    (most, per_hold)
+}
+
+/// Invariant: with a fixed prefetch of one batch (16) a worker never holds more than that plus
+/// its running lanes' orders and one pull; with the default (the same batch limit: floor 16, cap
+/// 16 slots × 16) it holds at least twice that (its pace, a thousand orders a second or more
+/// with no slow step, allows it), and its lock holds carry more orders each. Every order is
+/// decided once either way.
+#[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
+async fn a_fast_worker_prefetches_past_one_batch_and_fills_its_holds(pool: PgPool) {
+    let env = Env::new(pool).await;
+    env.products(100, 100_000).await;
+    let orders = 6_000;
+
+    let fixed_flags = ["--batch-limit", "16", "--prefetch", "16"];
+    let (fixed_most, fixed_per_hold) = run(&env, "fixed", &fixed_flags, orders).await;
+    let (paced_most, paced_per_hold) = run(&env, "paced", &["--batch-limit", "16"], orders).await;
+    eprintln!(
+        "most reserved: fixed {fixed_most}, paced {paced_most}; orders per hold: fixed \
+         {fixed_per_hold:.2}, paced {paced_per_hold:.2}"
+    );
+
+    // 16 waiting + 16 lanes' orders + one pull of 64.
+    let fixed_bound = 16 + 16 + 64;
+    assert!(
+        fixed_most <= fixed_bound,
+        "fixed prefetch held {fixed_most}"
+    );
+    assert!(
+        paced_most > 2 * fixed_bound,
+        "the paced prefetch held at most {paced_most}: it did not follow the pace"
+    );
+    assert!(
+        paced_per_hold > 1.5 * fixed_per_hold,
+        "orders per hold: paced {paced_per_hold:.2}, fixed {fixed_per_hold:.2}"
+    );
+    assert_eq!(env.outcomes().await.len(), 2 * orders);
+}
