@@ -14,7 +14,8 @@
 //! - `scale-<label>.jsonl`: `lockctl bench-pipeline --scale --json` (label `single` or `cluster`)
 //!   → `scale-orders.svg` and `scale-p99.svg`;
 //! - `commands.txt`: `<file stem>: <command>` lines, printed under each chart;
-//! - `load.txt`: the load average when the benches ran, printed under each chart.
+//! - `load.txt`: `<file stem>: <uptime at the start> → <load average at the end>` lines, printed
+//!   under each chart drawn from that file.
 //!
 //! - When a chart is drawn, then it states the machine (cores, memory, CPU model, from `/proc`),
 //!   the settings of its inputs (Postgres `fsync` and `synchronous_commit` where recorded) and
@@ -253,20 +254,21 @@ fn labelled(dir: &Path, prefix: &str) -> BTreeMap<String, PathBuf> {
 struct Inputs {
     machine: String,
     commands: BTreeMap<String, String>,
-    load: Option<String>,
+    load: BTreeMap<String, String>,
 }
 
 impl Inputs {
     fn read(dir: &Path, machine: String) -> Self {
-        let commands = std::fs::read_to_string(dir.join("commands.txt"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once(": "))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect();
-        let load = std::fs::read_to_string(dir.join("load.txt"))
-            .ok()
-            .map(|l| l.trim().to_owned());
+        let read_map = |name: &str| -> BTreeMap<String, String> {
+            std::fs::read_to_string(dir.join(name))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split_once(": "))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect()
+        };
+        let commands = read_map("commands.txt");
+        let load = read_map("load.txt");
         Self {
             machine,
             commands,
@@ -284,8 +286,10 @@ impl Inputs {
                 seen.push(command.clone());
             }
         }
-        if let Some(load) = &self.load {
-            lines.push(format!("load: {load}"));
+        for (file, load) in &self.load {
+            if file.starts_with(stem) {
+                lines.push(format!("load ({file}): {load}"));
+            }
         }
         Footer { lines }
     }
@@ -635,6 +639,12 @@ mod tests {
             "lock-peer: cargo bench -p lockstock-lock --bench against_rslock -- --json\n",
         )
         .unwrap();
+        std::fs::write(
+            dir.join("load.txt"),
+            "lock-peer: 17:11:49 load average: 1.82 -> at the end load average: 1.93\n\
+             pipeline-fsync-on: 17:33:56 load average: 2.95 -> at the end load average: 6.24\n",
+        )
+        .unwrap();
 
         let written = render_all(&dir, &dir.join("out"), "machine: test".into()).unwrap();
 
@@ -650,9 +660,11 @@ mod tests {
             "raw SET / 2",
             "rslock 0.10",
             "$ cargo bench -p lockstock-lock --bench against_rslock -- --json",
+            "load (lock-peer): 17:11:49 load average: 1.82",
         ] {
             assert!(svg.contains(expected), "{expected} missing");
         }
+        assert!(!svg.contains("17:33:56"), "another bench's load");
         assert!(
             svg.matches("<rect").count() >= 12 + 3,
             "12 bars and 3 legend marks"
