@@ -113,7 +113,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing("info", cli.log.format());
+    // The per-hold `history` events are for `lockctl chaos` (which asks for them with
+    // `RUST_LOG=…,history=info`): a line per lock hold is noise in a deployment's log.
+    init_tracing("info,history=off", cli.log.format());
     if cli.no_lock {
         if cli.log.format() == LogFormat::Text {
             eprintln!("\n  !!! WARNING: --no-lock: orders are processed WITHOUT locks or fencing.");

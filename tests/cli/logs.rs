@@ -145,3 +145,48 @@ async fn text_logs_to_a_pipe_have_no_colour_codes(pool: PgPool) {
     assert!(stderr.contains("orders enqueued"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "colour codes in {stderr:?}");
 }
+
+/// The per-hold `history` events (grant, claim, release: what `lockctl chaos` reads from its
+/// workers, which turn them on with `RUST_LOG=…,history=info`) stay out of a worker's default
+/// log: a line per lock hold is noise and work in production.
+#[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
+async fn a_worker_logs_no_history_events_by_default(pool: PgPool) {
+    let redis = RedisServer::start();
+    let prefix = prefix();
+    let database = database_url(&pool);
+    let queue = format!("{prefix}:orders:pending");
+    let mut producer = command("producer");
+    producer
+        .args(["--redis-url", &redis.url(), "--database-url", &database])
+        .args(["--queue-key", &queue])
+        .args(["--product", "1", "--count", "5"]);
+    stderr_of("producer", producer).await;
+
+    let log = std::env::temp_dir().join(format!("lockstock-cli-{prefix}-history.log"));
+    let mut worker = command("worker");
+    worker
+        .args(["--redis-url", &redis.url(), "--database-url", &database])
+        .args(["--queue-key", &queue])
+        .args(["--lock-prefix", &format!("{prefix}-locks")])
+        .args(["--max-connections", "2"])
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log file"));
+    let running = Running::spawn(&mut worker);
+    wait_for("five orders decided", Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM orders")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            == 5
+    })
+    .await;
+    running.stop().await;
+    let stderr = std::fs::read_to_string(&log).expect("read the log");
+    let _ = std::fs::remove_file(&log);
+
+    assert!(stderr.contains("worker started"), "{stderr}");
+    assert!(
+        !stderr.contains("history"),
+        "history events in the default log:\n{stderr}"
+    );
+}
