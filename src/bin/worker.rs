@@ -82,7 +82,7 @@ struct Cli {
     #[arg(long, default_value_t = 10_000)]
     intake_stale_ms: u64,
     /// Most reserved orders waiting (parked behind a product's lock or for a slot) beside the
-    /// batches being decided. Default: follow the pace, a quarter second of work at the rate orders
+    /// batches being decided. Default: follow the pace, half a second of work at the rate orders
     /// came in lately, between --batch-limit and --concurrency × --batch-limit. Orders reserved
     /// here are promised to this process; a small prefetch leaves the rest to idle workers.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]

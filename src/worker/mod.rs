@@ -40,7 +40,7 @@
 //! - Reservations are bounded by what the process can start soon: at most a prefetch limit of
 //!   orders wait beside the batches being decided, so a hot product or a slow step does not make
 //!   one worker hoard orders that idle workers could take. By default the limit follows the
-//!   worker's pace (`prefetch.rs`: a quarter second of work, between one batch and a batch per
+//!   worker's pace (`prefetch.rs`: half a second of work, between one batch and a batch per
 //!   slot); `backlog_limit` with `adaptive_prefetch` off fixes it.
 //! - The bytes of reserved, unacknowledged messages are bounded too (`max_reserved_bytes`,
 //!   default 64 MiB): the puller stops reserving at the budget, so large messages cannot grow
@@ -118,7 +118,7 @@ pub struct WorkerConfig {
     /// 64 (one batch): a reservation is a promise that this process will get to the order soon,
     /// and orders parked behind a hot product's lock are orders idle workers could take.
     pub backlog_limit: usize,
-    /// Let the prefetch limit follow the pace (`prefetch.rs`): a quarter second of work at the rate
+    /// Let the prefetch limit follow the pace (`prefetch.rs`): half a second of work at the rate
     /// orders were taken in lately, between `backlog_limit` and `concurrency` × `batch_limit`.
     /// Default on; off, the limit is `backlog_limit` (`worker --prefetch N`).
     pub adaptive_prefetch: bool,

@@ -15,7 +15,7 @@
 //! - When the pace falls, then the limit falls with it one window later; orders reserved while it
 //!   was higher stay reserved (they are given back at shutdown like any other).
 //! - When the worker is idle, then the pace is zero and the limit is the floor.
-//! - Not guaranteed: a steady limit. It moves with every window; the bytes budget
+//! - Not guaranteed: a steady limit. It moves every quarter second; the bytes budget
 //!   (`--max-reserved-bytes`) bounds memory whatever it says.
 
 use std::{

@@ -276,18 +276,27 @@ impl Inputs {
         }
     }
 
-    /// The footer for a chart drawn from the files whose stems start with `stem`.
+    /// The footer for a chart drawn from the files `stem` names: that file alone, or every
+    /// file whose stem starts with it when it ends in `-` (`contended-`: `contended-1`,
+    /// `contended-2`, …).
     fn footer(&self, settings: &str, stem: &str) -> Footer {
         let mut lines = vec![self.machine.clone(), format!("settings: {settings}")];
         let mut seen = Vec::new();
+        let drawn_from = |file: &str| {
+            if stem.ends_with('-') {
+                file.starts_with(stem)
+            } else {
+                file == stem
+            }
+        };
         for (file, command) in &self.commands {
-            if file.starts_with(stem) && !seen.contains(command) {
+            if drawn_from(file) && !seen.contains(command) {
                 lines.push(format!("$ {command}"));
                 seen.push(command.clone());
             }
         }
         for (file, load) in &self.load {
-            if file.starts_with(stem) {
+            if drawn_from(file) {
                 lines.push(format!("load ({file}): {load}"));
             }
         }
@@ -377,7 +386,7 @@ pub fn render_all(input: &Path, out: &Path, machine: String) -> anyhow::Result<V
                 .filter_map(|(n, l)| Some((*n, num(l, field)? * scale)))
                 .collect()
         };
-        let footer = ctx.footer("one key, one process per contender", "contended");
+        let footer = ctx.footer("one key, one process per contender", "contended-");
         charts.push((
             "lock-contended.svg",
             line_chart(
@@ -431,7 +440,7 @@ pub fn render_all(input: &Path, out: &Path, machine: String) -> anyhow::Result<V
                 format!("{label}: {s}")
             })
             .collect();
-        let footer = ctx.footer(&settings.join("; "), "pipeline");
+        let footer = ctx.footer(&settings.join("; "), "pipeline-");
         let per_case = |field: &str, scale: f64, suffix: &str| -> Vec<Series> {
             pipeline
                 .iter()
@@ -493,7 +502,7 @@ pub fn render_all(input: &Path, out: &Path, machine: String) -> anyhow::Result<V
         }
     }
     if !scale.is_empty() {
-        let footer = ctx.footer(&scale_settings, "scale");
+        let footer = ctx.footer(&scale_settings, "scale-");
         let series = |pick: fn(&(f64, f64, f64)) -> f64| -> Vec<Series> {
             scale
                 .iter()
@@ -614,6 +623,35 @@ mod tests {
         assert!(svg.contains("machine: test"));
         assert!(svg.contains("$ lockctl bench"));
         assert!(svg.matches("<circle").count() >= 5, "one marker per point");
+    }
+
+    #[test]
+    fn a_footer_states_the_commands_and_load_of_its_own_inputs_only() {
+        let dir = std::env::temp_dir().join(format!("lockstock-charts-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("commands.txt"),
+            "lock: lockctl bench --json\nlock-peer: cargo bench against_rslock\n\
+             contended-2: lockctl bench --contenders 2\ncontended-16: lockctl bench --contenders 16\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("load.txt"),
+            "lock: L1\nlock-peer: L2\ncontended-2: L3\n",
+        )
+        .unwrap();
+        let ctx = Inputs::read(&dir, "machine: test".into());
+
+        let lock = ctx.footer("s", "lock").lines.join("\n");
+        assert!(lock.contains("$ lockctl bench --json") && lock.contains("load (lock): L1"));
+        assert!(
+            !lock.contains("against_rslock") && !lock.contains("L2"),
+            "{lock}"
+        );
+        let contended = ctx.footer("s", "contended-").lines.join("\n");
+        assert!(contended.contains("--contenders 2") && contended.contains("--contenders 16"));
+        assert!(contended.contains("load (contended-2): L3") && !contended.contains("L1"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
