@@ -3,8 +3,8 @@
 //!
 //! Input directory (what `scripts/bench-charts` writes; every file optional, a chart whose input
 //! is missing is skipped):
-//! - `lock.jsonl`: `lockctl bench --json` → `lock-cycles.svg` (cycles/s per scenario: raw Redis,
-//!   ours, and any scenario whose name contains `rslock`);
+//! - `lock.jsonl`: `lockctl bench --json` → `lock-cycles.svg` (cycles/s per scenario: raw Redis
+//!   and each primitive);
 //! - `lock-peer.jsonl`: `cargo bench -p lockstock-lock --bench against_rslock -- --json` →
 //!   `lock-vs-rslock.svg` (cycles/s of raw `SET` / 2, ours and rslock, per shape and runtime);
 //! - `contended-<N>.jsonl`: `lockctl bench --scenario contended --processes --contenders N
@@ -335,11 +335,14 @@ pub fn render_all(input: &Path, out: &Path, machine: String) -> anyhow::Result<V
                 .map(|(i, l)| (i as f64, num(l, "ops_per_sec").unwrap_or(0.0)))
                 .collect(),
         }];
-        let footer = ctx.footer("one Redis, one process; rslock lines where present", "lock");
+        let footer = ctx.footer(
+            "one Redis, one process (the peer: lock-vs-rslock.svg)",
+            "lock",
+        );
         charts.push((
             "lock-cycles.svg",
             bar_chart(
-                "Lock cycles per second: lockstock, raw Redis, rslock",
+                "lockctl bench: raw Redis commands and lock cycles per second",
                 "per second",
                 &categories,
                 &series,
