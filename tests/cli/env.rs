@@ -6,7 +6,7 @@ use std::{process::Stdio, time::Duration};
 use sqlx::PgPool;
 
 use crate::{
-    helpers::{Running, assert_success, command, database_url, llen, prefix, run, wait_for},
+    helpers::{Running, assert_success, command, database_url, llen, prefix, run, wait_decided},
     redis_server::RedisServer,
 };
 
@@ -71,21 +71,7 @@ async fn producer_and_worker_meet_on_the_queue_named_by_the_environment(pool: Pg
     assert_success("producer", &output);
 
     // Assert
-    wait_for(
-        "the worker to decide the producer's 5 orders",
-        Duration::from_secs(30),
-        || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM orders")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-                    == 5
-            }
-        },
-    )
-    .await;
+    wait_decided(&pool, 5, Duration::from_secs(30)).await;
     assert_eq!(llen(&redis.url(), "orders:pending").await, 0);
     assert_success("worker", &worker.stop().await);
 }

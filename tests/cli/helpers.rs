@@ -7,7 +7,7 @@ use std::{
 
 use lockstock::services::SharedRedis;
 
-pub use crate::test_env::{database_url, wait_for};
+pub use crate::test_env::{database_url, wait_decided, wait_for};
 
 /// The path of one of the package's binaries.
 pub fn binary(name: &str) -> &'static str {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::{
-    helpers::{Running, command, database_url, prefix, run, wait_for},
+    helpers::{Running, command, database_url, prefix, run, wait_decided, wait_for},
     redis_server::RedisServer,
 };
 
@@ -172,14 +172,7 @@ async fn a_worker_logs_no_history_events_by_default(pool: PgPool) {
         .stdout(Stdio::null())
         .stderr(File::create(&log).expect("log file"));
     let running = Running::spawn(&mut worker);
-    wait_for("five orders decided", Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM orders")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-            == 5
-    })
-    .await;
+    wait_decided(&pool, 5, Duration::from_secs(30)).await;
     running.stop().await;
     let stderr = std::fs::read_to_string(&log).expect("read the log");
     let _ = std::fs::remove_file(&log);

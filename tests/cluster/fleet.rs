@@ -255,10 +255,7 @@ impl Fleet {
 
     /// Rows in `orders`.
     pub async fn decided(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM orders")
-            .fetch_one(&self.pool)
-            .await
-            .expect("count orders")
+        crate::test_env::decided(&self.pool).await
     }
 
     /// Outcome rows written by the worker process `name`.
@@ -272,10 +269,7 @@ impl Fleet {
 
     /// Waits until `n` orders have outcomes.
     pub async fn wait_decided(&self, n: i64, within: Duration) {
-        wait_for(&format!("{n} orders decided"), within, || async {
-            self.decided().await >= n
-        })
-        .await;
+        crate::test_env::wait_decided(&self.pool, n, within).await;
     }
 
     /// Waits (30 s deadline) until the queue has nothing pending or in a processing list: the

@@ -48,6 +48,30 @@ pub fn database_url(pool: &PgPool) -> String {
     url.to_string()
 }
 
+/// Rows in `orders`: the orders decided so far.
+pub async fn decided(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(pool)
+        .await
+        .expect("count orders")
+}
+
+/// Waits until at least `n` orders are decided; panics with how many were if `within` passes.
+pub async fn wait_decided(pool: &PgPool, n: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let decided = decided(pool).await;
+        if decided >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {decided} of {n} orders decided within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Every outcome row: id -> (status, reason).
 pub async fn outcomes(pool: &PgPool) -> HashMap<uuid::Uuid, (String, Option<String>)> {
     let rows: Vec<(uuid::Uuid, String, Option<String>)> =

@@ -244,26 +244,12 @@ impl Env {
 
     /// Rows in `orders`.
     pub async fn decided(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM orders")
-            .fetch_one(&self.pool)
-            .await
-            .expect("count orders")
+        crate::test_env::decided(&self.pool).await
     }
 
     /// Waits until `n` orders have outcomes.
     pub async fn wait_decided(&self, n: i64, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let decided = self.decided().await;
-            if decided >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {decided} of {n} orders decided within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::test_env::wait_decided(&self.pool, n, within).await;
     }
 
     /// Every outcome row: id -> (status, reason).
