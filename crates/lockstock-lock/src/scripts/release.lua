@@ -24,13 +24,10 @@
 --          0 not released: the lock is gone (expired) or held by another token
 local token = ARGV[1]
 -- release_fast.lua ran first: `value` is what GETDEL took, present, and not an unmarked hold of
--- ours.
+-- ours, so it is another token's hold or our hold with the waiters mark.
 if not held_by(value, token) then
   redis.call('SET', KEYS[1], value, 'PX', set_ttl_of(value) or ARGV[2])
   return 0
-end
-if not is_marked(value) then
-  return 1
 end
 
 local now = nil
