@@ -103,23 +103,37 @@ pub async fn chaos_command(args: ChaosArgs) -> anyhow::Result<()> {
         unsafe_skip_fence: args.unsafe_skip_fence,
         unsafe_keep_stale_handoffs: args.unsafe_keep_stale_handoffs,
     };
-    let json = args.json;
-    let report = run_chaos(&config, |line| {
+    let report = run_chaos(&config, progress(args.json)).await?;
+    print_verdict(&report, args.json, || format_report(&report), &report)
+}
+
+/// Where a run's progress lines go: stderr, unless the output is `--json`.
+pub(super) fn progress(json: bool) -> impl FnMut(&str) {
+    move |line| {
         if !json {
             eprintln!("{line}");
         }
-    })
-    .await?;
+    }
+}
+
+/// Prints `report` (one JSON line with `json`, else `text`) and fails, naming the count and the
+/// seed, when `chaos` found violations: how `lockctl chaos` and `lockctl chaos-multihost` end.
+pub(super) fn print_verdict(
+    report: &impl serde::Serialize,
+    json: bool,
+    text: impl FnOnce() -> String,
+    chaos: &ChaosReport,
+) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", serde_json::to_string(report)?);
     } else {
-        print!("{}", format_report(&report));
+        print!("{}", text());
     }
     anyhow::ensure!(
-        report.violations.is_empty(),
+        chaos.violations.is_empty(),
         "{} violations (seed {})",
-        report.violations.len(),
-        report.seed
+        chaos.violations.len(),
+        chaos.seed
     );
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use super::{
-    cli::format_report,
+    cli::{format_report, print_verdict, progress},
     multihost::{MultihostConfig, MultihostReport, SCENARIOS, Topology, run_multihost},
 };
 
@@ -104,26 +104,14 @@ pub async fn multihost_command(args: MultihostArgs) -> anyhow::Result<()> {
         dir: args.dir,
         unsafe_skip_fence: args.unsafe_skip_fence,
     };
-    let json = args.json;
     let started = std::time::Instant::now();
-    let report = run_multihost(&topology, &config, |line| {
-        if !json {
-            eprintln!("{line}");
-        }
-    })
-    .await?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", format_multihost_report(&report, started.elapsed()));
-    }
-    anyhow::ensure!(
-        report.chaos.violations.is_empty(),
-        "{} violations (seed {})",
-        report.chaos.violations.len(),
-        report.chaos.seed
-    );
-    Ok(())
+    let report = run_multihost(&topology, &config, progress(args.json)).await?;
+    print_verdict(
+        &report,
+        args.json,
+        || format_multihost_report(&report, started.elapsed()),
+        &report.chaos,
+    )
 }
 
 /// The report as text: the scenarios, then `lockctl chaos`'s report.
