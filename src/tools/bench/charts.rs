@@ -637,21 +637,38 @@ mod tests {
         assert!(svg.matches("<circle").count() >= 5, "one marker per point");
     }
 
-    #[test]
-    fn a_footer_states_the_commands_and_load_of_its_own_inputs_only() {
+    /// A fresh input directory holding `files` (name, contents).
+    fn input_dir(files: &[(&str, &str)]) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("lockstock-charts-{}", fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("commands.txt"),
-            "lock: lockctl bench --json\nlock-peer: cargo bench against_rslock\n\
-             contended-2: lockctl bench --contenders 2\ncontended-16: lockctl bench --contenders 16\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("load.txt"),
-            "lock: L1\nlock-peer: L2\ncontended-2: L3\n",
-        )
-        .unwrap();
+        for (name, contents) in files {
+            std::fs::write(dir.join(name), contents).unwrap();
+        }
+        dir
+    }
+
+    /// Every chart `render_all` draws from `dir`: (file name, SVG text), in order.
+    fn rendered(dir: &Path) -> Vec<(String, String)> {
+        render_all(dir, &dir.join("out"), "machine: test".into())
+            .unwrap()
+            .iter()
+            .map(|path| {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(path).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_footer_states_the_commands_and_load_of_its_own_inputs_only() {
+        let dir = input_dir(&[
+            (
+                "commands.txt",
+                "lock: lockctl bench --json\nlock-peer: cargo bench against_rslock\n\
+                 contended-2: lockctl bench --contenders 2\ncontended-16: lockctl bench --contenders 16\n",
+            ),
+            ("load.txt", "lock: L1\nlock-peer: L2\ncontended-2: L3\n"),
+        ]);
         let ctx = Inputs::read(&dir, "machine: test".into());
 
         let lock = ctx.footer("s", "lock").lines.join("\n");
@@ -668,8 +685,6 @@ mod tests {
 
     #[test]
     fn render_all_draws_the_peer_chart_with_raw_halved() {
-        let dir = std::env::temp_dir().join(format!("lockstock-charts-{}", fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap();
         let mut lines = Vec::new();
         for runtime in ["current_thread", "multi_thread"] {
             for (tasks, raw, ours, peer) in [
@@ -683,27 +698,24 @@ mod tests {
                 }
             }
         }
-        std::fs::write(dir.join("lock-peer.jsonl"), lines.join("\n")).unwrap();
-        std::fs::write(
-            dir.join("commands.txt"),
-            "lock-peer: cargo bench -p lockstock-lock --bench against_rslock -- --json\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("load.txt"),
-            "lock-peer: 17:11:49 load average: 1.82 -> at the end load average: 1.93\n\
-             pipeline-fsync-on: 17:33:56 load average: 2.95 -> at the end load average: 6.24\n",
-        )
-        .unwrap();
+        let dir = input_dir(&[
+            ("lock-peer.jsonl", &lines.join("\n")),
+            (
+                "commands.txt",
+                "lock-peer: cargo bench -p lockstock-lock --bench against_rslock -- --json\n",
+            ),
+            (
+                "load.txt",
+                "lock-peer: 17:11:49 load average: 1.82 -> at the end load average: 1.93\n\
+                 pipeline-fsync-on: 17:33:56 load average: 2.95 -> at the end load average: 6.24\n",
+            ),
+        ]);
 
-        let written = render_all(&dir, &dir.join("out"), "machine: test".into()).unwrap();
+        let charts = rendered(&dir);
 
-        let names: Vec<String> = written
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, ["lock-vs-rslock.svg"]);
-        let svg = std::fs::read_to_string(&written[0]).unwrap();
+        assert_eq!(charts.len(), 1);
+        let (name, svg) = &charts[0];
+        assert_eq!(name, "lock-vs-rslock.svg");
         for expected in [
             "one task, current_thread",
             "50 tasks, multi_thread",
@@ -733,8 +745,6 @@ mod tests {
 
     #[test]
     fn render_all_draws_the_pipeline_charts_from_bench_lines() {
-        let dir = std::env::temp_dir().join(format!("lockstock-charts-{}", fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap();
         let line = |scenario: &str, ops: f64| {
             format!(
                 r#"{{"scenario":"{scenario}","ops_per_sec":{ops},"ops":10,"p50_us":900,"p99_us":4000,"postgres":{{"fsync":"on","synchronous_commit":"on","max_connections":100}},"note":""}}"#
@@ -750,21 +760,19 @@ mod tests {
         .iter()
         .map(|(s, o)| line(s, *o))
         .collect();
-        std::fs::write(dir.join("pipeline-fsync-on.jsonl"), lines.join("\n")).unwrap();
-        std::fs::write(
-            dir.join("commands.txt"),
-            "pipeline-fsync-on: lockctl bench-pipeline --json\n",
-        )
-        .unwrap();
+        let dir = input_dir(&[
+            ("pipeline-fsync-on.jsonl", &lines.join("\n")),
+            (
+                "commands.txt",
+                "pipeline-fsync-on: lockctl bench-pipeline --json\n",
+            ),
+        ]);
 
-        let written = render_all(&dir, &dir.join("out"), "machine: test".into()).unwrap();
+        let charts = rendered(&dir);
 
-        let names: Vec<String> = written
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
+        let names: Vec<&str> = charts.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["pipeline-orders.svg", "pipeline-latency.svg"]);
-        let orders = std::fs::read_to_string(&written[0]).unwrap();
+        let orders = &charts[0].1;
         for expected in [
             "fsync-on",
             "even",
@@ -777,7 +785,7 @@ mod tests {
             assert!(orders.contains(expected), "{expected} missing");
         }
         assert!(orders.matches("<rect").count() >= 5, "one bar per case");
-        let latency = std::fs::read_to_string(&written[1]).unwrap();
+        let latency = &charts[1].1;
         assert!(latency.contains("fsync-on p50") && latency.contains("fsync-on p99"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
