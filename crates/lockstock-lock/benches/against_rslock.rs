@@ -9,7 +9,12 @@
 //! - `lockstock`: [`LockClient::acquire`] + [`LockGuard::release`] (fencing, heartbeat, FIFO
 //!   queue on contention), default options;
 //! - `rslock`: rslock 0.10's `LockManager::lock` + `unlock` on the same server (no fencing, no
-//!   queue, no heartbeat).
+//!   queue, no heartbeat);
+//! - `scripts`: the protocol's floor — the uncontended parts of lockstock's two scripts
+//!   (`acquire_fast.lua`, `release_fast.lua`, with the same keys and arguments as the client
+//!   sends) run as two `redis::Script`s on the raw connection, with no client around them (no
+//!   guard, heartbeat, metrics or key building). What `lockstock` costs above `scripts` is the
+//!   client; what `scripts` costs above `rslock` is the fenced grant on the server.
 //!
 //! Every row reports cycles/s, p50/p99 of one cycle, the server's commands per cycle (the delta
 //! of the `calls` in `INFO commandstats`, script-internal calls included; other clients of the
@@ -62,7 +67,7 @@ struct Row {
     /// This row's rate over the raw rate (raw / 2 for lock cycles: two round trips each).
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio_to_raw: Option<f64>,
-    /// lockstock's rate over rslock's, same flavour and shape (lockstock rows only).
+    /// This row's rate over rslock's, same flavour and shape (lockstock and scripts rows).
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio_to_rslock: Option<f64>,
     /// 1-minute load average when the row finished.
@@ -108,7 +113,7 @@ fn parse_args() -> Settings {
             "--json" => settings.json = true,
             "--peer" => settings
                 .peers
-                .push(args.next().expect("--peer raw|lockstock|rslock")),
+                .push(args.next().expect("--peer raw|lockstock|rslock|scripts")),
             "--scenario" => {
                 settings.scenario = Some(args.next().expect("--scenario uncontended|concurrent"))
             }
@@ -180,6 +185,67 @@ enum Peer {
     Raw(ConnectionManager),
     Lockstock(LockClient),
     Rslock(rslock::LockManager),
+    Scripts(ConnectionManager, Arc<FloorScripts>),
+}
+
+/// The uncontended parts of the mutex's acquire and release scripts, as the `scripts` peer
+/// sends them (each ends where its fast part would fall through to the helpers).
+struct FloorScripts {
+    acquire: redis::Script,
+    release: redis::Script,
+    owner: String,
+}
+
+impl FloorScripts {
+    fn new() -> Self {
+        Self {
+            acquire: redis::Script::new(concat!(
+                include_str!("../src/scripts/acquire_fast.lua"),
+                "\nreturn redis.error_reply('the floor bench found its key held')"
+            )),
+            release: redis::Script::new(concat!(
+                include_str!("../src/scripts/release_fast.lua"),
+                "\nreturn redis.error_reply('the floor bench found a foreign hold')"
+            )),
+            owner: serde_json::json!({"name": "bench-scripts", "pid": std::process::id()})
+                .to_string(),
+        }
+    }
+
+    /// One acquire + release of `key`, with the client's key layout and arguments.
+    async fn cycle(&self, conn: &mut ConnectionManager, key: &str, ttl_ms: u64) {
+        let token = lockstock_lock::LockToken::new().to_string();
+        let (lock, fence, queue) = (
+            format!("{key}:lock"),
+            format!("{key}:fence"),
+            format!("{key}:queue"),
+        );
+        let _fence: i64 = self
+            .acquire
+            .key(&lock)
+            .key(&fence)
+            .key(&queue)
+            .arg(&token)
+            .arg(ttl_ms)
+            .arg(&self.owner)
+            .arg(0)
+            .arg(format!("{key}:handoff"))
+            .arg(0)
+            .invoke_async(conn)
+            .await
+            .expect("floor acquire");
+        let released: i64 = self
+            .release
+            .key(&lock)
+            .key(&fence)
+            .key(&queue)
+            .arg(&token)
+            .arg(ttl_ms)
+            .invoke_async(conn)
+            .await
+            .expect("floor release");
+        assert_eq!(released, 1, "the floor bench's release");
+    }
 }
 
 impl Peer {
@@ -188,6 +254,7 @@ impl Peer {
             Self::Raw(_) => "raw",
             Self::Lockstock(_) => "lockstock",
             Self::Rslock(_) => "rslock",
+            Self::Scripts(..) => "scripts",
         }
     }
 
@@ -207,6 +274,11 @@ impl Peer {
                     .await
                     .expect("lockstock acquire");
                 guard.release().await.expect("lockstock release");
+            }
+            Self::Scripts(conn, scripts) => {
+                scripts
+                    .cycle(conn, key, options.ttl.as_millis() as u64)
+                    .await
             }
             Self::Rslock(manager) => {
                 let lock = manager.lock(key, options.ttl).await.expect("rslock lock");
@@ -271,7 +343,7 @@ async fn run_flavour(settings: &Settings, runtime: &str) -> Vec<Row> {
             continue;
         }
         let mut shape_rows: Vec<Row> = Vec::new();
-        for which in ["raw", "lockstock", "rslock"] {
+        for which in ["raw", "lockstock", "rslock", "scripts"] {
             if !settings.peers.is_empty() && !settings.peers.iter().any(|p| p == which) {
                 continue;
             }
@@ -289,6 +361,7 @@ async fn run_flavour(settings: &Settings, runtime: &str) -> Vec<Row> {
                             .expect("lockstock connect"),
                     )
                 }
+                "scripts" => Peer::Scripts(admin.clone(), Arc::new(FloorScripts::new())),
                 _ => Peer::Rslock(rslock::LockManager::new(vec![settings.url.clone()])),
             };
             // One warm-up cycle: connections open, scripts loaded.
@@ -319,6 +392,8 @@ async fn run_flavour(settings: &Settings, runtime: &str) -> Vec<Row> {
                 load_avg: load_avg(),
                 note: if name == "raw" {
                     format!("{tasks} task(s), SET on distinct keys")
+                } else if name == "scripts" {
+                    format!("{tasks} task(s), the two scripts' fast parts, plain redis-rs")
                 } else {
                     format!("{tasks} task(s), acquire + release on distinct keys")
                 },
@@ -337,7 +412,7 @@ async fn run_flavour(settings: &Settings, runtime: &str) -> Vec<Row> {
                 "raw" => row.ratio_to_raw = Some(1.0),
                 peer => {
                     row.ratio_to_raw = raw.map(|raw| row.ops_per_sec / (raw / 2.0));
-                    if peer == "lockstock" {
+                    if peer != "rslock" {
                         row.ratio_to_rslock = rslock.map(|rslock| row.ops_per_sec / rslock);
                     }
                 }

@@ -7,7 +7,9 @@
 //! - When Redis does not answer at connect time, then [`LockClient::connect`] fails within about
 //!   `config.connection_timeout`; later, the connection reconnects by itself and calls in
 //!   between fail with [`LockError::Connection`].
-//! - Every script call goes through one counted entry point ([`LockClient::round_trips`]).
+//! - Every script call is counted as one round trip ([`LockClient::round_trips`]), whether sent
+//!   through a `ScriptInvocation` or, for the two calls of the uncontended cycle, as an `EVALSHA`
+//!   built in place.
 //! - The mutex's own operations (`acquire`, `try_acquire`, `raise_fence_floor`) live in the
 //!   `mutex` module; `with_lock` in `with_lock.rs`.
 
@@ -19,7 +21,10 @@ use std::{
     time::Duration,
 };
 
-use redis::{FromRedisValue, ScriptInvocation, aio::ConnectionManager};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, Script, ScriptInvocation, ServerErrorKind,
+    aio::ConnectionManager,
+};
 
 use super::{
     conn::LockConnection,
@@ -163,6 +168,33 @@ impl LockClient {
         self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut conn = self.inner.conn.clone();
         Ok(invocation.invoke_async(&mut conn).await?)
+    }
+
+    /// Runs `script` as one `EVALSHA` of `key_count` keys whose keys and arguments `fill`
+    /// writes straight into the command, counting it as one round trip; on `NOSCRIPT` (first use
+    /// on a server, or its script cache emptied) the script is loaded and the call sent again.
+    ///
+    /// The same call as [`LockClient::run`] without a `ScriptInvocation`, which holds each
+    /// argument in a buffer of its own and copies them all into the command it sends: the two
+    /// calls of every uncontended cycle (the mutex's acquire and release) go this way.
+    pub(crate) async fn run_evalsha<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        key_count: usize,
+        fill: impl FnOnce(&mut Cmd),
+    ) -> Result<T> {
+        self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
+        let mut cmd = Cmd::with_capacity(12, 256);
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(key_count);
+        fill(&mut cmd);
+        let mut conn = self.inner.conn.clone();
+        match cmd.query_async(&mut conn).await {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script.load_async(&mut conn).await?;
+                Ok(cmd.query_async(&mut conn).await?)
+            }
+            reply => Ok(reply?),
+        }
     }
 
     /// The owner description this client records beside its locks.

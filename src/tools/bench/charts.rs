@@ -555,8 +555,9 @@ pub fn render_all(input: &Path, out: &Path, machine: String) -> anyhow::Result<V
     Ok(written)
 }
 
-/// The bar groups (shape and runtime) and the three series of the peer chart: raw `SET`s
-/// halved (a lock cycle is two round trips), ours, rslock.
+/// The bar groups (shape and runtime) and the series of the peer chart: raw `SET`s halved (a
+/// lock cycle is two round trips), ours, rslock, and our two scripts sent alone (the protocol's
+/// floor; absent from runs before it was measured).
 fn peer_series(rows: &[Value]) -> (Vec<String>, Vec<Series>) {
     let mut categories: Vec<String> = Vec::new();
     for row in rows {
@@ -569,6 +570,7 @@ fn peer_series(rows: &[Value]) -> (Vec<String>, Vec<Series>) {
         ("raw", "raw SET / 2", 0.5),
         ("lockstock", "lockstock (fenced)", 1.0),
         ("rslock", "rslock 0.10 (no fence)", 1.0),
+        ("scripts", "our two scripts alone (floor)", 1.0),
     ]
     .iter()
     .map(|&(peer, name, scale)| Series {
@@ -582,6 +584,7 @@ fn peer_series(rows: &[Value]) -> (Vec<String>, Vec<Series>) {
             })
             .collect(),
     })
+    .filter(|series| !series.points.is_empty())
     .collect();
     (categories, series)
 }

@@ -185,24 +185,30 @@ impl QueuedOps for MutexOps {
         if lease_ms > 0 {
             self.queued.store(true, Ordering::Relaxed);
         }
-        let reply: Vec<Value> = self
-            .ticket
-            .client
-            .run(
-                SCRIPTS
-                    .acquire
-                    .key(&self.keys.lock)
-                    .key(&self.keys.fence)
-                    .key(&self.keys.queue)
+        let client = &self.ticket.client;
+        let reply: Value = client
+            .run_evalsha(&SCRIPTS.acquire, 3, |cmd| {
+                cmd.arg(&self.keys.lock)
+                    .arg(&self.keys.fence)
+                    .arg(&self.keys.queue)
                     .arg(&self.ticket.token)
                     .arg(self.ticket.ttl_ms)
-                    .arg(self.ticket.client.owner_json())
+                    .arg(client.owner_json())
                     .arg(lease_ms)
                     .arg(&self.ticket.channel)
-                    .arg(u8::from(self.ticket.client.config().observer.is_some())),
-            )
+                    .arg(u8::from(client.config().observer.is_some()));
+            })
             .await?;
-        waiting::parse_attempt("acquire", &reply)
+        match reply {
+            // The uncontended grant (acquire_fast.lua): the bare fence, for the TTL asked.
+            Value::Int(fence) => Ok(Attempt::Granted {
+                fence: fence.max(0) as u64,
+                pttl_ms: self.ticket.ttl_ms,
+                server_ms: None,
+            }),
+            Value::Array(items) => waiting::parse_attempt("acquire", &items),
+            other => waiting::parse_attempt("acquire", std::slice::from_ref(&other)),
+        }
     }
 
     /// One call of `cancel_wait.lua`: leaves the queue by token.
@@ -235,15 +241,13 @@ impl Holder for MutexOps {
         let reply: i64 = self
             .ticket
             .client
-            .run(
-                SCRIPTS
-                    .release
-                    .key(&self.keys.lock)
-                    .key(&self.keys.fence)
-                    .key(&self.keys.queue)
+            .run_evalsha(&SCRIPTS.release, 3, |cmd| {
+                cmd.arg(&self.keys.lock)
+                    .arg(&self.keys.fence)
+                    .arg(&self.keys.queue)
                     .arg(&self.ticket.token)
-                    .arg(self.ticket.ttl_ms),
-            )
+                    .arg(self.ticket.ttl_ms);
+            })
             .await?;
         ReleaseOutcome::from_reply("release", reply)
     }

@@ -29,7 +29,9 @@
 -- ARGV[4]: lease of the caller's queue entry in ms; "0" = do not queue
 -- ARGV[5]: the caller's hand-off channel (kept in its queue entry)
 -- ARGV[6]: "1" = also return the server time of a grant (an observer is attached), else "0"
--- Returns: {1, fence, pttl_ms[, server_ms]}  acquired, or already ours (a retried call, a
+-- Returns: fence                 acquired by acquire_fast.lua (an unqueued, unobserved call
+--                                 that found the lock free), for ARGV[2] ms
+--          {1, fence, pttl_ms[, server_ms]}  acquired, or already ours (a retried call, a
 --                                 hand-off whose message was missed): fence is the held token;
 --                                 server_ms only when ARGV[6] is "1"
 --          {0, pttl_ms, server_ms} held by another (pttl_ms -1: no expiry)

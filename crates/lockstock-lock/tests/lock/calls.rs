@@ -73,3 +73,81 @@ async fn an_uncontended_cycle_costs_at_most_five_commands_in_two_round_trips() {
         "commands per uncontended cycle: acquire {acquire_cycle}, try_acquire {try_cycle} (want ≤ 5)"
     );
 }
+
+async fn flush_scripts(conn: &ConnectionManager) {
+    let mut conn = conn.clone();
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("SCRIPT FLUSH");
+}
+
+/// The acquire and release of the uncontended cycle are sent as `EVALSHA`s built in place
+/// (`LockClient::run_evalsha`): when the server no longer knows a script (a restart, a `SCRIPT
+/// FLUSH`), each loads it and sends the call again, and the answers are the usual ones — a
+/// grant with a fence above the last, a release that frees the key, a hand-off still handed.
+#[tokio::test]
+async fn the_cycle_reloads_its_scripts_when_the_server_forgot_them() {
+    let redis = TestRedis::new();
+    let admin = redis.raw().await;
+    let client = redis.client("reloading").await;
+    let waiter_client = redis.client("waiter").await;
+    let options = LockOptions::default();
+
+    let first = client.try_acquire("r", &options).await.unwrap().unwrap();
+    let first_fence = first.fence();
+    flush_scripts(&admin).await;
+    assert_eq!(first.release().await.unwrap(), ReleaseOutcome::Released);
+    assert!(
+        !client.is_locked("r").await.unwrap(),
+        "the release left the key"
+    );
+
+    flush_scripts(&admin).await;
+    let second = client
+        .acquire("r", &options, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        second.fence() > first_fence,
+        "fence {} after {}",
+        second.fence(),
+        first_fence
+    );
+
+    // A queued waiter, then the release's script forgotten: it still hands the lock over.
+    let waiting = tokio::spawn({
+        let waiter_client = waiter_client.clone();
+        let options = options.clone();
+        async move {
+            waiter_client
+                .acquire("r", &options, Duration::from_secs(10))
+                .await
+        }
+    });
+    let queue = format!("{}:{{r}}:queue", redis.prefix);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut conn = admin.clone();
+        let queued: u64 = redis::cmd("LLEN")
+            .arg(&queue)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if queued > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiter never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    flush_scripts(&admin).await;
+    let second_fence = second.fence();
+    assert_eq!(second.release().await.unwrap(), ReleaseOutcome::HandedOff);
+    let handed = waiting.await.unwrap().unwrap();
+    assert!(handed.fence() > second_fence);
+    handed.release().await.unwrap();
+}
