@@ -90,7 +90,8 @@ pub fn bar_chart(
         let plot = frame(&root, footer)?;
         let per = series.len().max(1) + 1; // slots per category: one per series, one gap
         let slots = (categories.len() * per).max(1);
-        let y_max = max_y(series);
+        // Headroom for the legend in the upper right: a row per series above the tallest bar.
+        let y_max = max_y(series) * (1.0 + 0.08 * series.len() as f64);
         let mut chart = ChartBuilder::on(&plot)
             .caption(title, ("sans-serif", 20))
             .margin(12)
