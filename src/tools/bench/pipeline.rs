@@ -348,7 +348,7 @@ impl PipelineBench {
                 "case {case}: only {decided} of {} decided",
                 orders.len()
             );
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(PROGRESS_POLL).await;
         }
         let decided_rows: Vec<(Uuid, i32, i64)> = sqlx::query_as(
             "SELECT id, product_id, (extract(epoch FROM decided_at) * 1000000)::bigint FROM orders",
@@ -404,6 +404,13 @@ impl PipelineBench {
         ))
     }
 }
+
+/// How often a case looks whether every order is decided. Each look counts the `orders` rows (a
+/// scan, ~2 ms at 20,000 rows), and the case's rate comes from the rows' `decided_at`, not from
+/// when the bench noticed, so the bench need not look often: every 5 ms it ran 701 counts with
+/// 1.6 s of execution in one 20,000-order run (`pg_stat_statements`), Postgres CPU taken from
+/// the cases it measures. (Measured after the change: the figures stayed within their noise.)
+const PROGRESS_POLL: Duration = Duration::from_millis(50);
 
 /// What a case cost besides its report.
 #[derive(Debug, Clone, Copy)]
