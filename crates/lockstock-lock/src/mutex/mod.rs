@@ -61,7 +61,7 @@ use redis::Value;
 pub use self::guard::{LockGuard, LockLease};
 use super::{
     client::LockClient,
-    error::Result,
+    error::{LockError, Result},
     guard::{Holder, ReleaseOutcome},
     keys::ResourceKeys,
     metrics::LockMetrics,
@@ -207,7 +207,10 @@ impl QueuedOps for MutexOps {
                 server_ms: None,
             }),
             Value::Array(items) => waiting::parse_attempt("acquire", &items),
-            other => waiting::parse_attempt("acquire", std::slice::from_ref(&other)),
+            other => Err(LockError::UnexpectedReply {
+                operation: "acquire",
+                detail: format!("{other:?}"),
+            }),
         }
     }
 

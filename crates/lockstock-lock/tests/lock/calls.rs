@@ -6,7 +6,10 @@ use std::time::Duration;
 use lockstock_lock::{LockOptions, ReleaseOutcome};
 use redis::aio::ConnectionManager;
 
-use crate::{commandstats, helpers::TestRedis};
+use crate::{
+    commandstats,
+    helpers::{TestRedis, held_with_a_queued_waiter},
+};
 
 /// Commands the server ran since the last `CONFIG RESETSTAT`, without the `INFO` that reads
 /// them and the reset itself.
@@ -19,13 +22,22 @@ async fn calls_since_reset(conn: &ConnectionManager) -> u64 {
         .sum()
 }
 
-async fn reset(conn: &ConnectionManager) {
+/// Runs one administrative command (`CONFIG RESETSTAT`, `SCRIPT FLUSH`) on the test's server.
+async fn run_admin(conn: &ConnectionManager, command: &str, subcommand: &str) {
     let mut conn = conn.clone();
-    let () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
+    let () = redis::cmd(command)
+        .arg(subcommand)
         .query_async(&mut conn)
         .await
-        .expect("CONFIG RESETSTAT");
+        .unwrap_or_else(|error| panic!("{command} {subcommand}: {error}"));
+}
+
+async fn reset(conn: &ConnectionManager) {
+    run_admin(conn, "CONFIG", "RESETSTAT").await;
+}
+
+async fn flush_scripts(conn: &ConnectionManager) {
+    run_admin(conn, "SCRIPT", "FLUSH").await;
 }
 
 /// Issue 10: an uncontended acquire + release costs at most 5 commands on the server
@@ -74,15 +86,6 @@ async fn an_uncontended_cycle_costs_at_most_five_commands_in_two_round_trips() {
     );
 }
 
-async fn flush_scripts(conn: &ConnectionManager) {
-    let mut conn = conn.clone();
-    let () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut conn)
-        .await
-        .expect("SCRIPT FLUSH");
-}
-
 /// The acquire and release of the uncontended cycle are sent as `EVALSHA`s built in place
 /// (`LockClient::run_evalsha`): when the server no longer knows a script (a restart, a `SCRIPT
 /// FLUSH`), each loads it and sends the call again, and the answers are the usual ones — a
@@ -92,7 +95,6 @@ async fn the_cycle_reloads_its_scripts_when_the_server_forgot_them() {
     let redis = TestRedis::new();
     let admin = redis.raw().await;
     let client = redis.client("reloading").await;
-    let waiter_client = redis.client("waiter").await;
     let options = LockOptions::default();
 
     let first = client.try_acquire("r", &options).await.unwrap().unwrap();
@@ -115,39 +117,14 @@ async fn the_cycle_reloads_its_scripts_when_the_server_forgot_them() {
         second.fence(),
         first_fence
     );
+    second.release().await.unwrap();
 
     // A queued waiter, then the release's script forgotten: it still hands the lock over.
-    let waiting = tokio::spawn({
-        let waiter_client = waiter_client.clone();
-        let options = options.clone();
-        async move {
-            waiter_client
-                .acquire("r", &options, Duration::from_secs(10))
-                .await
-        }
-    });
-    let queue = format!("{}:{{r}}:queue", redis.prefix);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut conn = admin.clone();
-        let queued: u64 = redis::cmd("LLEN")
-            .arg(&queue)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if queued > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the waiter never queued"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (held, waiting) = held_with_a_queued_waiter(&redis, "h", Duration::from_secs(10)).await;
     flush_scripts(&admin).await;
-    let second_fence = second.fence();
-    assert_eq!(second.release().await.unwrap(), ReleaseOutcome::HandedOff);
+    let held_fence = held.fence();
+    assert_eq!(held.release().await.unwrap(), ReleaseOutcome::HandedOff);
     let handed = waiting.await.unwrap().unwrap();
-    assert!(handed.fence() > second_fence);
+    assert!(handed.fence() > held_fence);
     handed.release().await.unwrap();
 }
