@@ -315,6 +315,12 @@ impl Env {
         total
     }
 
+    /// Orders `worker` holds reserved right now (its processing list).
+    pub async fn reserved_by(&self, worker: &WorkerProc) -> usize {
+        self.llen(&format!("{}:processing:{}", self.pending_key(), worker.id))
+            .await
+    }
+
     pub async fn llen(&self, key: &str) -> usize {
         let mut conn = self.raw().await;
         redis::cmd("LLEN")

@@ -66,11 +66,10 @@ async fn a_worker_cut_off_from_postgres_releases_its_lock_within_the_bound(pool:
 
     proxy.black_hole();
     let cut = Instant::now();
-    let processing = format!("{}:processing:{}", env.pending_key(), cut_off.id);
     wait_for(
         "the lock to be released and the orders given back",
         Duration::from_secs(10),
-        || async { env.lock_value(1).await.is_none() && env.llen(&processing).await == 0 },
+        || async { env.lock_value(1).await.is_none() && env.reserved_by(&cut_off).await == 0 },
     )
     .await;
     let released = cut.elapsed();
@@ -87,7 +86,7 @@ async fn a_worker_cut_off_from_postgres_releases_its_lock_within_the_bound(pool:
             "re-took the lock while cut off"
         );
         assert_eq!(
-            env.llen(&processing).await,
+            env.reserved_by(&cut_off).await,
             0,
             "reserved orders while cut off"
         );

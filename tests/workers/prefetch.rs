@@ -20,7 +20,6 @@ async fn run(env: &Env, name: &str, flags: &[&str], orders: usize) -> (usize, f6
         .collect();
     env.push(&batch).await;
     let mut worker = env.worker(name, flags);
-    let key = format!("{}:processing:{}", env.pending_key(), worker.id);
     let mut most = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
     while env.decided().await < decided_before + orders as i64 {
@@ -29,7 +28,7 @@ async fn run(env: &Env, name: &str, flags: &[&str], orders: usize) -> (usize, f6
             "orders not decided in time\n{}",
             worker.log()
         );
-        most = most.max(env.llen(&key).await);
+        most = most.max(env.reserved_by(&worker).await);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     worker.signal("TERM");

@@ -93,12 +93,6 @@ async fn a_second_signal_exits_at_once_and_recovery_finishes_the_work(pool: PgPo
     assert_eq!(env.sold(1).await + env.sold(2).await, 10);
 }
 
-/// Orders reserved by each worker right now (its processing list).
-async fn reserved_by(env: &Env, worker: &crate::helpers::WorkerProc) -> usize {
-    env.llen(&format!("{}:processing:{}", env.pending_key(), worker.id))
-        .await
-}
-
 /// Three workers, orders for one hot product, a 100 ms slow step. Each worker reserves at most
 /// what it can start soon (one batch deciding plus one batch of prefetch), not the backlog; on
 /// SIGTERM each finishes only the order whose slow step has begun, gives the rest back at once
@@ -122,7 +116,7 @@ async fn sigterm_gives_unstarted_orders_back_and_exits_promptly(pool: PgPool) {
     let sampling = Instant::now();
     while sampling.elapsed() < Duration::from_secs(2) {
         for worker in &workers {
-            most = most.max(reserved_by(&env, worker).await);
+            most = most.max(env.reserved_by(worker).await);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
