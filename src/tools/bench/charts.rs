@@ -744,6 +744,21 @@ mod tests {
         assert_eq!(series[0].points[1], (1.0, 105_000.0), "raw is halved");
         assert_eq!(series[1].points[1], (1.0, 64_000.0));
         assert_eq!(series[2].points[3], (3.0, 87_000.0));
+        assert_eq!(
+            series.len(),
+            3,
+            "a run without the floor rows draws no floor series"
+        );
+        assert!(!svg.contains("(floor)"));
+
+        let mut with_floor = rows.clone();
+        with_floor.push(serde_json::json!({
+            "peer": "scripts", "runtime": "multi_thread", "tasks": 50, "ops_per_sec": 70000.0
+        }));
+        let (_, series) = peer_series(&with_floor);
+        assert_eq!(series.len(), 4);
+        assert_eq!(series[3].name, "our two scripts alone (floor)");
+        assert_eq!(series[3].points, vec![(3.0, 70_000.0)]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
