@@ -135,16 +135,20 @@ async fn with_the_lock_exactly_one_of_five_concurrent_purchases_succeeds(pool: P
 /// several succeed and the stock is oversold; with it exactly one succeeds and the stock is 0.
 #[sqlx::test(migrator = "lockstock::store::MIGRATOR")]
 async fn accuracy_comparison_of_100_concurrent_requests(pool: PgPool) {
-    // A shorter slow step keeps the locked run (100 serialized holds) at a few seconds.
-    let settings = Settings {
-        work: Duration::from_millis(30),
+    // The unlocked run oversells when a second request reads the stock before the first one's
+    // slow step ends: 300 ms leaves room for the pool opening connections on a loaded machine
+    // (at 30 ms, one CI-like run saw every later read come after the first sale). The locked
+    // run serializes 100 holds, so its app keeps the slow step short.
+    let slow_step = |ms| Settings {
+        work: Duration::from_millis(ms),
         ..Settings::default()
     };
-    let app = TestApp::spawn_with(pool.clone(), settings).await;
+    let unlocked_app = TestApp::spawn_with(pool.clone(), slow_step(300)).await;
+    let app = TestApp::spawn_with(pool.clone(), slow_step(30)).await;
 
-    app.reset_stock(1, 1).await;
-    let (unlocked, _) = concurrent_purchases(&app, "without-lock", 1, 100).await;
-    let unlocked_stock = app.stock(1).await;
+    unlocked_app.reset_stock(1, 1).await;
+    let (unlocked, _) = concurrent_purchases(&unlocked_app, "without-lock", 1, 100).await;
+    let unlocked_stock = unlocked_app.stock(1).await;
 
     app.reset_stock(1, 1).await;
     let (locked, locked_failures) = concurrent_purchases(&app, "with-lock", 1, 100).await;
